@@ -1,0 +1,227 @@
+"""The run config: schema, YAML loading, CLI overrides and one-line validation errors."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tokenwatt.errors import ConfigError
+
+METERS = ("auto", "nvml", "rapl", "estimate")
+DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Workload(_Strict):
+    batch_size: int = Field(1, ge=1, le=65536)
+    prompt_tokens: int = Field(128, ge=1, le=1_048_576)
+    new_tokens: int = Field(128, ge=2, le=1_048_576)
+    seed: int = 0
+    prompts_file: str | None = None  # a text file, one prompt per line, through the tokenizer
+
+
+class Measure(_Strict):
+    meter: str = "auto"
+    warmup: int = Field(1, ge=0, le=1000)
+    repeats: int = Field(5, ge=1, le=10000)
+    min_seconds: float = Field(5.0, ge=0, le=86400)
+    idle_seconds: float = Field(2.0, ge=0, le=3600)
+    sample_interval_ms: float = Field(20.0, gt=0, le=10000)
+    cooldown_s: float = Field(0.0, ge=0, le=3600)
+    random_delay_s: float = Field(0.0, ge=0, le=3600)
+    cpu_tdp_w: float | None = Field(None, gt=0, le=10000)
+
+    @field_validator("meter")
+    @classmethod
+    def _meter(cls, v: str) -> str:
+        if v not in METERS:
+            raise ValueError(f"unknown meter {v!r}; choose one of {', '.join(METERS)}")
+        return v
+
+
+class Fidelity(_Strict):
+    enabled: bool = True
+    reference: str = "auto"  # auto: fp32 on CPU, bf16 on GPU
+    sequences: int = Field(4, ge=1, le=4096)
+    tokens: int = Field(64, ge=2, le=65536)
+
+
+class Carbon(_Strict):
+    region: str | None = None
+    pue: float = Field(1.0, ge=1.0, le=5.0)
+
+
+class RunConfig(_Strict):
+    name: str = "run"
+    model: str = "preset:tiny-llama"
+    precision: str = "bf16"
+    compile: bool = False
+    device: str = "auto"
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+    workload: Workload = Workload()
+    measure: Measure = Measure()
+    fidelity: Fidelity = Fidelity()
+    carbon: Carbon = Carbon()
+    out: str = "results/run"
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not DEVICE_RE.match(v):
+            raise ValueError(f"unknown device {v!r}; use auto, cpu, cuda or cuda:N")
+        return v
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, v: str) -> str:
+        from tokenwatt.models.precision import PRECISION_NAMES
+
+        if v not in PRECISION_NAMES:
+            raise ValueError(f"unknown precision {v!r}; choose one of {', '.join(PRECISION_NAMES)}")
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        if v.startswith("preset:"):
+            from tokenwatt.models.presets import PRESETS
+
+            name = v.removeprefix("preset:")
+            if name not in PRESETS:
+                hint = _nearest(name, PRESETS)
+                raise ValueError(f"unknown preset {name!r}{hint}; presets: {', '.join(PRESETS)}")
+        return v
+
+
+# Flat CLI option name -> dotted config path.
+OVERRIDE_PATHS: dict[str, str] = {
+    "name": "name",
+    "model": "model",
+    "precision": "precision",
+    "compile": "compile",
+    "device": "device",
+    "trust_remote_code": "trust_remote_code",
+    "allow_pickle": "allow_pickle",
+    "batch_size": "workload.batch_size",
+    "prompt_tokens": "workload.prompt_tokens",
+    "new_tokens": "workload.new_tokens",
+    "seed": "workload.seed",
+    "prompts_file": "workload.prompts_file",
+    "meter": "measure.meter",
+    "warmup": "measure.warmup",
+    "repeats": "measure.repeats",
+    "min_seconds": "measure.min_seconds",
+    "idle_seconds": "measure.idle_seconds",
+    "region": "carbon.region",
+    "pue": "carbon.pue",
+    "out": "out",
+}
+
+
+def default_config_text() -> str:
+    """The quickstart config embedded in the package (what `tokenwatt run` runs)."""
+    return resources.files("tokenwatt").joinpath("configs/quickstart.yaml").read_text("utf-8")
+
+
+def read_yaml(path: str | Path | None) -> dict[str, Any]:
+    """Parse a YAML config file (or the embedded quickstart when path is None)."""
+    if path is None:
+        text, where = default_config_text(), "embedded quickstart"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist; pass a YAML file path")
+        text, where = p.read_text(encoding="utf-8"), str(p)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{where}: malformed YAML{at}: {problem}; fix the syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a config must be a mapping of keys to values, not a list or scalar")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set flat CLI overrides (None means not given) into a nested config dict."""
+    out = _deep_copy(data)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        path = OVERRIDE_PATHS[key].split(".")
+        node = out
+        for part in path[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[path[-1]] = value
+    return out
+
+
+def validate(data: dict[str, Any], where: str = "config") -> RunConfig:
+    """Validate a config dict; raise ConfigError with one line naming the field and the fix."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{where}: {_describe(e.errors()[0])}") from None
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
+    """Read, override and validate a run config."""
+    where = str(path) if path else "embedded quickstart"
+    return validate(apply_overrides(read_yaml(path), overrides), where)
+
+
+def _describe(err: dict[str, Any]) -> str:
+    field = ".".join(str(p) for p in err["loc"]) or "config"
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        parent = _model_at(err["loc"][:-1])
+        hint = _nearest(str(err["loc"][-1]), parent.model_fields) if parent else ""
+        return f"unknown key {field!r}{hint}; remove it or fix its spelling"
+    if kind == "value_error":
+        return f"{field}: {msg.removeprefix('Value error, ')}"
+    value = err.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"{field}: {msg}{shown}"
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = RunConfig
+    for part in loc:
+        info = model.model_fields.get(str(part))
+        ann = getattr(info, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def _nearest(name: str, options: Any) -> str:
+    match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    return cfg.model_dump(mode="json")
+
+
+Phase = Literal["prefill", "decode"]

@@ -1,0 +1,1 @@
+"""Model construction: presets with random weights, local checkpoints, hub ids, precisions."""

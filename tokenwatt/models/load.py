@@ -1,0 +1,129 @@
+"""Load a model by spec: `preset:NAME`, a local checkpoint directory, or a hub id."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tokenwatt.errors import UserError
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any | None
+    source: str  # "preset", "local", "hub"
+    spec: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def load_model(
+    spec: str,
+    device: str,
+    dtype: Any,
+    seed: int = 0,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+) -> LoadedModel:
+    """Build or load a causal LM on `device` in `dtype`, in eval mode."""
+    if spec.startswith("preset:"):
+        loaded = _from_preset(spec.removeprefix("preset:"), device, dtype, seed)
+    elif _looks_local(spec):
+        loaded = _from_local(Path(spec), device, dtype, trust_remote_code, allow_pickle)
+    else:
+        loaded = _from_hub(spec, device, dtype, trust_remote_code)
+    loaded.model.eval()
+    loaded.info.setdefault("params_total", sum(p.numel() for p in loaded.model.parameters()))
+    return loaded
+
+
+def _looks_local(spec: str) -> bool:
+    return os.path.exists(spec) or spec.startswith((".", "/", "~")) or spec.count("/") > 1
+
+
+def _from_preset(name: str, device: str, dtype: Any, seed: int) -> LoadedModel:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tokenwatt.models.presets import PRESETS, preset_config
+
+    if name not in PRESETS:
+        raise UserError(f"model: unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    config = preset_config(name)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return LoadedModel(model, None, "preset", f"preset:{name}", {"like": PRESETS[name].like})
+
+
+def _from_local(
+    path: Path, device: str, dtype: Any, trust_remote_code: bool, allow_pickle: bool
+) -> LoadedModel:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = path.expanduser()
+    if not path.exists():
+        raise UserError(f"model: path {str(path)!r} does not exist; give a checkpoint directory")
+    if not path.is_dir():
+        raise UserError(f"model: {str(path)!r} is a file; give the checkpoint's directory")
+    if not (path / "config.json").is_file():
+        raise UserError(f"model: {str(path)!r} has no config.json; it is not a model checkpoint")
+    has_safetensors = any(path.glob("*.safetensors"))
+    has_pickle = any(path.glob("*.bin")) or any(path.glob("*.pt"))
+    if not has_safetensors and has_pickle and not allow_pickle:
+        raise UserError(
+            f"model: {str(path)!r} has only pickle weights (*.bin), which run code when loaded; "
+            "convert to safetensors or pass --allow-pickle if you trust the file"
+        )
+    if not has_safetensors and not has_pickle:
+        raise UserError(f"model: {str(path)!r} has no weights (*.safetensors); save them there")
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (ValueError, OSError) as e:
+        raise UserError(f"model: cannot read {str(path / 'config.json')!r}: {_first_line(e)}") from None
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            config=config,
+            dtype=dtype,
+            device_map=device,
+            use_safetensors=has_safetensors,
+            trust_remote_code=trust_remote_code,
+            local_files_only=True,
+        )
+    except ValueError as e:
+        raise UserError(
+            f"model: {str(path)!r} is not a causal language model ({config.model_type}): "
+            f"{_first_line(e)}"
+        ) from None
+    return LoadedModel(model, _tokenizer(path, trust_remote_code), "local", str(path))
+
+
+def _from_hub(spec: str, device: str, dtype: Any, trust_remote_code: bool) -> LoadedModel:
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            spec, dtype=dtype, device_map=device, trust_remote_code=trust_remote_code
+        )
+    except OSError as e:
+        raise UserError(
+            f"model: {spec!r} is neither a preset, a local directory nor a reachable hub model "
+            f"({_first_line(e)}); check the name or use preset:NAME"
+        ) from None
+    return LoadedModel(model, _tokenizer(spec, trust_remote_code), "hub", spec)
+
+
+def _tokenizer(where: Any, trust_remote_code: bool) -> Any | None:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
+    except Exception:  # a checkpoint without tokenizer files still runs on token ids
+        return None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

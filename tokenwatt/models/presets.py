@@ -1,0 +1,112 @@
+"""Architecture presets: real checkpoints' shapes with seeded random weights, built offline.
+
+Energy per token depends on shapes (parameter count, KV heads, vocabulary), not on trained
+values, so a preset measures what the real checkpoint would cost without a download.
+Fidelity on random weights is meaningful only relative to a reference of the same weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    model_type: str  # transformers config model_type
+    config: dict[str, Any] = field(default_factory=dict)
+    like: str = ""  # the real checkpoint whose shapes it copies
+    moe: bool = False
+
+
+_LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "factor": 32.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+    "rope_theta": 500000.0,
+}
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset(
+            "tiny-llama",
+            "llama",
+            dict(
+                vocab_size=4096,
+                hidden_size=256,
+                intermediate_size=688,
+                num_hidden_layers=4,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=4096,
+                tie_word_embeddings=False,
+            ),
+            like="Llama architecture, ~5M parameters (tests and quickstart)",
+        ),
+        Preset(
+            "llama-3.2-1b",
+            "llama",
+            dict(
+                vocab_size=128256,
+                hidden_size=2048,
+                intermediate_size=8192,
+                num_hidden_layers=16,
+                num_attention_heads=32,
+                num_key_value_heads=8,
+                head_dim=64,
+                max_position_embeddings=131072,
+                rms_norm_eps=1e-5,
+                tie_word_embeddings=True,
+                rope_parameters=_LLAMA3_ROPE,
+            ),
+            like="meta-llama/Llama-3.2-1B",
+        ),
+        Preset(
+            "qwen2.5-0.5b",
+            "qwen2",
+            dict(
+                vocab_size=151936,
+                hidden_size=896,
+                intermediate_size=4864,
+                num_hidden_layers=24,
+                num_attention_heads=14,
+                num_key_value_heads=2,
+                max_position_embeddings=32768,
+                rms_norm_eps=1e-6,
+                tie_word_embeddings=True,
+                rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+            ),
+            like="Qwen/Qwen2.5-0.5B",
+        ),
+        Preset(
+            "llama-3.1-8b",
+            "llama",
+            dict(
+                vocab_size=128256,
+                hidden_size=4096,
+                intermediate_size=14336,
+                num_hidden_layers=32,
+                num_attention_heads=32,
+                num_key_value_heads=8,
+                head_dim=128,
+                max_position_embeddings=131072,
+                rms_norm_eps=1e-5,
+                tie_word_embeddings=False,
+                rope_parameters=_LLAMA3_ROPE,
+            ),
+            like="meta-llama/Llama-3.1-8B",
+        ),
+    ]
+}
+
+
+def preset_config(name: str) -> Any:
+    """The transformers config object of a preset."""
+    from transformers import AutoConfig
+
+    p = PRESETS[name]
+    return AutoConfig.for_model(p.model_type, **p.config)
