@@ -6,7 +6,7 @@ import difflib
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -152,7 +152,9 @@ def read_yaml(path: str | Path | None) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: a config must be a mapping of keys to values, not a list or scalar")
+        raise ConfigError(
+            f"{where}: a config must be a mapping of keys to values, not a list or scalar"
+        )
     return data
 
 
@@ -224,4 +226,12 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
     return cfg.model_dump(mode="json")
 
 
-Phase = Literal["prefill", "decode"]
+def case_id(cfg: RunConfig) -> str:
+    """A stable hash of everything that defines a case (not where its results go)."""
+    import hashlib
+    import json
+
+    d = config_to_dict(cfg)
+    d.pop("out", None)
+    d.pop("name", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

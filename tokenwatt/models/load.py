@@ -82,23 +82,32 @@ def _from_local(
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (ValueError, OSError) as e:
-        raise UserError(f"model: cannot read {str(path / 'config.json')!r}: {_first_line(e)}") from None
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path,
-            config=config,
-            dtype=dtype,
-            device_map=device,
-            use_safetensors=has_safetensors,
-            trust_remote_code=trust_remote_code,
-            local_files_only=True,
-        )
-    except ValueError as e:
         raise UserError(
-            f"model: {str(path)!r} is not a causal language model ({config.model_type}): "
-            f"{_first_line(e)}"
+            f"model: cannot read {str(path / 'config.json')!r}: {_first_line(e)}"
         ) from None
+    _require_causal_lm(config, str(path), trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        path,
+        config=config,
+        dtype=dtype,
+        use_safetensors=has_safetensors,
+        trust_remote_code=trust_remote_code,
+        local_files_only=True,
+    ).to(device)
     return LoadedModel(model, _tokenizer(path, trust_remote_code), "local", str(path))
+
+
+def _require_causal_lm(config: Any, where: str, trust_remote_code: bool) -> None:
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    remote = trust_remote_code and "AutoModelForCausalLM" in (
+        getattr(config, "auto_map", None) or {}
+    )
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING and not remote:
+        raise UserError(
+            f"model: {where!r} is a {config.model_type!r} checkpoint, not a causal language "
+            "model; give a decoder checkpoint (Llama, Qwen, Mistral, ...)"
+        )
 
 
 def _from_hub(spec: str, device: str, dtype: Any, trust_remote_code: bool) -> LoadedModel:
@@ -106,8 +115,8 @@ def _from_hub(spec: str, device: str, dtype: Any, trust_remote_code: bool) -> Lo
 
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            spec, dtype=dtype, device_map=device, trust_remote_code=trust_remote_code
-        )
+            spec, dtype=dtype, trust_remote_code=trust_remote_code
+        ).to(device)
     except OSError as e:
         raise UserError(
             f"model: {spec!r} is neither a preset, a local directory nor a reachable hub model "

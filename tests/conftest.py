@@ -1,0 +1,35 @@
+"""Shared fixtures. Tests never reach a model hub: presets and self-saved checkpoints only."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import pytest  # noqa: E402
+
+# Small and fast: the tiny preset, short prompts, no minimum trial length.
+FAST = [
+    "--model", "preset:tiny-llama", "--prompt-tokens", "8", "--new-tokens", "6",
+    "--repeats", "2", "--warmup", "0", "--min-seconds", "0", "--idle-seconds", "0.05",
+]  # fmt: skip
+
+
+@pytest.fixture
+def fast_args() -> list[str]:
+    return list(FAST)
+
+
+@pytest.fixture
+def invoke():
+    """Run the CLI in-process; returns click's Result."""
+    from click.testing import CliRunner
+
+    from tokenwatt.cli import cli
+
+    def _invoke(*args: str):
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+    return _invoke
