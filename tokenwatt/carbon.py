@@ -297,7 +297,9 @@ def carbon_columns(row: dict[str, Any], carbon_cfg: Any) -> dict[str, Any]:
         out["carbon_intensity_g_per_kwh"] = r.carbon_intensity_g_per_kwh
         out["carbon_source"] = r.carbon_source
         if j_tok:
-            out["g_co2_per_1k_tokens"] = g_co2_per_1k_tokens(j_tok, r.carbon_intensity_g_per_kwh, pue)
+            out["g_co2_per_1k_tokens"] = g_co2_per_1k_tokens(
+                j_tok, r.carbon_intensity_g_per_kwh, pue
+            )
     return out
 
 
