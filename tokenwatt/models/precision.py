@@ -2,10 +2,18 @@
 
 Importing this module is cheap (no torch at import time): the config validator reads
 PRECISION_NAMES from here.
+
+Every quantised precision starts from a BF16 model. torchao quantises the `nn.Linear`
+weights (its configs get `set_inductor_config=False`, so applying a precision never changes
+global compile settings for the runs after it); `tokenwatt.models.moe.quantize_experts`
+quantises the 3-D expert tensors torchao skips. `quantized_param_fraction` says how many of
+the model's parameters ended up quantised; `weight_bytes` is the storage actually held,
+codes and scales included.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +32,8 @@ PRECISION_NAMES: tuple[str, ...] = (
 )
 
 DTYPE_PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+EMULATED = ("mxfp4-emulated", "nvfp4-emulated")
+MX_BLOCK, NV_BLOCK = 32, 16
 
 
 class PrecisionUnsupported(UserError):
@@ -51,13 +61,212 @@ def base_dtype(precision: str, device: str) -> Any:
     return torch.bfloat16
 
 
+def check_supported(precision: str, device: str) -> None:
+    """Raise PrecisionUnsupported (one line, naming the hardware needed) before any loading."""
+    if precision not in PRECISION_NAMES:
+        raise UserError(
+            f"precision: unknown {precision!r}; choose one of {', '.join(PRECISION_NAMES)}"
+        )
+    if precision == "fp8":
+        cc = _cuda_capability(device)
+        if cc is None:
+            raise PrecisionUnsupported(
+                f"precision fp8 needs an NVIDIA GPU with compute capability >= 8.9 "
+                f"(Ada, Hopper, Blackwell); device {device!r} is not a CUDA GPU"
+            )
+        if cc < (8, 9):
+            raise PrecisionUnsupported(
+                f"precision fp8 needs an NVIDIA GPU with compute capability >= 8.9 "
+                f"(Ada, Hopper, Blackwell); this GPU has {cc[0]}.{cc[1]}"
+            )
+    if precision == "int4-weight" and _device_type(device) not in ("cpu", "cuda"):
+        raise PrecisionUnsupported(
+            f"precision int4-weight needs a CPU or an NVIDIA GPU; device {device!r} has no "
+            "torchao int4 weight-only path"
+        )
+
+
 def apply_precision(model: Any, precision: str, device: str) -> PrecisionReport:
     """Apply `precision` to a model already built in `base_dtype(precision, device)`."""
+    from tokenwatt.models.moe import param_counts
+
+    check_supported(precision, device)
+    total = param_counts(model)["params_total"]
     if precision in DTYPE_PRECISIONS:
         return PrecisionReport(precision, "torch-dtype", weight_bytes=weight_bytes(model))
-    raise PrecisionUnsupported(
-        f"precision {precision!r} is not implemented yet; use fp32, bf16 or fp16"
+    backend, covered, detail = _APPLY[precision](model, device)
+    return PrecisionReport(
+        precision,
+        backend,
+        emulated=precision in EMULATED,
+        quantized_param_fraction=covered / total if total else 0.0,
+        weight_bytes=weight_bytes(model),
+        detail=detail,
     )
+
+
+# --- one function per precision -------------------------------------------------------------
+# Each returns (backend string, parameters covered, detail) after quantising in place.
+
+
+def _int8_weight(model: Any, device: str) -> tuple[str, int, dict[str, Any]]:
+    from torchao.quantization import Int8WeightOnlyConfig
+
+    dense = _torchao(model, Int8WeightOnlyConfig(set_inductor_config=False))
+    experts = _experts(model, "int8")
+    backend = "torchao:Int8WeightOnlyConfig(per-row)"
+    return _with_experts(backend, experts, "int8 per-row weight"), dense + experts, {}
+
+
+def _int8_dynamic(model: Any, device: str) -> tuple[str, int, dict[str, Any]]:
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig
+
+    from tokenwatt.models.moe import act_int8_per_token
+
+    config = Int8DynamicActivationInt8WeightConfig(set_inductor_config=False)
+    dense = _torchao(model, config)
+    experts = _experts(model, "int8", act_int8_per_token)
+    backend = "torchao:Int8DynamicActivationInt8WeightConfig(per-row, per-token)"
+    return (
+        _with_experts(backend, experts, "int8 weight + int8 per-token act qdq"),
+        dense + experts,
+        {},
+    )
+
+
+def _int4_weight(model: Any, device: str) -> tuple[str, int, dict[str, Any]]:
+    if _device_type(device) == "cuda":
+        from torchao.quantization import Int4WeightOnlyConfig
+
+        group = 128
+        config = Int4WeightOnlyConfig(
+            group_size=group, int4_packing_format="tile_packed_to_4d", set_inductor_config=False
+        )
+        backend = "torchao:Int4WeightOnlyConfig(group 128, tinygemm tile_packed_to_4d)"
+    else:
+        # torchao 0.18's Int4WeightOnlyConfig has kernels for CUDA/XPU/NPU only; on CPU its
+        # int4 weight-only path is IntxWeightOnlyConfig: int4 codes kept one per byte,
+        # dequantised to the activation dtype in the matmul.
+        import torch
+        from torchao.quantization import IntxWeightOnlyConfig
+        from torchao.quantization.granularity import PerGroup
+
+        group = 32
+        config = IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(group))
+        backend = "torchao:IntxWeightOnlyConfig(int4, group 32, unpacked-to-int8)"
+    dense = _torchao(model, config, block=group)
+    experts = _experts(model, "int4", group_size=group)
+    detail = {"group_size": group}
+    return _with_experts(backend, experts, f"int4 group {group} weight"), dense + experts, detail
+
+
+def _fp8(model: Any, device: str) -> tuple[str, int, dict[str, Any]]:
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
+
+    from tokenwatt.models.moe import act_fp8_per_token
+
+    config = Float8DynamicActivationFloat8WeightConfig(
+        granularity=PerRow(), set_inductor_config=False
+    )
+    dense = _torchao(model, config, block=16)
+    experts = _experts(model, "fp8", act_fp8_per_token)
+    backend = "torchao:Float8DynamicActivationFloat8WeightConfig(per-row, e4m3)"
+    return _with_experts(backend, experts, "fp8 e4m3 weight + act qdq"), dense + experts, {}
+
+
+def _mxfp4(model: Any, device: str) -> tuple[str, int, dict[str, Any]]:
+    import torch
+    from torchao.prototype.mx_formats import MXDynamicActivationMXWeightConfig
+    from torchao.quantization.quantize_.common.kernel_preference import KernelPreference
+
+    from tokenwatt.models.moe import act_mxfp4
+
+    fp4 = torch.float4_e2m1fn_x2
+    config = MXDynamicActivationMXWeightConfig(
+        block_size=MX_BLOCK,
+        activation_dtype=fp4,
+        weight_dtype=fp4,
+        kernel_preference=KernelPreference.EMULATED,
+    )
+    dense = _torchao(model, config, block=MX_BLOCK)
+    experts = _experts(model, "mxfp4", act_mxfp4)
+    backend = "fp4-emulated:torchao MXFP4 W4A4 (KernelPreference.EMULATED, dequant + bf16 matmul)"
+    detail = {"block_size": MX_BLOCK, "scale": "e8m0 rceil", "activations": "mxfp4"}
+    return _with_experts(backend, experts, "tokenwatt mxfp4 qdq"), dense + experts, detail
+
+
+def _nvfp4(model: Any, device: str) -> tuple[str, int, dict[str, Any]]:
+    from torchao.prototype.mx_formats import NVFP4WeightOnlyConfig
+
+    dense = _torchao(model, NVFP4WeightOnlyConfig(use_dynamic_per_tensor_scale=True), block=16)
+    experts = _experts(model, "nvfp4")
+    backend = "fp4-emulated:torchao NVFP4WeightOnlyConfig (dequant + bf16 matmul)"
+    detail = {"block_size": NV_BLOCK, "scale": "e4m3 + fp32 per tensor", "activations": "bf16"}
+    return _with_experts(backend, experts, "tokenwatt nvfp4 qdq"), dense + experts, detail
+
+
+_APPLY: dict[str, Callable[[Any, str], tuple[str, int, dict[str, Any]]]] = {
+    "int8-weight": _int8_weight,
+    "int8-dynamic": _int8_dynamic,
+    "int4-weight": _int4_weight,
+    "fp8": _fp8,
+    "mxfp4-emulated": _mxfp4,
+    "nvfp4-emulated": _nvfp4,
+}
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _torchao(model: Any, config: Any, block: int = 1) -> int:
+    """quantize_ the nn.Linear weights whose shapes the format accepts; return values covered.
+
+    Linears whose inner dimension (and, for block formats, outer dimension) is not a multiple
+    of the block are left in BF16 and show up as a lower quantized_param_fraction.
+    """
+    import torch
+    from torchao.quantization import quantize_
+
+    def fits(mod: Any, fqn: str) -> bool:
+        if not isinstance(mod, torch.nn.Linear):
+            return False
+        n, k = mod.weight.shape
+        return k % block == 0 and (block == 1 or n % 16 == 0)
+
+    quantize_(model, config, filter_fn=fits)
+    return sum(
+        m.weight.numel()
+        for m in model.modules()
+        if isinstance(m, torch.nn.Linear) and _is_quantized(m.weight)
+    )
+
+
+def _experts(model: Any, scheme: str, act_qdq: Any = None, group_size: int = 32) -> int:
+    from tokenwatt.models.moe import quantize_experts
+
+    return quantize_experts(model, scheme, act_qdq, group_size)
+
+
+def _with_experts(backend: str, experts_covered: int, how: str) -> str:
+    return f"{backend} + experts:{how}" if experts_covered else backend
+
+
+def _is_quantized(t: Any) -> bool:
+    return hasattr(t, "__tensor_flatten__")
+
+
+def _device_type(device: str) -> str:
+    return str(device).split(":")[0]
+
+
+def _cuda_capability(device: str) -> tuple[int, int] | None:
+    if _device_type(device) != "cuda":
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_capability(device)
 
 
 def weight_bytes(model: Any) -> int:
@@ -76,5 +285,5 @@ def _tensor_bytes(t: Any) -> int:
     inner = getattr(t, "__tensor_flatten__", None)
     if inner is not None:  # torchao tensor subclasses: sum their inner tensors
         names, _ = t.__tensor_flatten__()
-        return sum(_tensor_bytes(getattr(t, n)) for n in names)
+        return sum(_tensor_bytes(getattr(t, n)) for n in names if getattr(t, n) is not None)
     return t.numel() * t.element_size()
