@@ -1,0 +1,126 @@
+"""Power profiles with exact energy integrals: the ground truth the simulated sensors read.
+
+Every profile is piecewise constant (steady, steps, spikes, prefill bursts are all of that
+shape), so the energy over any interval is exact to float precision, with no integration error
+to blur the comparison between a meter and the truth. Time is in seconds since the profile's
+origin; before 0 and after the last breakpoint the first and last levels continue.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from dataclasses import dataclass, field
+
+
+@dataclass
+class PiecewiseProfile:
+    """Power `watts[i]` on [times[i], times[i+1]); times[0] is 0."""
+
+    times: list[float]
+    watts: list[float]
+    name: str = "custom"
+    # Phase labels per segment (prefill/decode/gap) for attribution ground truth.
+    labels: list[str] | None = None
+    _cum: list[float] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.times or self.times[0] != 0.0 or len(self.times) != len(self.watts):
+            raise ValueError("times must start at 0 and match watts in length")
+        self._cum = [0.0]
+        for i in range(1, len(self.times)):
+            self._cum.append(
+                self._cum[-1] + self.watts[i - 1] * (self.times[i] - self.times[i - 1])
+            )
+
+    def power(self, t: float) -> float:
+        i = max(bisect.bisect_right(self.times, t) - 1, 0)
+        return self.watts[i]
+
+    def cumulative(self, t: float) -> float:
+        """Energy in J from 0 to t (negative t counts backwards at the first level)."""
+        if t <= 0:
+            return self.watts[0] * t
+        i = bisect.bisect_right(self.times, t) - 1
+        return self._cum[i] + self.watts[i] * (t - self.times[i])
+
+    def energy(self, t0: float, t1: float) -> float:
+        return self.cumulative(t1) - self.cumulative(t0)
+
+    def label_seconds(self, t0: float, t1: float) -> dict[str, tuple[float, float]]:
+        """(seconds, joules) per label inside [t0, t1]: ground truth for attribution."""
+        out: dict[str, tuple[float, float]] = {}
+        labels = self.labels or ["all"] * len(self.times)
+        ends = self.times[1:] + [float("inf")]
+        for start, end, w, lab in zip(self.times, ends, self.watts, labels):
+            a, b = max(start, t0), min(end, t1)
+            if b > a:
+                s, j = out.get(lab, (0.0, 0.0))
+                out[lab] = (s + b - a, j + w * (b - a))
+        return out
+
+
+def constant(watts: float) -> PiecewiseProfile:
+    return PiecewiseProfile([0.0], [float(watts)], name="steady")
+
+
+def steady(watts: float = 400.0, noise_w: float = 15.0, seconds: float = 120.0,
+           seed: int = 0) -> PiecewiseProfile:  # fmt: skip
+    """A decode-like plateau with small 5 ms-scale fluctuations, as a real board shows."""
+    rng = random.Random(seed)
+    n = int(seconds / 0.005)
+    times = [i * 0.005 for i in range(n)]
+    return PiecewiseProfile(times, [watts + rng.uniform(-noise_w, noise_w) for _ in times],
+                            name="steady")  # fmt: skip
+
+
+def steps(levels: tuple[float, ...] = (120.0, 450.0, 300.0, 650.0), seconds: float = 120.0,
+          hold: tuple[float, float] = (0.05, 1.5), seed: int = 0) -> PiecewiseProfile:  # fmt: skip
+    """Jumps between levels held for random durations, edges anywhere in a sensor period."""
+    rng = random.Random(seed)
+    times, watts, t = [], [], 0.0
+    while t < seconds:
+        times.append(t)
+        watts.append(rng.choice(levels))
+        t += rng.uniform(*hold)
+    return PiecewiseProfile(times, watts, name="steps")
+
+
+def spikes(base_w: float = 300.0, spike_w: float = 650.0, seconds: float = 120.0,
+           width: tuple[float, float] = (0.003, 0.02), rate_hz: float = 8.0,
+           seed: int = 0) -> PiecewiseProfile:  # fmt: skip
+    """Short spikes (3-20 ms, shorter than the 25 ms averaging window) on a base level."""
+    rng = random.Random(seed)
+    times, watts, t = [0.0], [base_w], 0.0
+    while True:
+        t += rng.expovariate(rate_hz)
+        w = rng.uniform(*width)
+        if t + w >= seconds:
+            break
+        times += [t, t + w]
+        watts += [spike_w, base_w]
+        t += w
+    return PiecewiseProfile(times, watts, name="spikes")
+
+
+def bursts(prefill_w: float = 620.0, decode_w: float = 380.0, gap_w: float = 150.0,
+           prefill_s: tuple[float, float] = (0.01, 0.08),
+           decode_s: tuple[float, float] = (0.4, 1.2), gap_s: tuple[float, float] = (0.0, 0.01),
+           seconds: float = 120.0, seed: int = 0) -> PiecewiseProfile:  # fmt: skip
+    """Generation-like: a short prefill burst, a long decode plateau, a tiny gap; labelled."""
+    rng = random.Random(seed)
+    times, watts, labels, t = [], [], [], 0.0
+    while t < seconds:
+        for lab, w, span in (("prefill", prefill_w, prefill_s), ("decode", decode_w, decode_s),
+                             ("gap", gap_w, gap_s)):  # fmt: skip
+            d = rng.uniform(*span)
+            if d <= 0:
+                continue
+            times.append(t)
+            watts.append(w * rng.uniform(0.97, 1.03))
+            labels.append(lab)
+            t += d
+    return PiecewiseProfile(times, watts, name="bursts", labels=labels)
+
+
+PROFILES = {"steady": steady, "steps": steps, "spikes": spikes, "bursts": bursts}
