@@ -295,7 +295,7 @@ class PhaseRecorder:
                 per_phase = attribute(u, marks)
                 for phase, j in per_phase.items():
                     if phase in out:
-                        out[phase].joules[ch.key] = j
+                        out[phase].joules[ch.key] = float(j)
                 counter_j = sum(j for p, j in per_phase.items() if p != "end")
                 trace_j = sum(
                     trace_joules(u, a, b) for (a, p), (b, _) in zip(marks, marks[1:]) if p != "end"
@@ -321,7 +321,7 @@ class PhaseRecorder:
             flags.append("short-window")
         if any(j <= 0 for p in out.values() for j in p.joules.values()) or joules <= 0:
             flags.append("zero-joules")
-        avg_w = joules / seconds if seconds > 0 else math.nan
+        avg_w = float(joules / seconds) if seconds > 0 else math.nan
         if self.idle_power_w and avg_w < BELOW_IDLE_FACTOR * self.idle_power_w:
             flags.append("below-idle")
         limit = _power_limit_w(self.meters)

@@ -45,12 +45,14 @@ class Lane:
         period = meter.update_period_s()
         self.period = period if period and period >= TICK_MIN_PERIOD_S else None
         self.interval = max(interval_s, self.period or 0.0)
+        self.steps = max(1, round(self.interval / self.period)) if self.period else 1
         self.samples: list[Sample] = []
         self.next_wake = 0.0
         self.last_tick: float | None = None  # estimated time of the last counter update
         self._prev_t = 0.0
         self._prev_j: dict[str, float] | None = None
         self.errors: list[str] = []
+        self._lost_since = -float("inf")
 
     @property
     def ticking(self) -> bool:
@@ -68,8 +70,11 @@ class Lane:
         tick = self._prev_j is not None and joules != self._prev_j
         first = self._prev_j is None
         t_lo = self._prev_t
+        # A change seen after a long sleep happened at an unknown time: use it as the baseline
+        # and catch the next update with fast polls, so every recorded update is timed.
+        stale = self.ticking and tick and t0 - t_lo > 0.5 * self.period
         self._prev_t, self._prev_j = t0, joules
-        if self.ticking and not (tick or first):
+        if self.ticking and (stale or not (tick or first)):
             self._schedule_fast(t1)
             return None  # no news: the counter has not moved since the last poll
         power, power_t = self._power()
@@ -77,6 +82,8 @@ class Lane:
         self.samples.append(s)
         if tick:
             self.last_tick = tick_time(s)
+        elif first:
+            self._lost_since = t1
         self._schedule(t1)
         return s
 
@@ -96,14 +103,21 @@ class Lane:
     def _schedule(self, now: float) -> None:
         if self.ticking and self.last_tick is not None:
             guard = min(0.004, 0.1 * self.period)
-            steps = max(1, round(self.interval / self.period))
-            self.next_wake = max(self.last_tick + steps * self.period - guard, now + FAST_POLL_S)
+            wake = self.last_tick + self.steps * self.period - guard
+            self.next_wake = max(wake, now + FAST_POLL_S)
         else:
             self.next_wake = now + self.interval
 
     def _schedule_fast(self, now: float) -> None:
-        lost = self.last_tick is None or now - self.last_tick > 2.5 * self.period
-        self.next_wake = now + (FAST_POLL_S if not lost else min(self.period / 4, 0.02))
+        expected = self.last_tick is not None and (
+            now - self.last_tick < (self.steps + 1.5) * self.period
+        )
+        if expected or now - self._lost_since < 2 * self.period:
+            self.next_wake = now + FAST_POLL_S
+        else:  # lost for a while (a stalled counter): back off instead of spinning
+            self.next_wake = now + min(self.period / 4, 0.02)
+        if expected:
+            self._lost_since = now
 
 
 def tick_time(s: Sample) -> float:

@@ -173,7 +173,8 @@ class NvmlMeter(Meter):
         self._channel = Channel(
             f"gpu{self.index}", "gpu-board", self.source, True, self.device_name
         )
-        self._epoch_to_clock = self.clock() - time.time()
+        wall = getattr(self.clock, "wall", time.time)  # a virtual clock brings its own
+        self._epoch_to_clock = self.clock() - wall()
         self._raw0 = self._last_raw = self._counter_mj() if self.has_counter else 0
         self._offset_mj = 0
         self._integrated_j, self._last_t, self._last_p = 0.0, self.clock(), self._power_now_w()

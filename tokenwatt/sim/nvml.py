@@ -83,7 +83,7 @@ class SimGPU:
 
     @property
     def uuid(self) -> str:
-        return f"GPU-5157a1e0-0000-4000-8000-{self.index:012d}"
+        return f"GPU-{self.index:x}157a1e0-0000-4000-8000-{self.index:012d}"
 
     def tick(self, t: float) -> float:
         """The last sensor update at or before sim time t."""
@@ -101,6 +101,7 @@ class SimGPU:
 @dataclass
 class _State:
     clock: Callable[[], float] = time.perf_counter
+    wall: Callable[[], float] = time.time
     origin: float = 0.0
     gpus: list[SimGPU] = field(default_factory=list)
     errors: dict[str, list[int]] = field(default_factory=dict)
@@ -116,6 +117,7 @@ def configure(
     gpus: int = 1,
     power: float | PiecewiseProfile | list[PiecewiseProfile] = 300.0,
     clock: Callable[[], float] | None = None,
+    wall: Callable[[], float] | None = None,
     **gpu_kwargs: Any,
 ) -> list[SimGPU]:
     """Reset the simulation: `gpus` boards following `power` (watts or profiles) from now."""
@@ -123,7 +125,8 @@ def configure(
     profiles = [p if isinstance(p, PiecewiseProfile) else constant(p) for p in profiles]
     STATE.clock = clock or time.perf_counter
     STATE.origin = STATE.clock()
-    STATE.epoch_offset_s = time.time() - time.perf_counter()
+    STATE.wall = wall or getattr(STATE.clock, "wall", time.time)
+    STATE.epoch_offset_s = STATE.wall() - STATE.clock()  # clock time -> seconds since 1970
     STATE.gpus = [SimGPU(i, p, **gpu_kwargs) for i, p in enumerate(profiles)]
     STATE.errors = {}
     STATE.calls = {}

@@ -1,0 +1,26 @@
+"""Shared helpers for tests on simulated hardware: a virtual-clock NVML board and a driver."""
+
+from __future__ import annotations
+
+from tokenwatt.meters.nvml import NvmlMeter
+from tokenwatt.sampler import Sampler
+from tokenwatt.sim import nvml as sim
+from tokenwatt.sim.clock import VirtualClock
+
+
+def virtual_board(power=300.0, gpus=1, **kw):
+    """(clock, meters) for `gpus` simulated boards on a virtual clock; NVML initialised."""
+    clock = VirtualClock()
+    sim.configure(gpus, power, clock=clock, **kw)
+    meters = [NvmlMeter(i, nvml=sim, clock=clock, sleep=clock.sleep) for i in range(gpus)]
+    return clock, meters
+
+
+def virtual_sampler(meters, clock, interval_s=0.02):
+    return Sampler(meters, interval_s, clock=clock, sleep=clock.sleep)
+
+
+def advance(sampler, clock, t):
+    """Run the (thread-less) sampler on simulated time up to t."""
+    sampler.run(until=t)
+    clock.advance_to(t)

@@ -1,0 +1,46 @@
+"""`tokenwatt.measure` as a context manager and a decorator, on simulated and estimated meters."""
+
+import time
+
+import pytest
+
+from tokenwatt.api import measure
+from tokenwatt.meters.nvml import NvmlMeter
+from tokenwatt.sim import nvml as sim
+
+
+def test_context_manager_measures_a_region_on_a_simulated_gpu():
+    sim.configure(1, 321.0)
+    meters = [NvmlMeter(0, nvml=sim)]
+    with measure(meters=meters) as m:
+        time.sleep(0.35)
+    assert m.avg_power_w == pytest.approx(321.0, rel=0.005)
+    assert m.joules == pytest.approx(321.0 * m.seconds, rel=0.005)
+    assert m.labels == {"scope": "gpu-board", "source": "nvml-energy-counter", "measured": True}
+    assert list(m.by_channel) == ["gpu0"] and len(m.by_device) == 1
+    assert m.trace and all("power_w" in r for r in m.trace)
+    assert "short-window" in m.quality["flags"]
+
+
+def test_decorator_keeps_one_measurement_per_call_and_labels_estimates():
+    @measure(meter="estimate", device="cpu")
+    def work(n):
+        return sum(range(n))
+
+    assert work(10_000) == sum(range(10_000))
+    work(10_000)
+    assert len(work.measurements) == 2
+    m = work.measurements[-1]
+    assert m.joules > 0 and m.labels["measured"] is False
+    assert m.labels["source"] == "estimate-tdp-utilisation"
+
+
+def test_nvml_on_a_cpu_region_without_simulation_is_a_user_error(monkeypatch):
+    import sys
+
+    from tokenwatt.errors import UserError
+
+    monkeypatch.setitem(sys.modules, "pynvml", sim.real)
+    with pytest.raises(UserError, match="NVML"):
+        with measure(meter="nvml", device="cpu"):
+            pass

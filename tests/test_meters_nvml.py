@@ -1,0 +1,128 @@
+"""The real NVML meter against the simulated sensor (counter every 100 ms, 25 ms instant)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from simfix import virtual_board
+
+from tokenwatt.meters.base import MeterError, MeterUnavailable
+from tokenwatt.meters.nvml import INTEGRATED, NvmlMeter, cuda_target
+from tokenwatt.sim import nvml as sim
+from tokenwatt.sim import shim_dir
+from tokenwatt.sim.clock import VirtualClock
+
+
+def test_counter_is_the_source_and_matches_truth_between_updates():
+    clock, (m,) = virtual_board(250.0)
+    assert m.source == "nvml-energy-counter" and m.channels[0].measured
+    g = sim.STATE.gpus[0]
+    clock.advance_to(sim.STATE.origin + g.tick(sim.now()) + g.period_s + 1e-6)
+    a = m.read_joules()["gpu0"]
+    clock.sleep(2.0)
+    b = m.read_joules()["gpu0"]
+    assert b - a == pytest.approx(500.0, rel=1e-6)  # 2 s at 250 W, edges on updates
+
+
+def test_update_period_is_measured_not_assumed():
+    _, (m,) = virtual_board(300.0, period_s=0.05)
+    assert m.update_period_s() == pytest.approx(0.05, abs=0.002)
+    _, (m,) = virtual_board(300.0)
+    assert m.update_period_s() == pytest.approx(0.1, abs=0.002)
+
+
+def test_driver_reload_keeps_the_channel_monotonic_and_counts_it():
+    clock, (m,) = virtual_board(300.0)
+    clock.sleep(1.0)
+    before = m.read_joules()["gpu0"]
+    sim.reload_driver(0)
+    clock.sleep(1.0)
+    with pytest.warns(UserWarning, match="backwards"):
+        after = m.read_joules()["gpu0"]
+    assert after >= before and m.reloads == 1
+    assert after - before == pytest.approx(300.0, rel=0.05)
+
+
+def test_nvml_errors_become_meter_errors_with_the_nvml_text():
+    _, (m,) = virtual_board(300.0)
+    sim.inject_error("nvmlDeviceGetTotalEnergyConsumption", sim.NVML_ERROR_GPU_IS_LOST)
+    with pytest.raises(MeterError, match="GPU is lost"):
+        m.read_joules()
+    m.read_joules()  # the next read works again
+    sim.inject_error("nvmlDeviceGetTotalEnergyConsumption", sim.NVML_ERROR_UNKNOWN)
+    with pytest.raises(MeterError, match="Unknown"):
+        m.read_joules()
+
+
+def test_uninitialised_driver_is_a_clear_unavailable():
+    sim.configure(1, 300.0)
+    sim.inject_error("nvmlInit", sim.NVML_ERROR_DRIVER_NOT_LOADED)
+    with pytest.raises(MeterUnavailable, match="no NVIDIA driver"):
+        NvmlMeter(0, nvml=sim)
+
+
+def test_without_counter_integrates_instant_power_and_says_so():
+    clock, (m,) = virtual_board(200.0, has_counter=False)
+    assert m.source == INTEGRATED and m.update_period_s() is None
+    a = m.read_joules()["gpu0"]
+    for _ in range(100):
+        clock.sleep(0.02)
+        m.read_joules()
+    assert m.read_joules()["gpu0"] - a == pytest.approx(400.0, rel=0.01)
+
+
+def test_never_integrates_the_one_second_average_on_ampere_and_newer():
+    with pytest.raises(MeterUnavailable, match="1 s average"):
+        virtual_board(200.0, has_counter=False, has_instant=False)
+    _, (m,) = virtual_board(200.0, has_counter=False, has_instant=False,
+                            arch=sim.NVML_DEVICE_ARCH_TURING)  # fmt: skip
+    assert m.source == INTEGRATED  # pre-Ampere: nvmlDeviceGetPowerUsage is instantaneous
+
+
+def test_mig_is_refused_with_the_reason():
+    with pytest.raises(MeterUnavailable, match="MIG"):
+        virtual_board(300.0, mig=True)
+
+
+def test_other_processes_are_warned_about():
+    with pytest.warns(UserWarning, match="other processes"):
+        _, (m,) = virtual_board(300.0, other_pids=[4242])
+    assert m.describe()["other_processes"] == [4242]
+
+
+def test_edge_state_records_temperature_clock_and_limit():
+    _, (m,) = virtual_board(450.0)
+    state = m.edge_state()
+    assert state["power_limit_w"] == 700.0 and state["sm_clock_mhz"] > 0
+    assert state["temperature_c"] > 30 and state["power_w"] == pytest.approx(450.0)
+
+
+def test_cuda_visible_devices_maps_indexes_uuid_prefixes_and_refuses_mig(monkeypatch):
+    sim.configure(3, 300.0)
+    sim.nvmlInit()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,0")
+    assert cuda_target("cuda:0", sim) == 2 and cuda_target("cuda:1", sim) == 0
+    uuid1 = sim.STATE.gpus[1].uuid
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", uuid1[:9])
+    assert cuda_target("cuda", sim) == uuid1
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-3b7c-4f2a")
+    with pytest.raises(MeterUnavailable, match="MIG"):
+        cuda_target("cuda:0", sim)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert cuda_target("cuda:1", sim) == 1
+    m = NvmlMeter(uuid1, nvml=sim, clock=VirtualClock(), measure_period=False)
+    assert m.channels[0].key == "gpu1"
+
+
+def test_shim_is_imported_as_pynvml_with_real_error_classes():
+    code = (
+        "import pynvml; pynvml.nvmlInit(); h = pynvml.nvmlDeviceGetHandleByIndex(0);"
+        "print(pynvml.TOKENWATT_SIMULATED, pynvml.nvmlDeviceGetPowerUsage(h));"
+        "pynvml.nvmlDeviceGetTotalEnergyConsumption(h)"
+    )
+    env = {**os.environ, "PYTHONPATH": shim_dir(), "TOKENWATT_SIM_POWER_W": "123",
+           "TOKENWATT_SIM_ERRORS": "nvmlDeviceGetTotalEnergyConsumption:15"}  # fmt: skip
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert "True 123000" in p.stdout
+    assert "NVMLError_GpuIsLost" in p.stderr
