@@ -77,10 +77,14 @@ def run_case(spec: dict[str, Any]) -> int:
         emit({"event": "start", "case_id": spec["case_id"]})
         outcome = run_config(cfg, on_trial=_on_trial)
     except Exception as e:  # OOM, unsupported precision, a model that does not load, ...
-        record_failure(out, spec, one_line(e))
+        staged = _read_csv(stage / SUMMARY_CSV)[0]
+        if staged:  # stopped after its summary (e.g. a meter degraded): keep what it measured
+            merge_stage(stage, out, spec, staged[-1]["run_id"])
+        else:
+            record_failure(out, spec, one_line(e))
         shutil.rmtree(stage, ignore_errors=True)
         emit({"event": "failed", "error": one_line(e)})
-        return FAILED_EXIT
+        return 0 if staged else FAILED_EXIT
     merge_stage(stage, out, spec, outcome.run_id)
     shutil.rmtree(stage, ignore_errors=True)
     emit({"event": "done", "run_id": outcome.run_id})
