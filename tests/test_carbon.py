@@ -1,0 +1,120 @@
+"""Carbon intensity from CodeCarbon's bundled data, region profiles and the CO2 arithmetic."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+import pytest
+
+from tokenwatt.carbon import carbon_columns, load_profiles, resolve_region
+from tokenwatt.config import Carbon
+from tokenwatt.errors import ConfigError
+
+LBS_PER_MWH_TO_G_PER_KWH = 453.59237 / 1000  # 1 lb = 453.59237 g; 1 MWh = 1000 kWh
+
+
+def _codecarbon_json(path: str) -> dict:
+    """Read CodeCarbon's data file directly, as an independent check of the loader path."""
+    return json.loads(resources.files("codecarbon").joinpath(path).read_text("utf-8"))
+
+
+ROW = {"total_j_per_token": 2.5, "total_j": 2.5 * 4 * 64, "batch_size": 4, "new_tokens": 64}
+
+
+def test_co2_follows_from_j_per_token_intensity_and_pue() -> None:
+    mix = _codecarbon_json("data/private_infra/global_energy_mix.json")["DEU"]
+    cols = carbon_columns(ROW, Carbon(region="DEU", pue=1.2))
+    assert cols["carbon_intensity_g_per_kwh"] == pytest.approx(mix["carbon_intensity"])
+    kwh_per_1k = 2.5 * 1000 / 3.6e6
+    assert cols["g_co2_per_1k_tokens"] == pytest.approx(kwh_per_1k * mix["carbon_intensity"] * 1.2)
+    assert cols["pue"] == 1.2
+    assert "global_energy_mix DEU" in cols["carbon_source"]
+
+
+def test_two_regions_differ_by_the_ratio_of_their_intensities() -> None:
+    ice = carbon_columns(ROW, Carbon(region="iceland-norway", pue=1.1))
+    nova = carbon_columns(ROW, Carbon(region="northern-virginia", pue=1.1))
+    ratio = nova["carbon_intensity_g_per_kwh"] / ice["carbon_intensity_g_per_kwh"]
+    assert nova["g_co2_per_1k_tokens"] / ice["g_co2_per_1k_tokens"] == pytest.approx(ratio)
+    assert ratio > 5  # a fossil-heavy grid against hydro and geothermal
+    # The profiles' intensities are CodeCarbon's figures: eGRID lbs/MWh for Virginia, the mean
+    # of the Icelandic and Norwegian country figures for iceland-norway.
+    usa = _codecarbon_json("data/private_infra/2023/usa_emissions.json")
+    va = usa["virginia"]["emissions"] * LBS_PER_MWH_TO_G_PER_KWH
+    assert nova["carbon_intensity_g_per_kwh"] == pytest.approx(va, rel=1e-4)
+    mix = _codecarbon_json("data/private_infra/global_energy_mix.json")
+    isl_nor = (mix["ISL"]["carbon_intensity"] + mix["NOR"]["carbon_intensity"]) / 2
+    assert ice["carbon_intensity_g_per_kwh"] == pytest.approx(isl_nor)
+
+
+def test_leaderboard_columns_without_a_region() -> None:
+    cols = carbon_columns(ROW, Carbon())
+    assert cols["tokens_per_kwh"] == pytest.approx(3.6e6 / 2.5)
+    # One query = one sequence: (total J / batch) per query, in Wh per 1000 queries.
+    assert cols["wh_per_1k_queries"] == pytest.approx(2.5 * 64 * 1000 / 3600)
+    assert cols["carbon_intensity_g_per_kwh"] is None and cols["g_co2_per_1k_tokens"] is None
+    assert carbon_columns({"total_j_per_token": float("nan")}, None)["tokens_per_kwh"] is None
+
+
+@pytest.mark.parametrize(
+    ("name", "canonical", "kind"),
+    [
+        ("DEU", "DEU", "country"),
+        ("fra", "FRA", "country"),
+        ("USA/virginia", "USA/virginia", "us-state"),
+        ("new-york", "USA/new york", "us-state"),
+        ("CAN/quebec", "CAN/quebec", "ca-province"),
+        ("NO1", "NO1", "nordic-zone"),
+        ("gcp:us-east4", "gcp/us-east4", "cloud"),
+        ("Frankfurt", "frankfurt", "profile"),
+    ],
+)
+def test_resolve_region_names(name: str, canonical: str, kind: str) -> None:
+    r = resolve_region(name)
+    assert (r.name, r.kind) == (canonical, kind)
+    assert 0 < r.carbon_intensity_g_per_kwh < 1500
+    assert r.carbon_source
+
+
+def test_unknown_region_suggests_the_nearest_name() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'northern-virginia'"):
+        resolve_region("northern-virgina")
+    with pytest.raises(ConfigError, match="ISO3 country code"):
+        resolve_region("atlantis")
+
+
+def test_builtin_profiles_carry_every_number_and_its_source() -> None:
+    profiles = load_profiles()
+    assert {"northern-virginia", "frankfurt", "iceland-norway", "west-texas"} <= set(profiles)
+    for name in profiles:
+        r = resolve_region(name)
+        assert r.rack_kw and r.grid_queue_years and r.pue_typical, name
+        for key in ("grid", "rack_kw", "grid_queue_years", "pue_typical"):
+            assert len(r.sources[key]) > 20, (name, key)
+    assert resolve_region("iceland-norway").rack_kw == (80.0, 120.0)
+
+
+def test_user_region_file_extends_and_must_cite(tmp_path, monkeypatch) -> None:
+    good = tmp_path / "mine.yaml"
+    good.write_text(
+        "regions:\n"
+        "  my-site:\n"
+        "    grid: {g_per_kwh: 100.0}\n"
+        "    rack_kw: [20, 30]\n"
+        "    sources: {grid: 'utility PPA 2025 disclosure', rack_kw: 'our floor plan'}\n"
+    )
+    monkeypatch.setenv("TOKENWATT_REGIONS", str(good))
+    r = resolve_region("my-site")
+    assert r.carbon_intensity_g_per_kwh == 100.0 and r.rack_kw == (20.0, 30.0)
+    assert "utility PPA" in r.carbon_source
+    assert resolve_region("frankfurt").kind == "profile"  # built-ins stay
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("regions:\n  x:\n    grid: {g_per_kwh: 5}\n    rack_kw: [10, 20]\n")
+    monkeypatch.setenv("TOKENWATT_REGIONS", str(bad))
+    with pytest.raises(ConfigError, match="has no source"):
+        resolve_region("x")
+    monkeypatch.setenv("TOKENWATT_REGIONS", str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_region("DEU")
