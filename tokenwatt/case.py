@@ -68,8 +68,9 @@ def run_case(spec: dict[str, Any]) -> int:
     _quiet_libraries()
     out = Path(spec["out"])
     stage = out / STAGING / f"{spec['case_id']}-{os.getpid()}"
-    local = dict(spec["config"], out=str(stage), device=spec.get("local_device") or
-                 spec["config"]["device"])  # fmt: skip
+    local = dict(
+        spec["config"], out=str(stage), device=spec.get("local_device") or spec["config"]["device"]
+    )
     try:
         from tokenwatt.runner import run_config
 
@@ -130,8 +131,13 @@ def record_failure(out: Path, spec: dict[str, Any], error: str) -> None:
     row = failed_row(spec, error)
     with _no_sigint(), locked(out):
         append_rows(out / RESULTS_CSV, [row], TRIAL_COLUMNS)
-        record = {"run_id": row["run_id"], "case_id": spec["case_id"], "error": error,
-                  "config": spec["config"], "tags": spec.get("tags", {})}  # fmt: skip
+        record = {
+            "run_id": row["run_id"],
+            "case_id": spec["case_id"],
+            "error": error,
+            "config": spec["config"],
+            "tags": spec.get("tags", {}),
+        }
         update_json(out / RUN_JSON, "failures", record)
 
 

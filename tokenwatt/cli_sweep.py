@@ -41,8 +41,9 @@ def sweep(
         return
     text = Path(config).read_text(encoding="utf-8")
     with sweep_progress(cases, disabled=quiet) as on_event:
-        outcome = run_sweep(data, cases, force=force, retry_failed=retry_failed,
-                            on_event=on_event, config_text=text)  # fmt: skip
+        outcome = run_sweep(
+            data, cases, force=force, retry_failed=retry_failed, on_event=on_event, config_text=text
+        )
     ok = sum(1 for s in outcome.status.values() if s == "complete")
     console.print(
         f"sweep {outcome.out}: {len(outcome.planned)} cases, {ok} complete "
@@ -64,8 +65,12 @@ def sweep_progress(cases: list[Any], disabled: bool = False) -> Iterator[Any]:
     if disabled:
         yield None
         return
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn()]  # fmt: skip
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ]
     with Progress(*columns, console=err_console, transient=True) as progress:
         grid = progress.add_task("cases", total=len(cases))
         trials = progress.add_task("trials", total=None, visible=False)
@@ -74,11 +79,16 @@ def sweep_progress(cases: list[Any], disabled: bool = False) -> Iterator[Any]:
             kind = event.get("event")
             if kind == "start":
                 progress.update(grid, description=f"cases: {case.label}")
-                progress.reset(trials, total=case.config["measure"]["repeats"], visible=True,
-                               description="  trials (loading)")  # fmt: skip
+                progress.reset(
+                    trials,
+                    total=case.config["measure"]["repeats"],
+                    visible=True,
+                    description="  trials (loading)",
+                )
             elif kind == "trial":
-                progress.update(trials, completed=event["done"], total=event["total"],
-                                description="  trials")  # fmt: skip
+                progress.update(
+                    trials, completed=event["done"], total=event["total"], description="  trials"
+                )
             elif kind in ("done", "failed"):
                 progress.advance(grid)
                 progress.update(trials, visible=False)
@@ -98,10 +108,18 @@ def _baseline(value: str | None) -> tuple[str, str] | None:
 @click.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--baseline", required=True, help="KEY=VALUE, e.g. precision=bf16.")
-@click.option("--metric", default="decode_j_per_token", show_default=True,
-              help="The energy figure to compare (a per-trial column).")  # fmt: skip
-@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False),
-              help="Also write the table as Markdown.")  # fmt: skip
+@click.option(
+    "--metric",
+    default="decode_j_per_token",
+    show_default=True,
+    help="The energy figure to compare (a per-trial column).",
+)
+@click.option(
+    "--markdown",
+    "markdown_path",
+    type=click.Path(dir_okay=False),
+    help="Also write the table as Markdown.",
+)
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write a CSV.")
 def compare(
     results: tuple[str, ...],

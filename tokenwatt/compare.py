@@ -23,14 +23,30 @@ from typing import Any
 from tokenwatt.errors import UserError
 from tokenwatt.stats import describe, t95
 
-CASE_KEYS = ("model", "precision", "compile", "device_name", "batch_size", "prompt_tokens",
-             "new_tokens", "energy_scope")  # fmt: skip
+CASE_KEYS = (
+    "model",
+    "precision",
+    "compile",
+    "device_name",
+    "batch_size",
+    "prompt_tokens",
+    "new_tokens",
+    "energy_scope",
+)
 FIDELITY = ("top1_agreement", "kl_divergence")
 STAT_METRICS = (
-    "decode_j_per_token", "prefill_j_per_token", "total_j_per_token",
-    "dynamic_decode_j_per_token", "decode_tokens_per_s", "avg_power_w", "idle_power_w",
-    "prefill_j_per_gen_token", "decode_j_per_gen_token", "j_per_request", "peak_memory_mb",
-)  # fmt: skip
+    "decode_j_per_token",
+    "prefill_j_per_token",
+    "total_j_per_token",
+    "dynamic_decode_j_per_token",
+    "decode_tokens_per_s",
+    "avg_power_w",
+    "idle_power_w",
+    "prefill_j_per_gen_token",
+    "decode_j_per_gen_token",
+    "j_per_request",
+    "peak_memory_mb",
+)
 SPEED = "decode_tokens_per_s"
 LABELS = {
     "decode_j_per_token": "decode J/token",
@@ -123,8 +139,9 @@ def case_stats(df: Any) -> Any:
         row["n_trials"] = len(g)
         row["case_id"] = ";".join(sorted(set(g["case_id"].astype(str)))) if "case_id" in g else ""
         row["name"] = str(g["name"].iloc[0]) if "name" in g else ""
-        row["measured"] = bool(g["measured"].astype(str).eq("True").all()) if "measured" in g \
-            else False  # fmt: skip
+        row["measured"] = (
+            bool(g["measured"].astype(str).eq("True").all()) if "measured" in g else False
+        )
         for col in ("energy_source", "precision_backend"):
             if col in g:
                 row[col] = "+".join(sorted(set(g[col].dropna().astype(str))))
@@ -166,9 +183,15 @@ def compare(trials: Any, key: str, value: str, metric: str = "decode_j_per_token
                 continue
             rows.append(_row(case, base, keys, key, value, metric))
     table = pd.DataFrame(rows)
-    table.attrs.update(metric=metric, baseline=f"{key}={value}", key=key, missing=missing,
-                       measured=bool(trials["measured"].astype(str).eq("True").all())
-                       if "measured" in trials else False)  # fmt: skip
+    table.attrs.update(
+        metric=metric,
+        baseline=f"{key}={value}",
+        key=key,
+        missing=missing,
+        measured=bool(trials["measured"].astype(str).eq("True").all())
+        if "measured" in trials
+        else False,
+    )
     return table
 
 
@@ -179,16 +202,18 @@ def _row(case: Any, base: Any, keys: list[str], key: str, value: str, metric: st
     row["n"], row["baseline_n"] = len(case), len(base)
     row[metric] = describe(_clean(case[metric]))["mean"]
     row[f"baseline_{metric}"] = describe(_clean(base[metric]))["mean"]
-    row["ratio"], row["ratio_ci95_low"], row["ratio_ci95_high"] = ratio_ci(case[metric],
-                                                                          base[metric])  # fmt: skip
+    row["ratio"], row["ratio_ci95_low"], row["ratio_ci95_high"] = ratio_ci(
+        case[metric], base[metric]
+    )
     if SPEED in case:
         r = ratio_ci(case[SPEED], base[SPEED])
         row["tokens_per_s_ratio"], row["tokens_per_s_ci95_low"], row["tokens_per_s_ci95_high"] = r
     for f in FIDELITY:
         if f in case:
             row[f], row[f"baseline_{f}"] = _first(case[f]), _first(base[f])
-    row["measured"] = bool(case["measured"].astype(str).eq("True").all()) if "measured" in case \
-        else False  # fmt: skip
+    row["measured"] = (
+        bool(case["measured"].astype(str).eq("True").all()) if "measured" in case else False
+    )
     return row
 
 
@@ -242,11 +267,17 @@ def display_rows(table: Any) -> tuple[list[str], list[list[str]]]:
     rows = []
     for _, r in table.iterrows():
         cells = [str(r[k]) for k in keys]
-        cells += [f"{fmt(r[metric])} {unit}".strip(), f"{fmt(r[f'baseline_{metric}'])} {unit}"
-                  .strip(), _ci(r["ratio"], r["ratio_ci95_low"], r["ratio_ci95_high"])]  # fmt: skip
+        cells += [
+            f"{fmt(r[metric])} {unit}".strip(),
+            f"{fmt(r[f'baseline_{metric}'])} {unit}".strip(),
+            _ci(r["ratio"], r["ratio_ci95_low"], r["ratio_ci95_high"]),
+        ]
         if has_speed:
-            cells.append(_ci(r["tokens_per_s_ratio"], r["tokens_per_s_ci95_low"],
-                             r["tokens_per_s_ci95_high"]))  # fmt: skip
+            cells.append(
+                _ci(
+                    r["tokens_per_s_ratio"], r["tokens_per_s_ci95_low"], r["tokens_per_s_ci95_high"]
+                )
+            )
         if has_fid:
             cells += [fmt(r.get("top1_agreement")), fmt(r.get("kl_divergence"))]
         rows.append(cells)
@@ -291,8 +322,10 @@ def print_comparison(table: Any) -> None:
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     """A GitHub-flavoured Markdown table (pipes in cells escaped)."""
     esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(esc(h) for h in headers) + " |",
-             "|" + "|".join("---" for _ in headers) + "|"]  # fmt: skip
+    lines = [
+        "| " + " | ".join(esc(h) for h in headers) + " |",
+        "|" + "|".join("---" for _ in headers) + "|",
+    ]
     lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 

@@ -56,8 +56,13 @@ def case_file(case: Case, out: Path, local_device: str) -> Path:
     """The CASE.json a case process reads."""
     path = out / ".cases" / f"{case.case_id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    spec = {"case_id": case.case_id, "config": case.config, "out": str(out),
-            "tags": case.tags, "local_device": local_device}  # fmt: skip
+    spec = {
+        "case_id": case.case_id,
+        "config": case.config,
+        "out": str(out),
+        "tags": case.tags,
+        "local_device": local_device,
+    }
     write_atomic(path, json.dumps(spec, indent=1))
     return path
 
@@ -135,6 +140,10 @@ def _died(out: Path, case: Case, local: str, code: int, log: Path) -> None:
         why = f"case process killed by signal {-code} (out of host memory?)"
     if tail:
         why += f"; last log line: {tail[-1][:200]}"
-    spec = {"case_id": case.case_id, "config": case.config, "tags": case.tags,
-            "local_device": local}  # fmt: skip
+    spec = {
+        "case_id": case.case_id,
+        "config": case.config,
+        "tags": case.tags,
+        "local_device": local,
+    }
     record_failure(out, spec, why)

@@ -101,9 +101,11 @@ def plot_power_trace(run: dict[str, Any], folder: Path, stem: str = "power_trace
         ax.axhline(idle, color="grey", ls="--", lw=1, label=f"idle {idle:.3g} W")
     cfg = run.get("config", {})
     w = cfg.get("workload", {})
-    ax.set_title(f"{kind}, trial {trial.get('trial', len(trials) - 1)}: {cfg.get('precision')} "
-                 f"b{w.get('batch_size')} p{w.get('prompt_tokens')} n{w.get('new_tokens')}",
-                 fontsize=10)  # fmt: skip
+    ax.set_title(
+        f"{kind}, trial {trial.get('trial', len(trials) - 1)}: {cfg.get('precision')} "
+        f"b{w.get('batch_size')} p{w.get('prompt_tokens')} n{w.get('new_tokens')}",
+        fontsize=10,
+    )
     ax.set_xlabel("time since the trial started (s)")
     ax.set_ylabel(f"power ({energy_unit(measured, 'W')})")
     top = max(peak, idle if math.isfinite(idle) else 0.0)
@@ -123,8 +125,14 @@ def _draw_phase_average(ax: Any, trial: dict[str, Any]) -> float:
         seconds = p["seconds"] / reps
         watts = sum(v for v in p["joules"].values() if v is not None) / p["seconds"]
         ax.axvspan(t, t + seconds, color=PHASE_COLOURS[phase], alpha=0.3, label=phase)
-        ax.hlines(watts, t, t + seconds, color="black", lw=2,
-                  label="phase-average power" if phase == "decode" else None)  # fmt: skip
+        ax.hlines(
+            watts,
+            t,
+            t + seconds,
+            color="black",
+            lw=2,
+            label="phase-average power" if phase == "decode" else None,
+        )
         t, peak = t + seconds, max(peak, watts)
     ax.set_xlim(0, t or 1)
     return peak
@@ -141,8 +149,13 @@ def _draw_trace(ax: Any, trial: dict[str, Any]) -> float:
         peak = max([peak, *ws])
     for a, b in zip(marks, marks[1:]):
         if a["phase"] in PHASE_COLOURS:
-            ax.axvspan(a["t_s"] - t0, b["t_s"] - t0, color=PHASE_COLOURS[a["phase"]], alpha=0.25,
-                       label=a["phase"] if a is _first_of(marks, a["phase"]) else None)  # fmt: skip
+            ax.axvspan(
+                a["t_s"] - t0,
+                b["t_s"] - t0,
+                color=PHASE_COLOURS[a["phase"]],
+                alpha=0.25,
+                label=a["phase"] if a is _first_of(marks, a["phase"]) else None,
+            )
     return peak
 
 
@@ -182,8 +195,12 @@ def plot_j_per_token_cases(stats: Any, folder: Path, stem: str = "j_per_token") 
         mean = stats["total_j_per_token_mean"]
         err = _yerr(mean, stats["total_j_per_token_ci95_low"], stats["total_j_per_token_ci95_high"])
         ax.errorbar(x, mean, yerr=err, fmt="none", ecolor="black", capsize=4, label="95% CI")
-    ax.set_xticks(list(x), labels, rotation=30 if len(stats) > 4 else 0, ha="right"
-                  if len(stats) > 4 else "center")  # fmt: skip
+    ax.set_xticks(
+        list(x),
+        labels,
+        rotation=30 if len(stats) > 4 else 0,
+        ha="right" if len(stats) > 4 else "center",
+    )
     ax.set_xlabel("case (" + ", ".join(keys) + ")" if keys else "case")
     ax.set_ylabel(f"energy per generated token ({energy_unit(_all_measured(stats))})")
     ax.set_title("Energy per generated token: prefill + decode", fontsize=10)
@@ -221,15 +238,16 @@ def plot_vs(stats: Any, x: str, folder: Path, metric: str = "decode_j_per_token"
         g = g.assign(_x=g[x].map(_num)).sort_values("_x")
         row = g.iloc[0]
         err = _yerr(g[col], g[f"{metric}_ci95_low"], g[f"{metric}_ci95_high"])
-        ax.errorbar(g["_x"], g[col], yerr=err, marker="o", capsize=3,
-                    label=case_label(row, others))  # fmt: skip
+        ax.errorbar(g["_x"], g[col], yerr=err, marker="o", capsize=3, label=case_label(row, others))
     xs = sorted({_num(v) for v in stats[x]})
     if xs[0] > 0 and xs[-1] / xs[0] >= 4:
         ax.set_xscale("log", base=2)
     ax.set_xticks(xs, [f"{v:g}" for v in xs])
     ax.minorticks_off()
-    what = {"batch_size": "batch size (sequences)", "prompt_tokens":
-            "context length at decode start (prompt tokens)"}.get(x, x)  # fmt: skip
+    what = {
+        "batch_size": "batch size (sequences)",
+        "prompt_tokens": "context length at decode start (prompt tokens)",
+    }.get(x, x)
     ax.set_xlabel(what)
     ax.set_ylabel(f"decode energy per token ({energy_unit(_all_measured(stats))})")
     ax.set_ylim(bottom=0)
@@ -247,8 +265,9 @@ def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> l
     for i, (e, f) in enumerate(points):
         beaten = any(
             (e2 <= e and (f2 >= f if higher_is_better else f2 <= f)) and (e2, f2) != (e, f)
-            for j, (e2, f2) in enumerate(points) if j != i
-        )  # fmt: skip
+            for j, (e2, f2) in enumerate(points)
+            if j != i
+        )
         if not beaten:
             front.append(i)
     return sorted(front, key=lambda i: points[i][0])
@@ -273,8 +292,13 @@ def plot_pareto(stats: Any, folder: Path, metric: str = "decode_j_per_token") ->
         for (e, f), p in zip(pts, g["precision"]):
             ax.annotate(str(p), (e, f), textcoords="offset points", xytext=(4, 4), fontsize=8)
         front = [pts[i] for i in pareto_front(pts, higher)]
-        ax.step(*zip(*front), where="post" if higher else "pre", color=sc.get_facecolor()[0],
-                alpha=0.6, lw=1)  # fmt: skip
+        ax.step(
+            *zip(*front),
+            where="post" if higher else "pre",
+            color=sc.get_facecolor()[0],
+            alpha=0.6,
+            lw=1,
+        )
     ax.set_xlabel(f"decode energy per token ({energy_unit(_all_measured(data))})")
     ax.set_ylabel(label)
     ax.set_title("Energy against fidelity: Pareto front of precisions", fontsize=10)
@@ -295,9 +319,11 @@ def _fidelity_axis(stats: Any) -> tuple[str | None, bool, str]:
 
 def all_plots(stats: Any, runs: list[dict[str, Any]], folder: Path) -> list[Figure]:
     """Every figure that the data supports."""
-    figs = [plot_power_trace(runs[-1], folder) if runs else None,
-            plot_j_per_token_cases(stats, folder),
-            plot_vs(stats, "batch_size", folder),
-            plot_vs(stats, "prompt_tokens", folder),
-            plot_pareto(stats, folder)]  # fmt: skip
+    figs = [
+        plot_power_trace(runs[-1], folder) if runs else None,
+        plot_j_per_token_cases(stats, folder),
+        plot_vs(stats, "batch_size", folder),
+        plot_vs(stats, "prompt_tokens", folder),
+        plot_pareto(stats, folder),
+    ]
     return [f for f in figs if f is not None]

@@ -60,8 +60,12 @@ class Case:
     @property
     def label(self) -> str:
         w = self.config["workload"]
-        parts = [self.config["precision"], f"b{w['batch_size']}", f"p{w['prompt_tokens']}",
-                 f"n{w['new_tokens']}"]  # fmt: skip
+        parts = [
+            self.config["precision"],
+            f"b{w['batch_size']}",
+            f"p{w['prompt_tokens']}",
+            f"n{w['new_tokens']}",
+        ]
         if "turn" in self.tags:
             parts.append(f"turn {self.tags['turn']}")
         return f"{self.config['model']} " + " ".join(parts)
@@ -149,8 +153,9 @@ def agent_turns(
         return [(cfg, {})]
     try:
         turns = int(agent["turns"])
-        system, user, reply = (int(agent[k]) for k in ("system_tokens", "user_tokens",
-                                                          "reply_tokens"))  # fmt: skip
+        system, user, reply = (
+            int(agent[k]) for k in ("system_tokens", "user_tokens", "reply_tokens")
+        )
     except (KeyError, TypeError, ValueError):
         raise ConfigError(
             f"{where}: agent needs integer turns, system_tokens, user_tokens and reply_tokens"
