@@ -26,6 +26,10 @@ from tokenwatt.errors import ConfigError
 J_PER_KWH = 3.6e6
 ENV_REGIONS = "TOKENWATT_REGIONS"
 PROFILE_FIELDS = ("grid", "rack_kw", "grid_queue_years", "pue_typical")
+CARBON_COLUMNS = (
+    "wh_per_1k_queries", "tokens_per_kwh", "pue", "carbon_intensity_g_per_kwh", "carbon_source",
+    "g_co2_per_1k_tokens",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
