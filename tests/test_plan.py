@@ -126,6 +126,10 @@ def test_quickstart_run_with_a_region_then_plan(tmp_path, fast_args) -> None:
     expected = rows["total_j_per_token"] * 1000 / 3.6e6 * ice * 1.1
     assert rows["g_co2_per_1k_tokens"].to_numpy() == pytest.approx(expected.to_numpy())
     assert rows["floor_ratio"].notna().all() and (rows["floor_hardware"] == "generic-cpu").all()
+    summary = pd.read_csv(out / "summary.csv").iloc[0]  # recomputed from the trial means
+    j_mean = summary["total_j_per_token_mean"]
+    assert summary["g_co2_per_1k_tokens"] == pytest.approx(j_mean * 1000 / 3.6e6 * ice * 1.1)
+    assert summary["floor_ratio"] > 0
     res = CliRunner().invoke(plan, [str(out), "--tokens-per-s", "1000"])
     assert res.exit_code == 0, res.output
     assert "west-texas" in res.output
