@@ -9,6 +9,7 @@ import pytest
 from tokenwatt.errors import ConfigError
 from tokenwatt.models.presets import PRESETS
 from tokenwatt.roofline import (
+    FLOOR_COLUMNS,
     decode_floor,
     floor_columns,
     kv_bytes_read,
@@ -164,3 +165,9 @@ def test_cpu_floor_for_the_tiny_preset_fits_in_cache() -> None:
     # Below a DRAM floor, but the weights fit in the cache: not proof of a wrong meter.
     assert cols["floor_ratio"] < 1 and cols["below_floor"] is False
     assert math.isfinite(cols["floor_s_per_token"])
+
+
+def test_a_model_without_the_usual_shape_keys_gets_empty_columns() -> None:
+    info = _llama8b_info(config={"model_type": "exotic"})
+    assert floor_columns(_row(), info) == dict.fromkeys(FLOOR_COLUMNS)
+    assert floor_columns(_row(), _llama8b_info(weight_bytes=0))["floor_ratio"] is None

@@ -319,12 +319,23 @@ def floor_columns(row: dict[str, Any], model_info: dict[str, Any]) -> dict[str, 
     """The floor for one measured row; floor_ratio = measured decode_j_per_token / floor.
 
     Unknown hardware (no profile matches device_name) gives None in every column: add a
-    profile through TOKENWATT_HARDWARE.
+    profile through TOKENWATT_HARDWARE. So does a model whose config lacks the usual shape
+    keys (num_hidden_layers, num_attention_heads, hidden_size) or a model_info without
+    params_total and weight_bytes: a run is never lost to its floor.
     """
     out: dict[str, Any] = dict.fromkeys(FLOOR_COLUMNS)
     hw = match_hardware(row.get("device_name"), row.get("device"))
     if hw is None:
         return out
+    try:
+        return _floor_columns(row, model_info, hw, out)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return out
+
+
+def _floor_columns(
+    row: dict[str, Any], model_info: dict[str, Any], hw: Hardware, out: dict[str, Any]
+) -> dict[str, Any]:
     config = model_info["config"]
     precision = str(model_info.get("precision") or row.get("precision") or "bf16")
     batch = max(1, int(row.get("batch_size") or 1))
