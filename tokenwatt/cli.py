@@ -66,6 +66,12 @@ class TokenwattGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:  # a bad flag value: one line too, not usage + error
+            if type(e).__name__ == "NoArgsIsHelpError":
+                raise
+            where = e.ctx.command_path if e.ctx else "tokenwatt"
+            click.echo(f"Error: {e.format_message()} See '{where} --help'.", err=True)
+            ctx.exit(e.exit_code)
         except UserError as e:
             click.echo(f"Error: {e}", err=True)
             ctx.exit(e.exit_code)
@@ -127,6 +133,14 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     for name in ("torch.utils._pytree", "torchao", "transformers"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+from tokenwatt.cli_meters import meters  # noqa: E402
+from tokenwatt.cli_plan import plan  # noqa: E402
+from tokenwatt.cli_sweep import compare, report, sweep  # noqa: E402
+
+for _command in (sweep, compare, report, meters, plan):
+    cli.add_command(_command)
 
 
 def main() -> None:
