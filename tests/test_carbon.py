@@ -11,6 +11,14 @@ from tokenwatt.carbon import carbon_columns, load_profiles, resolve_region
 from tokenwatt.config import Carbon
 from tokenwatt.errors import ConfigError
 
+
+@pytest.fixture(autouse=True)
+def _builtin_profiles_only(monkeypatch):
+    """A user's own profile files must not change what these tests expect."""
+    monkeypatch.delenv("TOKENWATT_REGIONS", raising=False)
+    monkeypatch.delenv("TOKENWATT_HARDWARE", raising=False)
+
+
 LBS_PER_MWH_TO_G_PER_KWH = 453.59237 / 1000  # 1 lb = 453.59237 g; 1 MWh = 1000 kWh
 
 

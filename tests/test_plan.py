@@ -14,6 +14,13 @@ from tokenwatt.errors import UserError
 from tokenwatt.plan import plan_table
 
 
+@pytest.fixture(autouse=True)
+def _builtin_profiles_only(monkeypatch):
+    """A user's own profile files must not change what these tests expect."""
+    monkeypatch.delenv("TOKENWATT_REGIONS", raising=False)
+    monkeypatch.delenv("TOKENWATT_HARDWARE", raising=False)
+
+
 def _summary() -> pd.DataFrame:
     base = dict(model="preset:llama-3.1-8b", batch_size=8, prompt_tokens=512, new_tokens=256,
                 device_name="NVIDIA H100 80GB HBM3", energy_scope="gpu-board",

@@ -20,6 +20,13 @@ from tokenwatt.roofline import (
 H100 = "NVIDIA H100 80GB HBM3"
 
 
+@pytest.fixture(autouse=True)
+def _builtin_profiles_only(monkeypatch):
+    """A user's own profile files must not change what these tests expect."""
+    monkeypatch.delenv("TOKENWATT_REGIONS", raising=False)
+    monkeypatch.delenv("TOKENWATT_HARDWARE", raising=False)
+
+
 def test_7b_fp16_batch1_on_h100_is_set_by_memory_traffic() -> None:
     hw = load_hardware()["h100-sxm"]
     f = decode_floor(7e9, 16, 1, 0, 0, hw, compute_format="fp16")
