@@ -32,6 +32,7 @@ def _plt() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.fonttype"] = "none"  # SVG text stays text: searchable, editable
     import matplotlib.pyplot as plt
 
     return plt
