@@ -28,6 +28,9 @@ RESULTS_CSV = "results.csv"
 SUMMARY_CSV = "summary.csv"
 RUN_JSON = "run.json"
 LOCK_FILE = ".tokenwatt.lock"
+# Every CSV row carries schema_version. Bump it when a column changes meaning or unit, so
+# load_results refuses to mix folders whose same-named columns mean different things.
+SCHEMA_VERSION = 1
 
 # The columns every trial row carries first, in this order; others follow as they appear.
 TRIAL_COLUMNS = [
@@ -45,11 +48,27 @@ SUMMARY_METRICS = [
 ]  # fmt: skip
 
 
-def prepare_out_dir(out: str | Path) -> Path:
-    """Create OUT if needed; a clear error if it is a file or not writable."""
+def check_out_dir(out: str | Path) -> Path:
+    """Check that OUT is (or can be created as) a writable folder, writing nothing."""
     p = Path(out)
     if p.exists() and not p.is_dir():
         raise UserError(f"out: {str(p)!r} is a file; give a directory for the results")
+    parent = p
+    while not parent.exists():  # the nearest existing folder decides whether mkdir can work
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"out: {str(parent)!r} is a file, so {str(p)!r} cannot be created; "
+                        "choose another folder")  # fmt: skip
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(
+            f"out: {str(parent)!r} is not writable; choose another folder or fix permissions"
+        )
+    return p
+
+
+def prepare_out_dir(out: str | Path) -> Path:
+    """Create OUT if needed; a clear error if it is a file or not writable."""
+    p = check_out_dir(out)
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -74,20 +93,42 @@ def locked(out: Path):
 
 def append_rows(path: Path, rows: Iterable[dict[str, Any]], first: list[str] | None = None) -> None:
     """Append rows to a CSV (caller holds the folder lock); widen the header when needed."""
-    rows = [dict(r) for r in rows]
+    rows = [{"schema_version": SCHEMA_VERSION, **r} for r in rows]
     if not rows:
         return
+    _drop_torn_tail(path)
     header = _read_header(path)
     keys = _ordered_keys(rows, header or (first or []))
     if header and keys != header:
         _rewrite_with_header(path, keys)
-    new_file = not header
-    with open(path, "a", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=keys, extrasaction="raise")
-        if new_file:
-            w.writeheader()
-        for r in rows:
-            w.writerow({k: _cell(r.get(k)) for k in keys})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, extrasaction="raise")
+    if not header:
+        w.writeheader()
+    for r in rows:
+        w.writerow({k: _cell(r.get(k)) for k in keys})
+    # One write(2) on an O_APPEND descriptor: a kill lands before or after it, never inside.
+    data = buf.getvalue().encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line without its newline (a power cut mid-write): that row never finished."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        f.truncate(f.read().rfind(b"\n") + 1)
         f.flush()
         os.fsync(f.fileno())
 
@@ -137,7 +178,29 @@ def load_results(*paths: str | Path, summary: bool = False) -> Any:
         frames.append(df)
     if not frames:
         raise UserError("results: give at least one results folder")
+    _check_schema(frames)
     return pd.concat(frames, ignore_index=True, sort=False)
+
+
+def _check_schema(frames: list[Any]) -> None:
+    """One schema_version across all folders (a file without the column counts as current)."""
+    seen: dict[int, str] = {}
+    for df in frames:
+        col = df["schema_version"] if "schema_version" in df else [SCHEMA_VERSION]
+        for v in {int(x) for x in col if x == x}:
+            seen.setdefault(v, df["results_dir"].iloc[0] if len(df) else "?")
+    if len(seen) > 1:
+        (a, da), (b, db) = sorted(seen.items())[:2]
+        raise UserError(
+            f"results: {da!r} has schema_version {a} but {db!r} has {b}; their columns do not "
+            "mean the same, so load them separately or re-measure one with this tokenwatt"
+        )
+    newer = [v for v in seen if v > SCHEMA_VERSION]
+    if newer:
+        raise UserError(
+            f"results: {seen[newer[0]]!r} has schema_version {newer[0]}, newer than this "
+            f"tokenwatt reads ({SCHEMA_VERSION}); upgrade tokenwatt"
+        )
 
 
 def load_summary(*paths: str | Path) -> Any:

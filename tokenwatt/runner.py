@@ -18,6 +18,19 @@ from typing import Any
 from tokenwatt.config import RunConfig, case_id, config_to_dict
 from tokenwatt.energy import PhaseEnergy, PhaseRecorder
 from tokenwatt.errors import UserError
+from tokenwatt.faults import (
+    MAX_CONSECUTIVE_DEGRADED,
+    CaseOutOfMemory,
+    RunStopped,
+    guarded_trial,
+    is_oom,
+    note_degraded,
+    one_line,
+    oom_message,
+    release_memory,
+    stopped_message,
+)
+from tokenwatt.meters.base import MeterError
 from tokenwatt.results import (
     RESULTS_CSV,
     RUN_JSON,
@@ -25,6 +38,7 @@ from tokenwatt.results import (
     SUMMARY_METRICS,
     TRIAL_COLUMNS,
     append_rows,
+    check_out_dir,
     locked,
     prepare_out_dir,
     update_json,
@@ -79,12 +93,34 @@ def resolve_device(device: str) -> str:
 
 
 def run_config(cfg: RunConfig, on_trial: OnTrial | None = None) -> RunOutcome:
-    """Measure one config and append its rows to cfg.out."""
-    out = prepare_out_dir(cfg.out)
+    """Measure one config and append its rows to cfg.out.
+
+    Every check that can reject the inputs (out folder, region, device, model, prompts,
+    meters) runs before OUT is created, so a bad input leaves the results folder untouched.
+    """
+    check_out_dir(cfg.out)
+    if cfg.carbon.region:
+        from tokenwatt.carbon import resolve_region
+
+        resolve_region(cfg.carbon.region)
     device = resolve_device(cfg.device)
+    try:
+        return _prepare_and_measure(cfg, device, on_trial)
+    except MeterError as e:  # outside a trial (idle baseline): nothing to mark degraded
+        raise RunStopped(f"meter failed: {one_line(e)}; check the meter or use --meter "
+                         "estimate; finished trials are kept") from None  # fmt: skip
+    except Exception as e:
+        if not is_oom(e):
+            raise
+        error = one_line(e)
+    release_memory(device)  # outside the except: the frames that held the model are gone
+    raise CaseOutOfMemory(oom_message(cfg, device, error, cfg.out))
+
+
+def _prepare_and_measure(cfg: RunConfig, device: str, on_trial: OnTrial | None) -> RunOutcome:
     session = prepare_session(cfg, device)
     try:
-        return measure_session(session, out, on_trial)
+        return measure_session(session, prepare_out_dir(cfg.out), on_trial)
     finally:
         for m in session.meters:
             m.close()
@@ -195,20 +231,30 @@ def measure_session(session: Session, out: Path, on_trial: OnTrial | None) -> Ru
     details: list[dict[str, Any]] = []
     from tokenwatt.models.moe import track_routing
 
+    streak, fault = 0, None
     with track_routing(session.model) as routing:
         for i in range(cfg.measure.repeats):
             _pause_between_trials(cfg, i)
-            row, detail = run_trial(session, i)
+            row, detail, fault = guarded_trial(run_trial, session, i)
             with locked(out):
                 append_rows(out / RESULTS_CSV, [row], TRIAL_COLUMNS)
             trials.append(row)
             details.append(detail)
             if on_trial:
                 on_trial(i + 1, cfg.measure.repeats)
-    summary, warnings = summarise(session, trials, routing)
+            streak = streak + 1 if fault else 0
+            if streak >= MAX_CONSECUTIVE_DEGRADED:
+                break
+    ok = [t for t in trials if t["status"] == "ok"]
+    if not ok:
+        raise RunStopped(stopped_message(fault or "no trial", 0, out))
+    summary, warnings = summarise(session, ok, routing)
+    note_degraded(summary, warnings, trials)
     with locked(out):
         append_rows(out / SUMMARY_CSV, [summary], list(_summary_first(summary)))
         update_json(out / RUN_JSON, "runs", _run_record(session, summary, details, warnings))
+    if streak >= MAX_CONSECUTIVE_DEGRADED:
+        raise RunStopped(stopped_message(fault or "", len(ok), out))
     return RunOutcome(run_id, out, trials, summary, warnings)
 
 
@@ -313,7 +359,11 @@ def summarise(
     summary["idle_power_w"] = session.idle_power_w
     summary["peak_memory_mb"] = max(t["peak_memory_mb"] for t in trials)
     summary.update({k: v for k, v in routing.items()})
-    base = set(means)
+    from tokenwatt.carbon import CARBON_COLUMNS
+    from tokenwatt.roofline import FLOOR_COLUMNS
+
+    # The last trial's carbon and floor columns are recomputed from the means, so keep those.
+    base = set(means) - set(CARBON_COLUMNS) - set(FLOOR_COLUMNS)
     summary.update({k: v for k, v in _enrich(means, session).items() if k not in base})
     warnings = _warnings(summary)
     summary["flags"] = ";".join(w.split(":")[0] for w in warnings)

@@ -103,11 +103,23 @@ def _require_causal_lm(config: Any, where: str, trust_remote_code: bool) -> None
     remote = trust_remote_code and "AutoModelForCausalLM" in (
         getattr(config, "auto_map", None) or {}
     )
-    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING and not remote:
+    archs = getattr(config, "architectures", None) or []
+    if (type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING or _not_decoder(config)) and not remote:
+        saved_as = f" saved as {', '.join(archs)}" if archs else ""
         raise UserError(
-            f"model: {where!r} is a {config.model_type!r} checkpoint, not a causal language "
-            "model; give a decoder checkpoint (Llama, Qwen, Mistral, ...)"
+            f"model: {where!r} is a {config.model_type!r} checkpoint{saved_as}, not a causal "
+            "language model; give a decoder checkpoint (Llama, Qwen, Mistral, ...)"
         )
+
+
+def _not_decoder(config: Any) -> bool:
+    """BERT and BART have a causal LM class too: ask what the checkpoint was saved as."""
+    if getattr(config, "is_encoder_decoder", False):
+        return True
+    archs = getattr(config, "architectures", None) or []
+    decoder_names = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+    saved_as_decoder = any(a.endswith(decoder_names) for a in archs)
+    return bool(archs) and not saved_as_decoder and not getattr(config, "is_decoder", False)
 
 
 def _from_hub(spec: str, device: str, dtype: Any, trust_remote_code: bool) -> LoadedModel:
