@@ -1,0 +1,76 @@
+"""Sampler overhead: decode tokens/s with the background sampler on versus off.
+
+Paired in one process, alternating on/off many times (the order flips every pair), tiny-llama
+through tokenwatt.decode.generate on the CPU. The sampler reads the simulated NVML board in
+process, whose pure-Python calls hold the GIL longer than real NVML's ctypes calls (which
+release it), so this is a pessimistic case for the GIL.
+
+    python benchmarks/overhead.py [--pairs 30] [--new-tokens 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main() -> None:
+    import torch
+
+    from tokenwatt.decode import generate
+    from tokenwatt.meters.nvml import NvmlMeter
+    from tokenwatt.models.load import load_model
+    from tokenwatt.sampler import Sampler
+    from tokenwatt.sim import nvml as sim
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", type=int, default=30)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--interval-ms", type=float, default=20.0)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    model = load_model("preset:tiny-llama", "cpu", torch.float32).model.eval()
+    ids = torch.randint(0, model.config.vocab_size, (1, 16))
+    sim.configure(1, 300.0)
+    meter = NvmlMeter(0, nvml=sim)
+    generate(model, ids, args.new_tokens)  # warm-up
+
+    def tokens_per_s(sampling: bool) -> float:
+        s = Sampler([meter], args.interval_ms / 1000).start() if sampling else None
+        t0 = time.perf_counter()
+        gen = generate(model, ids, args.new_tokens)
+        dt = time.perf_counter() - t0
+        if s is not None:
+            s.stop()
+        return gen.decode_tokens / dt
+
+    rows = []
+    for i in range(args.pairs):
+        order = (False, True) if i % 2 == 0 else (True, False)
+        got = {on: tokens_per_s(on) for on in order}
+        rows.append({"pair": i, "off_tok_s": got[False], "on_tok_s": got[True],
+                     "slowdown_pct": 100 * (1 - got[True] / got[False])})  # fmt: skip
+    slow = [r["slowdown_pct"] for r in rows]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "overhead.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    off = statistics.median(r["off_tok_s"] for r in rows)
+    on = statistics.median(r["on_tok_s"] for r in rows)
+    q = statistics.quantiles(slow, n=4)
+    print(f"pairs={len(rows)} new_tokens={args.new_tokens} interval={args.interval_ms} ms")
+    print(f"median tokens/s off {off:.1f}, on {on:.1f}")
+    print(f"median slowdown {statistics.median(slow):+.2f}% (IQR {q[0]:+.2f}% .. {q[2]:+.2f}%)")
+
+
+if __name__ == "__main__":
+    main()
