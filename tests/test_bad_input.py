@@ -12,6 +12,14 @@ import pytest
 from tests.conftest import FAST
 
 
+@pytest.fixture(scope="module")
+def nofid(tmp_path_factory) -> str:
+    """A config without the fidelity check, for the tests that get as far as loading a model."""
+    p = tmp_path_factory.mktemp("cfg") / "nofid.yaml"
+    p.write_text("fidelity: {enabled: false}\n")
+    return str(p)
+
+
 def snapshot(root: Path) -> dict[str, tuple[bool, int, int]]:
     """Every path under root with (is_dir, size, mtime_ns): any write shows up as a change."""
     out = {}
@@ -212,10 +220,10 @@ def test_checkpoint_that_is_not_a_causal_lm(work, ckpts, kind, arch):
     rejected(work, *FAST, "--model", str(ckpts[kind]), needles=(arch, "not a causal"))
 
 
-def test_pickle_weights_refused_unless_allowed(work, ckpts):
+def test_pickle_weights_refused_unless_allowed(work, ckpts, nofid):
     rejected(work, *FAST, "--model", str(ckpts["pickle"]), needles=("pickle", "--allow-pickle"))
     out = work.parent / f"{work.name}-pickle-out"
-    r = cli_run("run", *FAST, "--model", str(ckpts["pickle"]), "--allow-pickle",
+    r = cli_run("run", nofid, *FAST, "--model", str(ckpts["pickle"]), "--allow-pickle",
                 "--precision", "fp32", "--repeats", "1", "--out", str(out), "-q")  # fmt: skip
     assert r.exit_code == 0, r.output
     assert (out / "results.csv").is_file()
@@ -295,9 +303,10 @@ def test_results_folder_read_only_for_real(work):
 
 
 @pytest.fixture(scope="module")
-def measured(tmp_path_factory) -> Path:
+def measured(tmp_path_factory, nofid) -> Path:
     out = tmp_path_factory.mktemp("measured") / "a"
-    r = cli_run("run", *FAST, "--precision", "fp32", "--repeats", "1", "--out", str(out), "-q")
+    args = [nofid, *FAST, "--precision", "fp32", "--repeats", "1"]
+    r = cli_run("run", *args, "--out", str(out), "-q")
     assert r.exit_code == 0, r.output
     return out
 
@@ -341,7 +350,7 @@ def test_results_with_mismatched_schemas_are_not_combined(measured, tmp_path):
     assert (snapshot(measured), snapshot(other)) == before
 
 
-def test_meter_unavailable_leaves_folder_untouched(work):
+def test_meter_unavailable_leaves_folder_untouched(work, nofid):
     """An explicitly chosen meter this machine lacks: one line, nothing written."""
     from tokenwatt.meters.select import open_meters_named
 
@@ -351,4 +360,4 @@ def test_meter_unavailable_leaves_folder_untouched(work):
         pytest.skip("this machine can read RAPL")
     except Exception:
         pass
-    rejected(work, *FAST, "--meter", "rapl", needles=("measure.meter",))
+    rejected(work, nofid, *FAST, "--meter", "rapl", needles=("measure.meter",))

@@ -107,9 +107,12 @@ def append_rows(path: Path, rows: Iterable[dict[str, Any]], first: list[str] | N
         w.writeheader()
     for r in rows:
         w.writerow({k: _cell(r.get(k)) for k in keys})
+    if not header:  # a new file appears whole (temp + rename), never empty or headless
+        write_atomic(path, buf.getvalue())
+        return
     # One write(2) on an O_APPEND descriptor: a kill lands before or after it, never inside.
     data = buf.getvalue().encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
         view = memoryview(data)
         while view:
@@ -150,6 +153,8 @@ def write_atomic(path: Path, text: str) -> None:
     """Write a file through a temp file + fsync + rename: readers never see half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes 0600; keep the file's mode, or the usual 0644 for a new one
+        os.fchmod(fd, path.stat().st_mode & 0o777 if path.exists() else 0o644)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
             f.flush()

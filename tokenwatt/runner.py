@@ -283,12 +283,18 @@ def run_trial(session: Session, index: int) -> tuple[dict[str, Any], dict[str, A
     rec = PhaseRecorder(session.meters)
     reps, start = 0, time.perf_counter()
     edge_start = [m.edge_state() for m in session.meters]
-    while True:
-        gen = session.generate(session.model, session.prompts, cfg.workload.new_tokens, rec.mark)
-        reps += 1
-        if time.perf_counter() - start >= cfg.measure.min_seconds:
-            break
-    phases = rec.phases()
+    try:
+        while True:
+            gen = session.generate(session.model, session.prompts, cfg.workload.new_tokens,
+                                   rec.mark)  # fmt: skip
+            reps += 1
+            if time.perf_counter() - start >= cfg.measure.min_seconds:
+                break
+        phases = rec.phases()
+    except BaseException:  # a failed trial never reaches phases(), which stops the sampler
+        if rec.sampler is not None:
+            rec.sampler.stop()
+        raise
     row = trial_row(session, index, reps, gen, phases)
     detail = {
         "trial": index,
