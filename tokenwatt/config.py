@@ -141,7 +141,10 @@ def read_yaml(path: str | Path | None) -> dict[str, Any]:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist; pass a YAML file path")
-        text, where = p.read_text(encoding="utf-8"), str(p)
+        try:
+            text, where = p.read_text(encoding="utf-8"), str(p)
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: not UTF-8 text; a config is a YAML text file") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -149,6 +152,8 @@ def read_yaml(path: str | Path | None) -> dict[str, Any]:
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or "invalid YAML"
         raise ConfigError(f"{where}: malformed YAML{at}: {problem}; fix the syntax") from None
+    except (ValueError, RecursionError) as e:  # an impossible date, nesting too deep
+        raise ConfigError(f"{where}: malformed YAML: {str(e)[:80]}; fix the value") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
