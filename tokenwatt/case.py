@@ -52,8 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run_case(spec)
     except KeyboardInterrupt:
+        shutil.rmtree(stage_dir(spec), ignore_errors=True)
         print("interrupted: this case left no rows; rerun the sweep to measure it", file=sys.stderr)
         return INTERRUPTED_EXIT
+
+
+def stage_dir(spec: dict[str, Any]) -> Path:
+    """Where this process measures before merging: OUT/.staging/<case_id>-<pid>."""
+    return Path(spec["out"]) / STAGING / f"{spec['case_id']}-{os.getpid()}"
 
 
 def _terminate(signum: int, frame: Any) -> None:
@@ -67,7 +73,7 @@ def run_case(spec: dict[str, Any]) -> int:
 
     _quiet_libraries()
     out = Path(spec["out"])
-    stage = out / STAGING / f"{spec['case_id']}-{os.getpid()}"
+    stage = stage_dir(spec)
     local = dict(
         spec["config"], out=str(stage), device=spec.get("local_device") or spec["config"]["device"]
     )

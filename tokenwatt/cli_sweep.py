@@ -27,12 +27,12 @@ def sweep(
     Complete cases in the results folder are skipped; a case that fails is recorded as a
     failed row and the sweep goes on (exit 0).
     """
-    from tokenwatt.console import console, err_console
+    from tokenwatt.console import console
     from tokenwatt.sweep import case_states, failure_summary, load_sweep, pending, run_sweep
 
     data, cases = load_sweep(config, out)
     if dry_run:
-        states = case_states(Path(data.get("out", "")))
+        states = case_states(Path(data["out"]))
         todo = {c.case_id for c in pending(cases, states, force, retry_failed)}
         for c in cases:
             state = "run" if c.case_id in todo else states.get(c.case_id, "")
@@ -45,14 +45,14 @@ def sweep(
             data, cases, force=force, retry_failed=retry_failed, on_event=on_event, config_text=text
         )
     ok = sum(1 for s in outcome.status.values() if s == "complete")
-    console.print(
+    click.echo(
         f"sweep {outcome.out}: {len(outcome.planned)} cases, {ok} complete "
         f"({len(outcome.skipped)} skipped as already done), {len(outcome.failed)} failed"
     )
     for line in failure_summary(outcome):
-        err_console.print(line, highlight=False, markup=False)
+        click.echo(line, err=True)
     if outcome.failed:
-        err_console.print("rerun with --retry-failed to try the failed cases again")
+        click.echo("rerun with --retry-failed to try the failed cases again", err=True)
 
 
 @contextmanager

@@ -89,6 +89,7 @@ def load_sweep(path: str | Path, out: str | None = None) -> tuple[dict[str, Any]
     data = read_yaml(path)
     if out:
         data["out"] = out
+    data.setdefault("out", RunConfig().out)
     return data, plan(data, where=str(path))
 
 
@@ -261,7 +262,10 @@ def run_sweep(
     todo = pending(cases, case_states(out), force, retry_failed)
     todo_ids = {c.case_id for c in todo}
     skipped = [c.case_id for c in cases if c.case_id not in todo_ids]
-    executor.run_all(todo, out, on_event)
+    try:
+        executor.run_all(todo, out, on_event)
+    finally:
+        _remove_empty(out)
     states = case_states(out)
     errors = failures(out)
     planned = {c.case_id for c in cases}
@@ -288,6 +292,16 @@ def _record_plan(
         update_json(out / SWEEP_JSON, "sweeps", record)
         if config_text is not None:
             write_atomic(out / SWEEP_YAML, config_text)
+
+
+def _remove_empty(out: Path) -> None:
+    from tokenwatt.case import STAGING
+
+    for name in (STAGING, ".cases"):
+        try:
+            (out / name).rmdir()
+        except OSError:
+            pass  # not there, or not empty (another sweep is using it)
 
 
 def clear_stale_staging(out: Path) -> None:
