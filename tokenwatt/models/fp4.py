@@ -28,17 +28,22 @@ NV_BLOCK = 16
 # Magnitudes of E2M1 codes 0..7 (code = exponent bits << 1 | mantissa bit).
 _E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 # Midpoints between neighbouring codes. A tie rounds to the even code: between an even code
-# and the next, a tie stays down (strict >); between an odd code and the next, it goes up.
+# and the next a tie stays down (x > mid moves up); between an odd code and the next it goes
+# up (x >= mid), written as x > (the float32 just below mid) so one bucketize does both.
 _MIDPOINTS = (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0)
+
+
+def _boundaries(device: torch.device) -> torch.Tensor:
+    mids = torch.tensor(_MIDPOINTS, dtype=torch.float32, device=device)
+    below = torch.nextafter(mids, torch.zeros_like(mids))
+    odd = torch.arange(len(_MIDPOINTS), device=device) % 2 == 1
+    return torch.where(odd, below, mids)
 
 
 def e2m1_encode(x: torch.Tensor) -> torch.Tensor:
     """Round float32 values to E2M1 codes (uint8, 0..15), nearest-even, saturating at +-6."""
-    mag = x.abs()
-    code = torch.zeros(x.shape, dtype=torch.uint8, device=x.device)
-    for i, mid in enumerate(_MIDPOINTS):
-        up = mag > mid if i % 2 == 0 else mag >= mid
-        code += up.to(torch.uint8)
+    # bucketize(right=False) counts the boundaries strictly below each magnitude.
+    code = torch.bucketize(x.float().abs(), _boundaries(x.device)).to(torch.uint8)
     sign = torch.signbit(x).to(torch.uint8) << 3
     return code | sign
 

@@ -1,0 +1,134 @@
+"""MoE presets, parameter counts, routing statistics and quantised experts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tokenwatt.models.load import load_model
+from tokenwatt.models.moe import (
+    QuantizedExperts,
+    expert_modules,
+    param_counts,
+    quantize_experts,
+    track_routing,
+)
+from tokenwatt.models.presets import PRESETS, preset_config
+
+IDS = torch.randint(0, 4096, (2, 8), generator=torch.Generator().manual_seed(0))
+
+
+def _tiny_moe(dtype=torch.bfloat16):
+    return load_model("preset:tiny-moe", "cpu", dtype, seed=0).model
+
+
+@pytest.mark.parametrize(
+    "name,total,active",
+    [("mixtral-8x7b", 46.70e9, 12.88e9), ("qwen3-moe-30b-a3b", 30.53e9, 3.35e9),
+     ("olmoe-1b-7b", 6.92e9, 1.28e9)],
+)  # fmt: skip
+def test_big_moe_presets_build_on_meta_with_published_sizes(name, total, active) -> None:
+    from transformers import AutoModelForCausalLM
+
+    assert PRESETS[name].moe
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(preset_config(name), dtype=torch.bfloat16)
+    counts = param_counts(model)
+    assert counts["params_total"] == pytest.approx(total, rel=0.01)
+    assert counts["params_active"] == pytest.approx(active, rel=0.01)
+
+
+def test_param_counts_dense_and_tiny_moe() -> None:
+    dense = load_model("preset:tiny-llama", "cpu", torch.float32).model
+    c = param_counts(dense)
+    assert c["params_total"] == c["params_active"] == sum(p.numel() for p in dense.parameters())
+    moe = _tiny_moe()
+    experts = sum(p.numel() for _, m in expert_modules(moe) for p in m.parameters() if p.ndim == 3)
+    c = param_counts(moe)
+    assert c["params_total"] == sum(p.numel() for p in moe.parameters())
+    assert c["params_active"] == c["params_total"] - experts * 6 // 8  # top-2 of 8
+
+
+def test_routing_stats_count_every_token_choice() -> None:
+    moe = _tiny_moe()
+    with torch.inference_mode(), track_routing(moe) as stats:
+        moe(IDS)
+        moe(IDS[:, :3])
+    per_layer = stats["routing_tokens_per_expert"]
+    assert len(per_layer) == 4 and all(len(c) == 8 for c in per_layer)
+    assert all(sum(c) == (16 + 6) * 2 for c in per_layer)  # tokens x top-2
+    assert stats["routing_imbalance_max_over_mean"] >= 1.0
+    assert stats["routing_imbalance_worst_layer"] >= stats["routing_imbalance_max_over_mean"]
+    assert 1.0 <= stats["routing_experts_touched_mean"] <= 8.0
+    json.dumps(stats)
+    with track_routing(load_model("preset:tiny-llama", "cpu", torch.float32).model) as dense:
+        pass
+    assert dense == {}
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4", "mxfp4", "nvfp4"])
+def test_quantized_experts_really_change_and_stay_close(scheme: str) -> None:
+    moe = _tiny_moe()
+    name, mod = expert_modules(moe)[0]
+    before = {n: p.detach().clone() for n, p in mod.named_parameters(recurse=False) if p.ndim == 3}
+    c0 = param_counts(moe)
+    covered = quantize_experts(moe, scheme)
+    assert covered == sum(w.numel() for w in before.values()) * 4  # 4 layers alike
+    assert param_counts(moe) == c0  # logical parameters unchanged
+    assert not any(p.ndim == 3 for p in mod.parameters(recurse=False))
+    q = mod._tokenwatt_qexperts
+    for n, w in before.items():
+        assert isinstance(q[n], QuantizedExperts)
+        assert q[n].qdata.dtype in (torch.int8, torch.uint8)
+        dq = q[n].dequantize()
+        assert not torch.equal(dq, w)
+        rel = (dq.float() - w.float()).norm() / w.float().norm()
+        assert rel < {"int8": 0.01, "int4": 0.15, "mxfp4": 0.2, "nvfp4": 0.15}[scheme]
+
+
+def test_mxfp4_experts_match_torchao_value_for_value() -> None:
+    from torchao.prototype.mx_formats.mx_tensor import MXTensor, ScaleCalculationMode
+
+    moe = _tiny_moe()
+    _, mod = expert_modules(moe)[0]
+    w = mod.gate_up_proj.detach().clone()
+    quantize_experts(moe, "mxfp4")
+    ref = MXTensor.to_mx(w, torch.float4_e2m1fn_x2, 32, scaling_mode=ScaleCalculationMode.RCEIL)
+    assert torch.equal(mod._tokenwatt_qexperts["gate_up_proj"].dequantize(), ref.dequantize())
+
+
+def test_quantized_forward_equals_eager_forward_on_dequantized_weights() -> None:
+    """Our expert loop computes what transformers' eager loop computes on the same weights."""
+    moe = _tiny_moe(torch.float32)
+    _, mod = expert_modules(moe)[0]
+    torch.manual_seed(1)
+    x = torch.randn(6, 256)
+    idx = torch.randint(0, 8, (6, 2))
+    wts = torch.rand(6, 2)
+    quantize_experts(moe, "int8")
+    deq = {n: q.dequantize() for n, q in mod._tokenwatt_qexperts.items()}
+    ours = mod(x, idx, wts)
+    ref_mod = type(mod)(moe.config)
+    ref_mod.config._experts_implementation = "eager"
+    with torch.no_grad():
+        ref_mod.gate_up_proj.copy_(deq["gate_up_proj"])
+        ref_mod.down_proj.copy_(deq["down_proj"])
+    torch.testing.assert_close(ours, ref_mod(x, idx, wts), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("precision", ["int8-weight", "mxfp4-emulated"])
+def test_moe_precision_covers_experts(precision: str) -> None:
+    from tokenwatt.models.precision import apply_precision
+
+    moe = _tiny_moe()
+    _, mod = expert_modules(moe)[0]
+    w = mod.down_proj.detach().clone()
+    rep = apply_precision(moe, precision, "cpu")
+    assert rep.quantized_param_fraction > 0.9
+    assert "experts:" in rep.precision_backend
+    assert not torch.equal(mod._tokenwatt_qexperts["down_proj"].dequantize(), w)
+    with torch.inference_mode(), track_routing(moe) as stats:
+        assert torch.isfinite(moe(IDS).logits.float()).all()
+    assert sum(stats["routing_tokens_per_expert"][0]) == 32

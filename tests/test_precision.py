@@ -1,0 +1,92 @@
+"""Every precision runs on the tiny dense and MoE presets on CPU, or says what it needs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("torchao")
+
+from tokenwatt.errors import UserError  # noqa: E402
+from tokenwatt.models.load import load_model  # noqa: E402
+from tokenwatt.models.precision import (  # noqa: E402
+    PRECISION_NAMES,
+    PrecisionUnsupported,
+    apply_precision,
+    base_dtype,
+    check_supported,
+    weight_bytes,
+)
+
+MODELS = ["preset:tiny-llama", "preset:tiny-moe"]
+_BF16_BYTES: dict[str, int] = {}
+IDS = torch.randint(0, 4096, (1, 8), generator=torch.Generator().manual_seed(0))
+
+
+def _build(spec: str, precision: str):
+    model = load_model(spec, "cpu", base_dtype(precision, "cpu"), seed=0).model
+    return model, apply_precision(model, precision, "cpu")
+
+
+@pytest.mark.parametrize("spec", MODELS)
+@pytest.mark.parametrize("precision", [p for p in PRECISION_NAMES if p != "fp8"])
+def test_precision_runs_on_cpu(spec: str, precision: str) -> None:
+    model, rep = _build(spec, precision)
+    with torch.inference_mode():
+        logits = model(IDS).logits
+    assert torch.isfinite(logits.float()).all()
+    assert rep.precision == precision and rep.precision_backend
+    assert rep.weight_bytes == weight_bytes(model) > 0
+    if precision in ("fp32", "bf16", "fp16"):
+        assert rep.precision_backend == "torch-dtype" and rep.quantized_param_fraction == 0
+    else:
+        assert 0.5 < rep.quantized_param_fraction <= 1.0
+    bf16_bytes = _BF16_BYTES.setdefault(
+        spec, weight_bytes(load_model(spec, "cpu", torch.bfloat16).model)
+    )
+    if precision == "fp32":
+        assert rep.weight_bytes > 1.9 * bf16_bytes
+    elif precision not in ("bf16", "fp16"):  # codes + scales, part of the model stays bf16
+        assert rep.weight_bytes < 0.75 * bf16_bytes
+    if precision.endswith("fp4-emulated") and spec.endswith("moe"):
+        assert rep.weight_bytes < 0.4 * bf16_bytes  # experts (93% of it) at ~4.5 bits
+    emulated = precision.endswith("-emulated")
+    assert rep.emulated == emulated
+    assert ("fp4-emulated" in rep.precision_backend) == emulated
+
+
+@pytest.mark.parametrize("spec", MODELS)
+def test_fp8_on_cpu_fails_in_one_line_naming_the_hardware(spec: str) -> None:
+    model = load_model(spec, "cpu", torch.bfloat16).model
+    with pytest.raises(PrecisionUnsupported) as e:
+        apply_precision(model, "fp8", "cpu")
+    msg = str(e.value)
+    assert isinstance(e.value, UserError) and "\n" not in msg
+    assert "compute capability >= 8.9" in msg and "GPU" in msg
+
+
+def test_check_supported_before_loading() -> None:
+    with pytest.raises(PrecisionUnsupported, match="8.9"):
+        check_supported("fp8", "cpu")
+    with pytest.raises(UserError, match="unknown"):
+        check_supported("fp3", "cpu")
+    check_supported("mxfp4-emulated", "cpu")
+
+
+def test_precisions_leave_inductor_config_alone() -> None:
+    import torch._inductor.config as ic
+
+    before = ic.get_config_copy()
+    for p in ("int8-weight", "int8-dynamic", "int4-weight"):
+        _build("preset:tiny-llama", p)
+    assert ic.get_config_copy() == before
+
+
+def test_precision_names_import_without_torch() -> None:
+    code = "import sys, tokenwatt.models.precision as p; print(p.PRECISION_NAMES); " \
+           "print('torch' in sys.modules)"  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
