@@ -3,7 +3,8 @@
 Paired in one process, alternating on/off many times (the order flips every pair), tiny-llama
 through tokenwatt.decode.generate on the CPU. The sampler reads the simulated NVML board in
 process, whose pure-Python calls hold the GIL longer than real NVML's ctypes calls (which
-release it), so this is a pessimistic case for the GIL.
+release it), so this is a pessimistic case for the GIL. It also reports the sampler thread's
+own CPU time per second of sampling, a figure that does not depend on neighbours' load.
 
     python benchmarks/overhead.py [--pairs 30] [--new-tokens 32]
 """
@@ -42,12 +43,18 @@ def main() -> None:
     meter = NvmlMeter(0, nvml=sim)
     generate(model, ids, args.new_tokens)  # warm-up
 
+    sampler_cpu = {"cpu_s": 0.0, "wall_s": 0.0, "polls": 0}
+
     def tokens_per_s(sampling: bool) -> float:
         s = Sampler([meter], args.interval_ms / 1000).start() if sampling else None
+        calls0 = sum(sim.STATE.calls.values())
         t0 = time.perf_counter()
         gen = generate(model, ids, args.new_tokens)
         dt = time.perf_counter() - t0
         if s is not None:
+            sampler_cpu["cpu_s"] += thread_cpu_s(s._thread.native_id)
+            sampler_cpu["wall_s"] += dt
+            sampler_cpu["polls"] += sum(sim.STATE.calls.values()) - calls0
             s.stop()
         return gen.decode_tokens / dt
 
@@ -70,6 +77,19 @@ def main() -> None:
     print(f"pairs={len(rows)} new_tokens={args.new_tokens} interval={args.interval_ms} ms")
     print(f"median tokens/s off {off:.1f}, on {on:.1f}")
     print(f"median slowdown {statistics.median(slow):+.2f}% (IQR {q[0]:+.2f}% .. {q[2]:+.2f}%)")
+    share = 100 * sampler_cpu["cpu_s"] / sampler_cpu["wall_s"]
+    rate = sampler_cpu["polls"] / sampler_cpu["wall_s"]
+    print(f"sampler thread CPU: {share:.2f}% of one core while sampling; {rate:.0f} NVML calls/s")
+
+
+def thread_cpu_s(native_id: int) -> float:
+    """User+system CPU seconds of one thread of this process (Linux: per-thread times)."""
+    import psutil
+
+    for t in psutil.Process().threads():
+        if t.id == native_id:
+            return t.user_time + t.system_time
+    return 0.0
 
 
 if __name__ == "__main__":

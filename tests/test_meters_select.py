@@ -38,14 +38,21 @@ def test_meters_command_lists_a_simulated_gpu():
     assert period == pytest.approx(0.1, abs=0.003) and "idle_power_w: 70" in p.stdout
 
 
-@pytest.mark.slow
-def test_run_with_simulated_nvml_reports_the_counter_and_its_power(tmp_path, fast_args):
-    env = {**os.environ, "PYTHONPATH": shim_dir(), "TOKENWATT_SIM_POWER_W": "250"}
-    cmd = [sys.executable, "-m", "tokenwatt.cli", "run", *fast_args, "--meter", "nvml",
-           "--device", "cpu", "--min-seconds", "0.3", "--out", str(tmp_path), "-q"]  # fmt: skip
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert p.returncode == 0, p.stderr
-    df = pd.read_csv(tmp_path / "results.csv")
+def test_run_with_simulated_nvml_reports_the_counter_and_its_power(tmp_path, invoke, monkeypatch):
+    from tokenwatt.sim import nvml as sim
+
+    sim.configure(1, 250.0)
+    monkeypatch.setitem(sys.modules, "pynvml", sim)  # what the shim on PYTHONPATH does
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "model: preset:tiny-llama\nprecision: fp32\ndevice: cpu\nfidelity: {enabled: false}\n"
+        "workload: {prompt_tokens: 8, new_tokens: 6}\n"
+        "measure: {meter: nvml, warmup: 0, repeats: 2, min_seconds: 0.3, idle_seconds: 0.2}\n"
+    )
+    r = invoke("run", str(cfg), "--out", str(tmp_path / "o"), "-q")
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(tmp_path / "o" / "results.csv")
     assert set(df["energy_source"]) == {"nvml-energy-counter"}
     assert df["measured"].all()
     assert ((df["avg_power_w"] - 250.0).abs() / 250.0 < 0.02).all()
+    assert (df["idle_power_w"] - 250.0).abs().max() < 5.0

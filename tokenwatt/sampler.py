@@ -82,8 +82,10 @@ class Lane:
         self.samples.append(s)
         if tick:
             self.last_tick = tick_time(s)
-        elif first:
+        elif first and self.ticking:
             self._lost_since = t1
+            self._schedule_fast(t1)  # catch the first update to the millisecond
+            return s
         self._schedule(t1)
         return s
 
@@ -190,16 +192,19 @@ class Sampler:
     def _lane(self, meter: Meter) -> Lane:
         return next(lane for lane in self.lanes if lane.meter is meter)
 
-    def wait_ticks_after(self, t: float, timeout_s: float | None = None) -> bool:
-        """Block until every ticking meter has a counter update known to lie after `t`."""
+    def wait_ticks_after(self, t: float, count: int = 1, timeout_s: float | None = None) -> bool:
+        """Block until every ticking meter has `count` counter updates known to lie after `t`."""
         lanes = [lane for lane in self.lanes if lane.ticking]
         if not lanes:
             return True
-        timeout_s = timeout_s if timeout_s is not None else 3 * max(x.period for x in lanes) + 0.1
+        longest = max(x.period * x.steps for x in lanes)
+        timeout_s = timeout_s if timeout_s is not None else (count + 2) * longest + 0.1
         deadline = self.clock() + timeout_s
 
         def done() -> bool:
-            return all(any(s.tick and s.t_lo >= t for s in x.samples[-4:]) for x in lanes)
+            return all(
+                sum(s.tick and s.t_lo >= t for s in x.samples[-count - 3 :]) >= count for x in lanes
+            )
 
         if self._thread is None:  # simulated: drive the loop ourselves
             while not done() and self.clock() < deadline:
