@@ -105,7 +105,7 @@ class LocalProcessExecutor(Executor):
             try:
                 self._follow(proc, case, on_event)
                 code = proc.wait()
-            except KeyboardInterrupt:
+            except BaseException:  # Ctrl-C, SIGTERM (cli's Terminated), anything: no orphans
                 self._stop(proc)
                 raise
         if code == INTERRUPTED_EXIT or code == -signal.SIGINT:
