@@ -24,8 +24,11 @@ def sweep(
 ) -> None:
     """Run every case of a sweep CONFIG (lists expand into a grid), each in its own process.
 
-    Complete cases in the results folder are skipped; a case that fails is recorded as a
-    failed row and the sweep goes on (exit 0).
+    model, precision, compile, device and any workload field may be lists; `cases:` lists
+    sub-grids for grids that are not full products; `agent:` turns one multi-turn request
+    into one case per turn (examples: configs/sweep-*.yaml). Complete cases in the results
+    folder are skipped; a case that fails is recorded as a failed row with its error and the
+    sweep goes on (exit 0).
     """
     from tokenwatt.console import console
     from tokenwatt.sweep import case_states, failure_summary, load_sweep, pending, run_sweep
