@@ -361,3 +361,48 @@ def test_meter_unavailable_leaves_folder_untouched(work, nofid):
     except Exception:
         pass
     rejected(work, nofid, *FAST, "--meter", "rapl", needles=("measure.meter",))
+
+
+# ---- the network ---------------------------------------------------------------------------
+
+NO_NETWORK = """\
+import json, socket, sys
+calls = []
+def deny(*a, **k):
+    calls.append(repr(a)[:120])
+    raise OSError("network disabled by the test")
+socket.socket.connect = socket.socket.connect_ex = deny
+socket.getaddrinfo = socket.create_connection = deny
+from tokenwatt.cli import cli
+codes = [cli.main(json.loads(a), standalone_mode=False) for a in sys.argv[1:]]
+print(json.dumps({"codes": codes, "calls": calls}))
+"""
+
+
+@pytest.mark.slow
+def test_preset_and_local_runs_make_no_network_call(tmp_path, nofid):
+    """Without HF_HUB_OFFLINE: a preset and a local checkpoint run, any socket use recorded."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from tokenwatt.models.load import load_model
+
+    ckpt = tmp_path / "ckpt"
+    load_model("preset:tiny-llama", "cpu", torch.float32).model.save_pretrained(ckpt)
+    base = ["run", nofid, *FAST, "--precision", "fp32", "--repeats", "1", "-q"]
+    runs = [
+        [*base, "--region", "DEU", "--out", str(tmp_path / "a")],
+        [*base, "--model", str(ckpt), "--out", str(tmp_path / "b")],
+    ]
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    }
+    p = subprocess.run([sys.executable, "-c", NO_NETWORK, *map(json.dumps, runs)], env=env,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    result = json.loads(p.stdout.strip().splitlines()[-1])
+    assert result["codes"] == [None, None], p.stderr
+    assert result["calls"] == []
+    assert (tmp_path / "a" / "results.csv").is_file() and (tmp_path / "b" / "results.csv").is_file()
