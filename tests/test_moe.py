@@ -91,12 +91,11 @@ def test_quantized_experts_really_change_and_stay_close(scheme: str) -> None:
 def test_mxfp4_experts_match_torchao_value_for_value() -> None:
     from torchao.prototype.mx_formats.mx_tensor import MXTensor, ScaleCalculationMode
 
-    moe = _tiny_moe()
-    _, mod = expert_modules(moe)[0]
-    w = mod.gate_up_proj.detach().clone()
-    quantize_experts(moe, "mxfp4")
+    w = torch.randn(4, 32, 64, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    ours = QuantizedExperts(w, "mxfp4")
     ref = MXTensor.to_mx(w, torch.float4_e2m1fn_x2, 32, scaling_mode=ScaleCalculationMode.RCEIL)
-    assert torch.equal(mod._tokenwatt_qexperts["gate_up_proj"].dequantize(), ref.dequantize())
+    assert ours.qdata.shape == (4, 32, 32) and ours.scale.shape == (4, 32, 2)
+    assert torch.equal(ours.dequantize(), ref.dequantize())
 
 
 def test_quantized_forward_equals_eager_forward_on_dequantized_weights() -> None:
@@ -116,19 +115,3 @@ def test_quantized_forward_equals_eager_forward_on_dequantized_weights() -> None
         ref_mod.gate_up_proj.copy_(deq["gate_up_proj"])
         ref_mod.down_proj.copy_(deq["down_proj"])
     torch.testing.assert_close(ours, ref_mod(x, idx, wts), rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("precision", ["int8-weight", "mxfp4-emulated"])
-def test_moe_precision_covers_experts(precision: str) -> None:
-    from tokenwatt.models.precision import apply_precision
-
-    moe = _tiny_moe()
-    _, mod = expert_modules(moe)[0]
-    w = mod.down_proj.detach().clone()
-    rep = apply_precision(moe, precision, "cpu")
-    assert rep.quantized_param_fraction > 0.9
-    assert "experts:" in rep.precision_backend
-    assert not torch.equal(mod._tokenwatt_qexperts["down_proj"].dequantize(), w)
-    with torch.inference_mode(), track_routing(moe) as stats:
-        assert torch.isfinite(moe(IDS).logits.float()).all()
-    assert sum(stats["routing_tokens_per_expert"][0]) == 32

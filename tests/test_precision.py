@@ -12,6 +12,7 @@ pytest.importorskip("torchao")
 
 from tokenwatt.errors import UserError  # noqa: E402
 from tokenwatt.models.load import load_model  # noqa: E402
+from tokenwatt.models.moe import expert_modules, track_routing  # noqa: E402
 from tokenwatt.models.precision import (  # noqa: E402
     PRECISION_NAMES,
     PrecisionUnsupported,
@@ -34,28 +35,38 @@ def _build(spec: str, precision: str):
 @pytest.mark.parametrize("spec", MODELS)
 @pytest.mark.parametrize("precision", [p for p in PRECISION_NAMES if p != "fp8"])
 def test_precision_runs_on_cpu(spec: str, precision: str) -> None:
-    model, rep = _build(spec, precision)
-    with torch.inference_mode():
+    model = load_model(spec, "cpu", base_dtype(precision, "cpu"), seed=0).model
+    experts = expert_modules(model)
+    before = experts[0][1].down_proj.detach().clone() if experts else None
+    rep = apply_precision(model, precision, "cpu")
+    with torch.inference_mode(), track_routing(model) as routing:
         logits = model(IDS).logits
     assert torch.isfinite(logits.float()).all()
     assert rep.precision == precision and rep.precision_backend
     assert rep.weight_bytes == weight_bytes(model) > 0
-    if precision in ("fp32", "bf16", "fp16"):
-        assert rep.precision_backend == "torch-dtype" and rep.quantized_param_fraction == 0
-    else:
-        assert 0.5 < rep.quantized_param_fraction <= 1.0
     bf16_bytes = _BF16_BYTES.setdefault(
         spec, weight_bytes(load_model(spec, "cpu", torch.bfloat16).model)
     )
+    dtype_only = precision in ("fp32", "bf16", "fp16")
+    if dtype_only:
+        assert rep.precision_backend == "torch-dtype" and rep.quantized_param_fraction == 0
+    else:  # codes + scales; part of the model (embeddings, odd shapes) stays bf16
+        assert 0.5 < rep.quantized_param_fraction <= 1.0
+        assert rep.weight_bytes < 0.75 * bf16_bytes
     if precision == "fp32":
         assert rep.weight_bytes > 1.9 * bf16_bytes
-    elif precision not in ("bf16", "fp16"):  # codes + scales, part of the model stays bf16
-        assert rep.weight_bytes < 0.75 * bf16_bytes
-    if precision.endswith("fp4-emulated") and spec.endswith("moe"):
-        assert rep.weight_bytes < 0.4 * bf16_bytes  # experts (93% of it) at ~4.5 bits
     emulated = precision.endswith("-emulated")
     assert rep.emulated == emulated
     assert ("fp4-emulated" in rep.precision_backend) == emulated
+    if experts:  # tiny-moe: routing went through the (quantised) experts
+        assert sum(routing["routing_tokens_per_expert"][0]) == IDS.numel() * 2
+    if experts and not dtype_only:  # the experts themselves were quantised, not skipped
+        assert "experts:" in rep.precision_backend and rep.quantized_param_fraction > 0.9
+        stored = experts[0][1]._tokenwatt_qexperts["down_proj"]
+        assert stored.qdata.dtype in (torch.int8, torch.uint8)
+        assert not torch.equal(stored.dequantize(), before)
+    if emulated and experts:
+        assert rep.weight_bytes < 0.4 * bf16_bytes  # experts (93% of it) at ~4.5 bits
 
 
 @pytest.mark.parametrize("spec", MODELS)

@@ -93,7 +93,9 @@ def apply_precision(model: Any, precision: str, device: str) -> PrecisionReport:
     check_supported(precision, device)
     total = param_counts(model)["params_total"]
     if precision in DTYPE_PRECISIONS:
-        return PrecisionReport(precision, "torch-dtype", weight_bytes=weight_bytes(model))
+        detail = _experts_impl(model, quantised=False)
+        return PrecisionReport(precision, "torch-dtype", weight_bytes=weight_bytes(model),
+                               detail=detail)  # fmt: skip
     backend, covered, detail = _APPLY[precision](model, device)
     return PrecisionReport(
         precision,
@@ -101,8 +103,20 @@ def apply_precision(model: Any, precision: str, device: str) -> PrecisionReport:
         emulated=precision in EMULATED,
         quantized_param_fraction=covered / total if total else 0.0,
         weight_bytes=weight_bytes(model),
-        detail=detail,
+        detail={**detail, **_experts_impl(model, quantised=True)},
     )
+
+
+def _experts_impl(model: Any, quantised: bool) -> dict[str, Any]:
+    """How MoE experts run: it differs between dtype and quantised precisions, so say it."""
+    from tokenwatt.models.moe import expert_modules
+
+    if not expert_modules(model):
+        return {}
+    if quantised:
+        return {"experts_impl": "tokenwatt loop over selected experts, dequantised per step"}
+    impl = getattr(model.config, "_experts_implementation", None) or "eager"
+    return {"experts_impl": f"transformers {impl}"}
 
 
 # --- one function per precision -------------------------------------------------------------

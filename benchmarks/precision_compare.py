@@ -1,0 +1,114 @@
+"""Every precision on the tiny presets on this CPU: J/token (estimate), tokens/s, fidelity.
+
+Runs each (preset, precision) through tokenwatt's own runner (`tokenwatt.runner.run_config`)
+with the CPU estimate meter, and prints one table: decode J/token (an estimate from TDP and
+utilisation: this VM has no RAPL), decode tokens/s, weight bytes, the share of parameters
+quantised, and fidelity against the fp32 reference of the same weights (top-1 agreement and
+KL, teacher-forced). A precision this machine cannot run appears with its one-line reason.
+The FP4 rows are emulated (dequantise + BF16 matmul): their energy and speed are those of the
+emulation on this CPU, not of FP4 hardware. The presets have random weights, so top-1 is
+pessimistic (near-uniform distributions; see tokenwatt/fidelity.py) and KL is the ranking
+figure. Eager decode only: compiling on this shared 2-core VM takes minutes per model.
+
+    python benchmarks/precision_compare.py [--repeats 3] [--min-seconds 2] [--new-tokens 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+OUT = Path(__file__).parent / "results"
+PRESETS = ("tiny-llama", "tiny-moe")
+COLUMNS = [
+    "model", "precision", "status", "decode_j_per_token_mean", "decode_j_per_token_cv",
+    "decode_tokens_per_s_mean", "total_j_per_token_mean", "top1_agreement", "kl_divergence",
+    "weight_bytes", "quantized_param_fraction", "peak_memory_mb", "params_total",
+    "params_active", "routing_imbalance_max_over_mean", "emulated", "precision_backend",
+    "energy_source", "measured",
+]  # fmt: skip
+
+
+def run_one(preset: str, precision: str, args: argparse.Namespace, out: Path) -> dict:
+    from tokenwatt.config import RunConfig
+    from tokenwatt.errors import UserError
+    from tokenwatt.runner import run_config
+
+    cfg = RunConfig(
+        name=f"{preset}-{precision}",
+        model=f"preset:{preset}",
+        precision=precision,
+        device="cpu",
+        workload={"batch_size": args.batch_size, "prompt_tokens": args.prompt_tokens,
+                  "new_tokens": args.new_tokens, "seed": 0},
+        measure={"meter": "estimate", "warmup": 1, "repeats": args.repeats,
+                 "min_seconds": args.min_seconds, "idle_seconds": 1.0},
+        fidelity={"enabled": True, "reference": "auto", "sequences": 4, "tokens": 32},
+        out=str(out / f"{preset}-{precision}"),
+    )  # fmt: skip
+    try:
+        summary = run_config(cfg).summary
+    except UserError as e:
+        return {"model": cfg.model, "precision": precision, "status": f"unsupported: {e}"}
+    return {**{c: summary.get(c) for c in COLUMNS}, "status": "ok"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--min-seconds", type=float, default=2.0)
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--prompt-tokens", type=int, default=32)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--precisions", default="", help="comma list; default: all")
+    args = ap.parse_args()
+
+    import pandas as pd
+    import torch
+
+    from tokenwatt.models.precision import PRECISION_NAMES
+
+    precisions = [p for p in args.precisions.split(",") if p] or list(PRECISION_NAMES)
+    rows, start = [], time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        for preset in PRESETS:
+            for precision in precisions:
+                rows.append(run_one(preset, precision, args, Path(tmp)))
+                print(f"{preset:11s} {precision:15s} {rows[-1]['status'][:60]}", flush=True)
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    OUT.mkdir(exist_ok=True)
+    df.to_csv(OUT / "precision_compare.csv", index=False)
+    table = _table(df)
+    header = (
+        "# Precision comparison, tiny presets, this CPU (eager decode)\n\n"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch "
+        f"{args.batch_size}, prompt {args.prompt_tokens}, new tokens {args.new_tokens}, "
+        f"{args.repeats} trials of >= {args.min_seconds} s; energy: CPU estimate "
+        "(TDP x utilisation, not measured); fidelity vs fp32, teacher-forced, 4 x 32 "
+        f"positions; *-emulated = FP4 numerics emulated in PyTorch. {time.time() - start:.0f} s."
+        "\n\n"
+    )
+    (OUT / "precision_compare.md").write_text(header + table + "\n")
+    print(header + table)
+
+
+def _table(df) -> str:
+    """The compact view: one line per (model, precision)."""
+    view = df.assign(
+        model=df["model"].str.removeprefix("preset:"),
+        j_per_tok=df["decode_j_per_token_mean"],
+        tok_per_s=df["decode_tokens_per_s_mean"],
+        weight_mb=df["weight_bytes"] / 1e6,
+        quantised=df["quantized_param_fraction"],
+        top1=df["top1_agreement"],
+        kl=df["kl_divergence"],
+        status=df["status"].str.slice(0, 90),
+    )[["model", "precision", "j_per_tok", "tok_per_s", "weight_mb", "quantised", "top1", "kl",
+       "status"]]  # fmt: skip
+    return view.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
+
+
+if __name__ == "__main__":
+    main()
