@@ -350,6 +350,14 @@ def test_results_with_mismatched_schemas_are_not_combined(measured, tmp_path):
     assert (snapshot(measured), snapshot(other)) == before
 
 
+def test_compare_refuses_mismatched_schemas_in_one_line(measured, tmp_path):
+    other = _with_version(measured, tmp_path / "b", 2)
+    before = snapshot(measured), snapshot(other)
+    r = cli_run("compare", str(measured), str(other), "--baseline", "precision=fp32")
+    assert_one_line(r, "schema_version", "separately")
+    assert (snapshot(measured), snapshot(other)) == before
+
+
 def test_meter_unavailable_leaves_folder_untouched(work, nofid):
     """An explicitly chosen meter this machine lacks: one line, nothing written."""
     from tokenwatt.meters.select import open_meters_named
