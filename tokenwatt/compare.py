@@ -263,7 +263,7 @@ def display_rows(table: Any) -> tuple[list[str], list[list[str]]]:
     has_speed = "tokens_per_s_ratio" in table
     has_fid = any(f in table and table[f].notna().any() for f in FIDELITY)
     headers += ["tokens/s ratio [95% CI]"] if has_speed else []
-    headers += ["top-1 agreement", "KL divergence"] if has_fid else []
+    headers += ["top-1 agreement vs reference", "KL vs reference (nats)"] if has_fid else []
     rows = []
     for _, r in table.iterrows():
         cells = [str(r[k]) for k in keys]

@@ -287,24 +287,26 @@ def plot_pareto(stats: Any, folder: Path, metric: str = "decode_j_per_token") ->
     fig, ax = plt.subplots(figsize=(6, 4))
     others = varying(data, exclude=("precision",))
     groups = list(data.groupby(others, sort=False)) if others else [((), data)]
-    for _key, g in groups:
+    for i, (_, g) in enumerate(groups):
         pts = list(zip(g[col].map(_num), g[fid].map(_num)))
         sc = ax.scatter(*zip(*pts), label=case_label(g.iloc[0], others) if others else None)
         for (e, f), p in zip(pts, g["precision"]):
             ax.annotate(str(p), (e, f), textcoords="offset points", xytext=(4, 4), fontsize=8)
         front = [pts[i] for i in pareto_front(pts, higher)]
-        ax.step(
+        colour = sc.get_facecolor()[0]
+        ax.step(*zip(*front), where="post" if higher else "pre", color=colour, alpha=0.6, lw=1)
+        ax.scatter(
             *zip(*front),
-            where="post" if higher else "pre",
-            color=sc.get_facecolor()[0],
-            alpha=0.6,
-            lw=1,
+            s=160,
+            facecolors="none",
+            edgecolors=colour,
+            lw=1.2,
+            label="Pareto front" if i == 0 else None,
         )
     ax.set_xlabel(f"decode energy per token ({energy_unit(_all_measured(data))})")
     ax.set_ylabel(label)
     ax.set_title("Energy against fidelity: Pareto front of precisions", fontsize=10)
-    if others:
-        ax.legend(fontsize=8, title=", ".join(others), title_fontsize=8)
+    ax.legend(fontsize=8, title=", ".join(others) or None, title_fontsize=8)
     return _save(fig, folder, "energy_vs_fidelity", "Energy against output fidelity (Pareto)")
 
 
