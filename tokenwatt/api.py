@@ -14,8 +14,9 @@
     step(); step.measurements[-1].joules
 
 The device is synchronised at both edges, the region starts right after a counter update
-(at most about 100 ms of waiting on NVML; `align=False` to skip) and its end is interpolated
-between updates, exactly as in `tokenwatt run`. Energies carry their scope and source; an
+(at most about 100 ms of waiting on NVML before the region; `align=False` to skip) and its end
+is interpolated between updates (about 200 ms of waiting after it), exactly as in
+`tokenwatt run`. Energies carry their scope and source; an
 estimate is labelled measured=False.
 """
 

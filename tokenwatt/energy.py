@@ -5,7 +5,8 @@ API used by the runner and `tokenwatt.measure`:
     rec = PhaseRecorder(meters)          # sampler="auto": started at the first mark if needed
     rec.mark("prefill"); ...; rec.mark("decode"); ...; rec.mark("end")   # after device sync
     phases = rec.phases()                # {"prefill": PhaseEnergy(seconds, joules{key: J}), ...}
-    q = rec.quality()                    # {"counter_vs_trace_gap_pct", "flags", ...}
+    q = rec.quality()  # counter_vs_trace_gap_pct, update_period_s, window_s, avg_power_w,
+                       # attribution ("counter-updates+trace" | "mark-reads"), flags ("a;b")
     rec.trace()                          # the power trace rows, for the run JSON
 
 A phase's energy is summed over all its occurrences; the "end" phase (between repetitions)
