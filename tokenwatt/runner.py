@@ -260,14 +260,12 @@ def measure_session(session: Session, out: Path, on_trial: OnTrial | None) -> Ru
 
 def measure_idle_w(meters: list[Any], seconds: float) -> float:
     """Idle power over `seconds` with nothing running, measured on the same meters."""
+    from tokenwatt.energy import measure_idle_power
+
     if seconds <= 0:
         return float("nan")
-    rec = PhaseRecorder(meters)
-    rec.mark("idle")
-    time.sleep(seconds)
-    rec.mark("end")
-    idle = rec.phases()["idle"]
-    return idle.total_j / idle.seconds if idle.seconds > 0 else float("nan")
+    per_channel = measure_idle_power(meters, seconds)
+    return sum(per_channel.values()) if per_channel else float("nan")
 
 
 def _pause_between_trials(cfg: RunConfig, i: int) -> None:
@@ -280,7 +278,11 @@ def _pause_between_trials(cfg: RunConfig, i: int) -> None:
 def run_trial(session: Session, index: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Repeat the generation until the trial lasts at least min_seconds; one row."""
     cfg = session.cfg
-    rec = PhaseRecorder(session.meters)
+    rec = PhaseRecorder(
+        session.meters,
+        interval_s=cfg.measure.sample_interval_ms / 1000,
+        idle_power_w=session.idle_power_w,
+    )
     reps, start = 0, time.perf_counter()
     edge_start = [m.edge_state() for m in session.meters]
     try:
@@ -295,10 +297,16 @@ def run_trial(session: Session, index: int) -> tuple[dict[str, Any], dict[str, A
         if rec.sampler is not None:
             rec.sampler.stop()
         raise
+    quality = rec.quality()
     row = trial_row(session, index, reps, gen, phases)
+    row["counter_vs_trace_gap_pct"] = quality.get("counter_vs_trace_gap_pct")
+    row["quality_flags"] = quality.get("flags", "")
+    row["update_period_s"] = quality.get("update_period_s")
     detail = {
         "trial": index,
         "repetitions": reps,
+        "quality": quality,
+        "trace": rec.trace(),
         "phases": {k: {"seconds": v.seconds, "joules": v.joules} for k, v in phases.items()},
         "edge_start": edge_start,
         "edge_end": [m.edge_state() for m in session.meters],
@@ -371,9 +379,19 @@ def summarise(
     # The last trial's carbon and floor columns are recomputed from the means, so keep those.
     base = set(means) - set(CARBON_COLUMNS) - set(FLOOR_COLUMNS)
     summary.update({k: v for k, v in _enrich(means, session).items() if k not in base})
-    warnings = _warnings(summary)
+    warnings = _warnings(summary) + _quality_warnings(trials)
     summary["flags"] = ";".join(w.split(":")[0] for w in warnings)
     return summary, warnings
+
+
+def _quality_warnings(trials: list[dict[str, Any]]) -> list[str]:
+    """The meters' own flags (short window, zero joules, below idle, above limit, ...)."""
+    seen: dict[str, int] = {}
+    for t in trials:
+        for flag in filter(None, str(t.get("quality_flags") or "").split(";")):
+            seen[flag] = seen.get(flag, 0) + 1
+    return [f"{flag}: flagged by the meter in {n} of {len(trials)} trials"
+            for flag, n in sorted(seen.items())]  # fmt: skip
 
 
 def _warnings(summary: dict[str, Any]) -> list[str]:
