@@ -31,6 +31,26 @@ COLUMNS = [
 ]  # fmt: skip
 
 
+NOTES = """
+Notes
+- j_per_tok: decode J per generated token from the CPU estimate meter (TDP x utilisation),
+  labelled estimate in the CSV (`energy_source`, `measured`). tok_per_s: decode tokens/s.
+  This VM's 2 cores are shared with other jobs, so speed and energy carry that noise; the
+  CSV has the coefficient of variation across trials.
+- quantised: share of parameters actually stored quantised (`quantized_param_fraction`).
+  Embeddings stay bf16 everywhere. tiny-llama's MLP width 688 is not a multiple of 32, so
+  MXFP4 (32-value blocks) and CPU int4 (groups of 32) leave its down_proj in bf16. tiny-moe's
+  experts are quantised by tokenwatt (torchao skips 3-D expert tensors): above 0.9.
+- int4-weight on CPU is torchao's IntxWeightOnlyConfig (int4 codes one per byte, dequantised
+  in the matmul): it saves less memory than its name suggests and is slow here.
+- *-emulated: FP4 numerics (E2M1 codes + block scales) dequantised to bf16 for every matmul.
+  The energy and speed are the emulation's on this CPU, never FP4 hardware's.
+- Fidelity: against fp32 of the same weights, teacher-forced on sequences the reference
+  generated. Random weights give near-flat next-token distributions, so top-1 flips at
+  near-ties (bf16 already loses a few per cent); rank precisions by kl.
+"""
+
+
 def run_one(preset: str, precision: str, args: argparse.Namespace, out: Path) -> dict:
     from tokenwatt.config import RunConfig
     from tokenwatt.errors import UserError
@@ -90,8 +110,8 @@ def main() -> None:
         f"positions; *-emulated = FP4 numerics emulated in PyTorch. {time.time() - start:.0f} s."
         "\n\n"
     )
-    (OUT / "precision_compare.md").write_text(header + table + "\n")
-    print(header + table)
+    (OUT / "precision_compare.md").write_text(header + table + "\n" + NOTES)
+    print(header + table + "\n" + NOTES)
 
 
 def _table(df) -> str:
