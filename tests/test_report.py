@@ -112,3 +112,14 @@ def test_report_cli_and_missing_folder(folder, invoke, tmp_path):
     empty.mkdir()
     r = invoke("report", str(empty))
     assert r.exit_code == 2 and "not found" in r.output
+
+
+def test_busy_machine_note_when_idle_reads_like_load(folder):
+    import pandas as pd
+
+    from tokenwatt.report import _idle_as_busy
+
+    assert "busy with other work" not in (folder / "report.md").read_text()  # idle 2 W, avg 10 W
+    df = pd.DataFrame({"idle_power_w_mean": [8.0, 7.9, 2.0], "avg_power_w_mean": [8.0] * 3})
+    assert _idle_as_busy(df)
+    assert not _idle_as_busy(df.assign(idle_power_w_mean=[2.0, 2.0, 8.0]))

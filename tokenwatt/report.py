@@ -113,15 +113,27 @@ def _label_block(stats: Any) -> list[Block]:
     what = f"source {', '.join(s for s in sources if s)}; scope {', '.join(scopes)}"
     if stats["measured"].astype(bool).all():
         return [Block("p", f"**Energy is measured** ({what}).")]
-    return [
-        Block(
-            "p",
-            f"**Energy figures are ESTIMATES, not measurements** ({what}). "
-            "An estimate from TDP and CPU utilisation can be off by -57% to +187% "
-            "against RAPL (CodeCarbon's own comparison) and counts every process on the "
-            "machine; compare estimates only with estimates from the same machine.",
+    text = (
+        f"**Energy figures are ESTIMATES, not measurements** ({what}). "
+        "An estimate from TDP and CPU utilisation can be off by -57% to +187% "
+        "against RAPL (CodeCarbon's own comparison) and counts every process on the "
+        "machine; compare estimates only with estimates from the same machine."
+    )
+    if _idle_as_busy(stats):
+        text += (
+            " Here idle power reads within 5% of the power under load in most cases: the "
+            "machine was busy with other work, so the estimate sits at its ceiling, dynamic "
+            "energy is near zero, and energy differences mostly reflect differences in time."
         )
-    ]
+    return [Block("p", text)]
+
+
+def _idle_as_busy(stats: Any) -> bool:
+    """True when most cases' idle power is at least 95% of their average power."""
+    if "idle_power_w_mean" not in stats or "avg_power_w_mean" not in stats:
+        return False
+    busy = stats["idle_power_w_mean"] >= 0.95 * stats["avg_power_w_mean"]
+    return bool(busy.mean() > 0.5)
 
 
 def _environment(runs: list[dict[str, Any]]) -> list[Block]:
@@ -267,7 +279,7 @@ def _agentic(stats: Any, tags: dict[str, dict[str, Any]]) -> list[Block]:
                 complete,
                 str(prefilled),
                 str(generated),
-                f"{fmt(j)} ± {fmt(half, 2)}",
+                f"{fmt(j)} ± {fmt(half, 3)}",
                 fmt(j / generated),
             ]
         )
