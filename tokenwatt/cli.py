@@ -145,7 +145,13 @@ for _command in (sweep, compare, report, meters, plan):
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
-    cli.main(prog_name="tokenwatt")
+    try:
+        cli.main(prog_name="tokenwatt")
+    finally:
+        # Everything is on disk now. Python restores the default handlers while it shuts down,
+        # so a signal then would make a finished run look killed (-2/-15): ignore it instead.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 if __name__ == "__main__":
