@@ -179,3 +179,12 @@ def test_compare_cli_bad_baseline_is_one_line(folder, invoke):
     r = invoke("compare", str(folder), "--baseline", "precision")
     assert r.exit_code == 2
     assert r.output.strip().count("\n") == 0 and "KEY=VALUE" in r.output
+
+
+def test_compare_combines_folders(tmp_path):
+    from tokenwatt.compare import compare_folders
+
+    a = write_folder(tmp_path / "a", [dict(CASES[0])], seed=1)
+    b = write_folder(tmp_path / "b", [dict(CASES[1])], seed=2)
+    table = compare_folders([str(a), str(b)], "precision", "bf16", "decode_j_per_token")
+    assert len(table) == 1 and table.loc[0, "ratio"] == pytest.approx(0.6, rel=0.05)
