@@ -123,3 +123,26 @@ def test_busy_machine_note_when_idle_reads_like_load(folder):
     df = pd.DataFrame({"idle_power_w_mean": [8.0, 7.9, 2.0], "avg_power_w_mean": [8.0] * 3})
     assert _idle_as_busy(df)
     assert not _idle_as_busy(df.assign(idle_power_w_mean=[2.0, 2.0, 8.0]))
+
+
+def test_planned_cases_not_measured_are_listed(folder, tmp_path):
+    from tokenwatt.report import not_run
+
+    assert not_run(folder) == [] and "not measured yet" not in (folder / "report.md").read_text()
+    out = write_folder(
+        tmp_path / "r",
+        [
+            {
+                "case_id": "a",
+                "precision": "bf16",
+                "batch_size": 1,
+                "prompt_tokens": 8,
+                "new_tokens": 6,
+                "decode_j_per_token": 1.0,
+            }
+        ],
+        trials=2,
+    )
+    plan = [{"case_id": c, "config": {"precision": c}, "tags": {}} for c in ("a", "b")]
+    update_json(out / "sweep.json", "sweeps", {"cases": plan})
+    assert [c["case_id"] for c in not_run(out)] == ["b"]

@@ -74,6 +74,7 @@ def load_folder(folder: Path) -> dict[str, Any]:
         "failed_runs": meta.get("failures", []),
         "failures": failures(folder),
         "tags": case_tags(folder),
+        "not_run": not_run(folder),
     }
 
 
@@ -101,6 +102,7 @@ def build(
     blocks += _comparison(data["trials"], stats, baseline)
     blocks += _agentic(stats, data["tags"])
     blocks += _failed(data)
+    blocks += _not_run(data["not_run"])
     blocks += [Block("h2", "Figures")]
     blocks += [Block("img", f.title, path=f.png) for f in figures]
     blocks += _reproduce(folder, data["runs"])
@@ -302,6 +304,45 @@ def _agentic(stats: Any, tags: dict[str, dict[str, Any]]) -> list[Block]:
     return [
         Block("h2", "Agentic requests: energy per request"),
         Block("table", headers=headers, rows=rows),
+        Block("p", note),
+    ]
+
+
+def not_run(folder: Path) -> list[dict[str, Any]]:
+    """Cases of the latest sweep plan that are neither complete nor failed."""
+    from tokenwatt.sweep import SWEEP_JSON, case_states
+
+    p = folder / SWEEP_JSON
+    if not p.is_file():
+        return []
+    sweeps = json.loads(p.read_text(encoding="utf-8")).get("sweeps") or [{}]
+    states = case_states(folder)
+    return [c for c in sweeps[-1].get("cases", []) if c["case_id"] not in states]
+
+
+def _not_run(cases: list[dict[str, Any]]) -> list[Block]:
+    if not cases:
+        return []
+    rows = []
+    for c in cases:
+        cfg = c.get("config") or {}
+        w = cfg.get("workload") or {}
+        rows.append(
+            [
+                c["case_id"],
+                str(cfg.get("model", "")),
+                str(cfg.get("precision", "")),
+                str(w.get("batch_size", "")),
+                str(w.get("prompt_tokens", "")),
+            ]
+        )
+    note = (
+        "Planned by the sweep but not measured yet (interrupted or still to run): rerun "
+        "the same sweep to measure them; complete cases are skipped."
+    )
+    return [
+        Block("h2", f"Cases not measured yet ({len(rows)})"),
+        Block("table", headers=["case", "model", "precision", "batch", "prompt"], rows=rows),
         Block("p", note),
     ]
 
