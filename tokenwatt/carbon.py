@@ -308,15 +308,16 @@ def carbon_columns(row: dict[str, Any], carbon_cfg: Any) -> dict[str, Any]:
 
 
 def _wh_per_1k_queries(row: dict[str, Any], j_tok: float | None) -> float | None:
-    """AI Energy Score's unit: energy of 1000 requests (one sequence each: prefill + decode)."""
-    total, batch = _positive(row.get("total_j")), _positive(row.get("batch_size"))
-    if total and batch:
-        j_query = total / batch
-    elif j_tok and _positive(row.get("new_tokens")):
-        j_query = j_tok * float(row["new_tokens"])
-    else:
+    """AI Energy Score's unit: energy of 1000 requests (one sequence each: prefill + decode).
+
+    total_j_per_token divides a trial's energy by every token generated (repetitions x batch
+    x new_tokens), so one request costs total_j_per_token x new_tokens, whatever the number
+    of repetitions, and the same holds for the summary's mean.
+    """
+    new = _positive(row.get("new_tokens"))
+    if not (j_tok and new):
         return None
-    return j_query * 1000 / 3600
+    return j_tok * new * 1000 / 3600
 
 
 def _positive(v: Any) -> float | None:

@@ -76,17 +76,18 @@ class TokenwattGroup(click.Group):
             click.echo(f"Error: {e}", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
-            click.echo(
-                "Interrupted: finished trials are saved; rerun the same command to measure more.",
-                err=True,
-            )
+            click.echo(f"Interrupted: {_saved(ctx)}", err=True)
             ctx.exit(130)
         except Terminated:
-            click.echo(
-                "Terminated: finished trials are saved; rerun the same command to measure more.",
-                err=True,
-            )
+            click.echo(f"Terminated: {_saved(ctx)}", err=True)
             ctx.exit(143)
+
+
+def _saved(ctx: click.Context) -> str:
+    """What an interruption kept, and how to go on."""
+    if ctx.invoked_subcommand == "sweep":
+        return "complete cases are saved; rerun the same command to resume the sweep."
+    return "finished trials are saved; rerun the same command to measure more."
 
 
 class Terminated(BaseException):

@@ -37,6 +37,8 @@ def environment(device: str) -> dict[str, Any]:
         "device": device,
         "device_name": device_name(device),
         "torch_threads": torch.get_num_threads(),
+        # Other work on the machine shows up in system-wide meters (RAPL, the CPU estimate).
+        "load_average_1m": _load_average(),
     }
     for name in ("torchao", "codecarbon"):
         env[name] = _version(name)
@@ -45,6 +47,15 @@ def environment(device: str) -> dict[str, Any]:
         env["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         env["nvidia_driver"] = _nvidia_driver()
     return env
+
+
+def _load_average() -> float | None:
+    import os
+
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
 
 
 def _version(name: str) -> str | None:

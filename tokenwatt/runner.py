@@ -104,6 +104,9 @@ def run_config(cfg: RunConfig, on_trial: OnTrial | None = None) -> RunOutcome:
 
         resolve_region(cfg.carbon.region)
     device = resolve_device(cfg.device)
+    from tokenwatt.models.precision import check_supported
+
+    check_supported(cfg.precision, device)  # before loading a model it could not run
     try:
         return _prepare_and_measure(cfg, device, on_trial)
     except MeterError as e:  # outside a trial (idle baseline): nothing to mark degraded
@@ -306,6 +309,7 @@ def run_trial(session: Session, index: int) -> tuple[dict[str, Any], dict[str, A
         "trial": index,
         "repetitions": reps,
         "quality": quality,
+        "marks": [{"phase": m.phase, "t_s": m.t} for m in rec.marks],
         "trace": rec.trace(),
         "phases": {k: {"seconds": v.seconds, "joules": v.joules} for k, v in phases.items()},
         "edge_start": edge_start,
