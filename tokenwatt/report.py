@@ -189,7 +189,7 @@ def _summary(stats: Any) -> list[Block]:
         "Mean over trials with its 95% Student-t confidence interval in brackets. "
         "J/request: prefill + decode energy of one sequence (total_j / (batch_size x "
         "repetitions)); Wh/1k queries is the same x 1000 / 3600 (AI Energy Score's unit, "
-        "in this folder's energy scope). Column meanings: the README, section "Results schema"."
+        "in this folder's energy scope). Column meanings: the README, section 'Results schema'."
     )
     return [
         Block("h2", "Results per case"),
