@@ -37,6 +37,8 @@ Notes
   labelled estimate in the CSV (`energy_source`, `measured`). tok_per_s: decode tokens/s.
   This VM's 2 cores are shared with other jobs, so speed and energy carry that noise; the
   CSV has the coefficient of variation across trials.
+- peak_memory_mb (CSV only): on CPU the process's peak resident memory, which never goes
+  down, so in this one-process benchmark each row carries the peak of all rows before it.
 - quantised: share of parameters actually stored quantised (`quantized_param_fraction`).
   Embeddings stay bf16 everywhere. tiny-llama's MLP width 688 is not a multiple of 32, so
   MXFP4 (32-value blocks) and CPU int4 (groups of 32) leave its down_proj in bf16. tiny-moe's
@@ -83,7 +85,16 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--precisions", default="", help="comma list; default: all")
+    ap.add_argument("--render", metavar="HEADER", help="only rewrite the .md from the .csv")
     args = ap.parse_args()
+    if args.render:
+        import pandas as pd
+
+        df = pd.read_csv(OUT / "precision_compare.csv")
+        text = f"{args.render}\n\n{_table(df)}\n{NOTES}"
+        (OUT / "precision_compare.md").write_text(text)
+        print(text)
+        return
 
     import pandas as pd
     import torch
@@ -119,14 +130,15 @@ def _table(df) -> str:
     view = df.assign(
         model=df["model"].str.removeprefix("preset:"),
         j_per_tok=df["decode_j_per_token_mean"],
+        j_cv=df["decode_j_per_token_cv"],
         tok_per_s=df["decode_tokens_per_s_mean"],
         weight_mb=df["weight_bytes"] / 1e6,
         quantised=df["quantized_param_fraction"],
         top1=df["top1_agreement"],
         kl=df["kl_divergence"],
         status=df["status"].str.slice(0, 90),
-    )[["model", "precision", "j_per_tok", "tok_per_s", "weight_mb", "quantised", "top1", "kl",
-       "status"]]  # fmt: skip
+    )[["model", "precision", "j_per_tok", "j_cv", "tok_per_s", "weight_mb", "quantised", "top1",
+       "kl", "status"]]  # fmt: skip
     return view.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
 
 
