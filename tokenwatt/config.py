@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tokenwatt.errors import ConfigError
 
@@ -48,11 +55,23 @@ class Measure(_Strict):
         return v
 
 
+FIDELITY_REFERENCES = ("auto", "fp32", "bf16", "fp16")
+
+
 class Fidelity(_Strict):
     enabled: bool = True
     reference: str = "auto"  # auto: fp32 on CPU, bf16 on GPU
     sequences: int = Field(4, ge=1, le=4096)
     tokens: int = Field(64, ge=2, le=65536)
+
+    @field_validator("reference")
+    @classmethod
+    def _reference(cls, v: str) -> str:
+        if v not in FIDELITY_REFERENCES:
+            raise ValueError(
+                f"unknown reference {v!r}; choose one of {', '.join(FIDELITY_REFERENCES)}"
+            )
+        return v
 
 
 class Carbon(_Strict):
@@ -73,6 +92,15 @@ class RunConfig(_Strict):
     fidelity: Fidelity = Fidelity()
     carbon: Carbon = Carbon()
     out: str = "results/run"
+
+    @model_validator(mode="after")
+    def _compile_needs_warmup(self) -> RunConfig:
+        if self.compile and self.measure.warmup < 1:
+            raise ValueError(
+                "measure.warmup must be >= 1 with compile: true, or the first trial measures "
+                "the compilation"
+            )
+        return self
 
     @field_validator("device")
     @classmethod
@@ -201,7 +229,8 @@ def _describe(err: dict[str, Any]) -> str:
         hint = _nearest(str(err["loc"][-1]), parent.model_fields) if parent else ""
         return f"unknown key {field!r}{hint}; remove it or fix its spelling"
     if kind == "value_error":
-        return f"{field}: {msg.removeprefix('Value error, ')}"
+        msg = msg.removeprefix("Value error, ")
+        return f"{field}: {msg}" if err["loc"] else msg
     value = err.get("input")
     shown = "" if isinstance(value, dict) else f" (got {value!r})"
     return f"{field}: {msg}{shown}"

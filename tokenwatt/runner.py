@@ -31,6 +31,7 @@ from tokenwatt.faults import (
     stopped_message,
 )
 from tokenwatt.meters.base import MeterError
+from tokenwatt.models.precision import NATIVE_BITS
 from tokenwatt.results import (
     RESULTS_CSV,
     RUN_JSON,
@@ -181,6 +182,7 @@ def prepare_session(cfg: RunConfig, device: str) -> Session:
         "emulated": prec.emulated,
         "weight_bytes": prec.weight_bytes,
         "kv_bytes_per_element": _kv_bytes(model),
+        "native_bits": NATIVE_BITS.get(cfg.precision),
         **counts,
         **prec.detail,
     }
@@ -435,10 +437,17 @@ def _run_record(
 
 
 def _reset_peak_memory(device: str) -> None:
+    """Start the peak at the trials, so the fidelity reference model loaded before is not in it."""
     import torch
 
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(torch.device(device))
+        return
+    try:  # Linux >= 4.0: writing 5 resets the process's peak resident set (VmHWM)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def _peak_memory_mb(device: str) -> float:
@@ -447,6 +456,13 @@ def _peak_memory_mb(device: str) -> float:
 
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated(torch.device(device)) / 2**20
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB

@@ -31,6 +31,13 @@ PRECISION_NAMES: tuple[str, ...] = (
     "nvfp4-emulated",
 )
 
+# Bits per weight of each format on hardware that runs it natively (block scales excluded):
+# the physical floor of an emulated format is computed at these.
+NATIVE_BITS = {
+    "fp32": 32, "bf16": 16, "fp16": 16, "int8-weight": 8, "int8-dynamic": 8, "int4-weight": 4,
+    "fp8": 8, "mxfp4-emulated": 4, "nvfp4-emulated": 4,
+}  # fmt: skip
+
 DTYPE_PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 EMULATED = ("mxfp4-emulated", "nvfp4-emulated")
 MX_BLOCK, NV_BLOCK = 32, 16
