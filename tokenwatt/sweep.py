@@ -265,6 +265,7 @@ def run_sweep(
     try:
         executor.run_all(todo, out, on_event)
     finally:
+        clear_stale_staging(out)  # an interrupted case process leaves its staging folder
         _remove_empty(out)
     states = case_states(out)
     errors = failures(out)
