@@ -19,8 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from tokenwatt.datafiles import read_section
 from tokenwatt.errors import ConfigError
 
 J_PER_KWH = 3.6e6
@@ -67,16 +66,7 @@ def load_profiles() -> dict[str, dict[str, Any]]:
 def _load_profiles(paths: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for path in paths:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{ENV_REGIONS}: region file {path!r} does not exist; fix the path")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: malformed YAML ({e.__class__.__name__}); fix it") from None
-        regions = data.get("regions") if isinstance(data, dict) else None
-        if not isinstance(regions, dict):
-            raise ConfigError(f"{path}: expected a top-level 'regions:' mapping of name -> profile")
+        regions = read_section(path, "regions", ENV_REGIONS, "region")
         for name, prof in regions.items():
             out[_norm_profile(str(name))] = _check_profile(str(name), prof, path)
     return out

@@ -23,8 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from tokenwatt.datafiles import read_section
 from tokenwatt.errors import ConfigError
 
 ENV_HARDWARE = "TOKENWATT_HARDWARE"
@@ -168,16 +167,7 @@ def _load_hardware(paths: tuple[str, ...]) -> dict[str, Hardware]:
 
 
 def _read_profiles(path: str) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{ENV_HARDWARE}: hardware file {path!r} does not exist; fix the path")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: malformed YAML ({e.__class__.__name__}); fix it") from None
-    profiles = data.get("profiles") if isinstance(data, dict) else None
-    if not isinstance(profiles, dict):
-        raise ConfigError(f"{path}: expected a top-level 'profiles:' mapping of name -> profile")
+    profiles = read_section(path, "profiles", ENV_HARDWARE, "hardware")
     return {str(k).lower(): v for k, v in profiles.items()}
 
 
