@@ -74,12 +74,16 @@ def main() -> None:
     off = statistics.median(r["off_tok_s"] for r in rows)
     on = statistics.median(r["on_tok_s"] for r in rows)
     q = statistics.quantiles(slow, n=4)
-    print(f"pairs={len(rows)} new_tokens={args.new_tokens} interval={args.interval_ms} ms")
-    print(f"median tokens/s off {off:.1f}, on {on:.1f}")
-    print(f"median slowdown {statistics.median(slow):+.2f}% (IQR {q[0]:+.2f}% .. {q[2]:+.2f}%)")
     share = 100 * sampler_cpu["cpu_s"] / sampler_cpu["wall_s"]
     rate = sampler_cpu["polls"] / sampler_cpu["wall_s"]
-    print(f"sampler thread CPU: {share:.2f}% of one core while sampling; {rate:.0f} NVML calls/s")
+    lines = [
+        f"pairs={len(rows)} new_tokens={args.new_tokens} interval={args.interval_ms} ms",
+        f"median tokens/s off {off:.1f}, on {on:.1f}",
+        f"median slowdown {statistics.median(slow):+.2f}% (IQR {q[0]:+.2f}% .. {q[2]:+.2f}%)",
+        f"sampler thread CPU: {share:.2f}% of one core while sampling; {rate:.0f} NVML calls/s",
+    ]
+    print("\n".join(lines))
+    (out / "overhead.txt").write_text("\n".join(lines) + "\n")
 
 
 def thread_cpu_s(native_id: int) -> float:
