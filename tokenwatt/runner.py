@@ -190,7 +190,7 @@ def prepare_session(cfg: RunConfig, device: str) -> Session:
         "environment": environment(device),
         "meters": [m.describe() for m in meters],
         "model_source": loaded.source,
-        "model_info": {k: v for k, v in loaded.info.items()},
+        "model_info": dict(loaded.info),
         "precision_report": {"backend": prec.precision_backend, **prec.detail},
     }
     return Session(cfg, device, model, prompts, meters, _generate_fn(cfg), constants, model_info,
@@ -217,10 +217,8 @@ def _labels(meters: list[Any]) -> dict[str, Any]:
 
 
 def _kv_bytes(model: Any) -> int:
-    try:
-        return next(model.parameters()).element_size() if model.dtype.is_floating_point else 2
-    except (StopIteration, AttributeError):
-        return 2
+    """Bytes per KV-cache element: the cache is kept in the model's activation dtype."""
+    return int(getattr(model.dtype, "itemsize", 2))
 
 
 def measure_session(session: Session, out: Path, on_trial: OnTrial | None) -> RunOutcome:
