@@ -314,3 +314,16 @@ def test_case_module_exit_code_when_the_case_fails(tmp_path):
     assert run_case(spec) == FAILED_EXIT
     assert case_states(tmp_path) == {"c9": "failed"}
     assert not any((tmp_path / ".staging").glob("*"))
+
+
+def test_region_and_pue_flags_reach_every_case_and_bad_region_is_one_line(tmp_path):
+    from tokenwatt.errors import ConfigError
+    from tokenwatt.sweep import load_sweep
+
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("model: preset:tiny-llama\nprecision: [fp32, bf16]\nout: OUT\n")
+    _, cases = load_sweep(cfg, str(tmp_path / "o"), region="frankfurt", pue=1.3)
+    assert len(cases) == 2
+    assert all(c.config["carbon"] == {"region": "frankfurt", "pue": 1.3} for c in cases)
+    with pytest.raises(ConfigError, match="did you mean 'frankfurt'"):
+        load_sweep(cfg, str(tmp_path / "o"), region="frankfrt")

@@ -18,9 +18,18 @@ from tokenwatt.errors import UserError
 @click.option("--force", is_flag=True, help="Rerun every case, even complete ones.")
 @click.option("--retry-failed", is_flag=True, help="Rerun the cases that failed before.")
 @click.option("--dry-run", is_flag=True, help="List the cases and what would run; run nothing.")
+@click.option("--region", help="Carbon region for every case (ISO3, grid region or profile).")
+@click.option("--pue", type=float, help="Facility PUE for every case (>= 1).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def sweep(
-    config: str, out: str | None, force: bool, retry_failed: bool, dry_run: bool, quiet: bool
+    config: str,
+    out: str | None,
+    force: bool,
+    retry_failed: bool,
+    dry_run: bool,
+    region: str | None,
+    pue: float | None,
+    quiet: bool,
 ) -> None:
     """Run every case of a sweep CONFIG (lists expand into a grid), each in its own process.
 
@@ -33,7 +42,7 @@ def sweep(
     from tokenwatt.console import console
     from tokenwatt.sweep import case_states, failure_summary, load_sweep, pending, run_sweep
 
-    data, cases = load_sweep(config, out)
+    data, cases = load_sweep(config, out, region, pue)
     if dry_run:
         states = case_states(Path(data["out"]))
         todo = {c.case_id for c in pending(cases, states, force, retry_failed)}

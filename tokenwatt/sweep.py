@@ -84,11 +84,20 @@ class SweepOutcome:
 # --- planning --------------------------------------------------------------------------------
 
 
-def load_sweep(path: str | Path, out: str | None = None) -> tuple[dict[str, Any], list[Case]]:
-    """Read a sweep YAML and expand it; `out` overrides the folder."""
+def load_sweep(
+    path: str | Path, out: str | None = None, region: str | None = None, pue: float | None = None
+) -> tuple[dict[str, Any], list[Case]]:
+    """Read a sweep YAML and expand it; `out`, `region` and `pue` override the file."""
     data = read_yaml(path)
     if out:
         data["out"] = out
+    carbon = {k: v for k, v in (("region", region), ("pue", pue)) if v is not None}
+    if carbon:
+        data["carbon"] = {**(data.get("carbon") or {}), **carbon}
+    if (data.get("carbon") or {}).get("region"):
+        from tokenwatt.carbon import resolve_region
+
+        resolve_region(str(data["carbon"]["region"]))  # one line now, not a failed row per case
     data.setdefault("out", RunConfig().out)
     return data, plan(data, where=str(path))
 
