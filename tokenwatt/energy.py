@@ -243,9 +243,9 @@ def trace_joules(u: Updates, t0: float, t1: float) -> float:
 class PhaseRecorder:
     """Reads every meter at each mark; `phases()` gives energy and time per phase.
 
-    sampler: "auto" starts a `Sampler` at the first mark when a meter has a slowly updating
-    counter (and stops it in `phases()`), a `Sampler` uses that one (started by the caller),
-    None uses only the reads at the marks.
+    sampler: "auto" starts a `Sampler` at the first mark (and stops it in `phases()`): it
+    times the updates of slowly updating counters and records the power trace of every meter;
+    a `Sampler` uses that one (started by the caller); None uses only the reads at the marks.
     align: wait at the first mark for a counter update (at most about one update period).
     """
 
@@ -281,10 +281,10 @@ class PhaseRecorder:
         self.marks.append(Mark(phase, self.clock(), self.read()))
 
     def _begin(self) -> None:
-        if self._own_sampler and self.sampler is None:
-            s = Sampler(self.meters, self.interval_s, clock=self.clock)
-            if s.ticking:
-                self.sampler = s.start()
+        if self._own_sampler and self.sampler is None and self.meters:
+            # Continuous meters (RAPL, the estimate) get a sampler too: only for the power
+            # trace; their phase energies still come from the reads at the marks.
+            self.sampler = Sampler(self.meters, self.interval_s, clock=self.clock).start()
         if self.sampler is not None and self.align:
             self.sampler.wait_ticks_after(self.clock())
 
