@@ -11,7 +11,6 @@ touches the network.
 from __future__ import annotations
 
 import difflib
-import math
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -21,6 +20,7 @@ from typing import Any
 
 from tokenwatt.datafiles import read_section
 from tokenwatt.errors import ConfigError
+from tokenwatt.roofline import positive as _positive
 
 J_PER_KWH = 3.6e6
 ENV_REGIONS = "TOKENWATT_REGIONS"
@@ -308,11 +308,3 @@ def _wh_per_1k_queries(row: dict[str, Any], j_tok: float | None) -> float | None
     if not (j_tok and new):
         return None
     return j_tok * new * 1000 / 3600
-
-
-def _positive(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) and f > 0 else None

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tokenwatt.faults import one_line
 from tokenwatt.results import (
     RESULTS_CSV,
     RUN_JSON,
@@ -104,13 +105,6 @@ def emit(event: dict[str, Any]) -> None:
 
 def _on_trial(done: int, total: int) -> None:
     emit({"event": "trial", "done": done, "total": total})
-
-
-def one_line(e: BaseException) -> str:
-    """`Type: first line of the message`, short enough for a CSV cell and a summary."""
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    text = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def failed_row(spec: dict[str, Any], error: str) -> dict[str, Any]:

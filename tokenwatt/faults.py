@@ -34,6 +34,7 @@ class CaseOutOfMemory(UserError):
 
 
 def one_line(e: BaseException) -> str:
+    """`Type: first line of the message`, short enough for a CSV cell and a summary."""
     lines = str(e).strip().splitlines()
     text = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
     return text if len(text) <= 300 else text[:297] + "..."

@@ -346,7 +346,7 @@ def _floor_columns(
     max_context = float(row.get("prompt_tokens") or 0) + float(row.get("new_tokens") or 0)
     working_set = weight_bytes + batch * kv_bytes_read(config, max_context, kv_bpe)
     fits = hw.cache_bytes is not None and working_set <= hw.cache_bytes
-    measured = _positive(row.get("decode_j_per_token"))
+    measured = positive(row.get("decode_j_per_token"))
     ratio = measured / fl.j_per_token if measured and fl.j_per_token > 0 else None
     out.update(
         floor_hardware=hw.name,
@@ -391,7 +391,8 @@ def _native_format(info: dict[str, Any]) -> str:
     return {4: "fp4", 8: "fp8"}.get(bits, "bf16")
 
 
-def _positive(v: Any) -> float | None:
+def positive(v: Any) -> float | None:
+    """v as a finite float > 0, else None (CSV cells arrive as strings, blanks and NaN)."""
     try:
         f = float(v)
     except (TypeError, ValueError):
