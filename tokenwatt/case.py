@@ -14,7 +14,6 @@ file, a Python with tokenwatt, and OUT on a filesystem it can lock.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -34,6 +33,7 @@ from tokenwatt.results import (
     TRIAL_COLUMNS,
     append_rows,
     locked,
+    read_rows,
     update_json,
 )
 
@@ -85,7 +85,7 @@ def run_case(spec: dict[str, Any]) -> int:
         emit({"event": "start", "case_id": spec["case_id"]})
         outcome = run_config(cfg, on_trial=_on_trial)
     except Exception as e:  # OOM, unsupported precision, a model that does not load, ...
-        staged = _read_csv(stage / SUMMARY_CSV)[0]
+        staged = read_rows(stage / SUMMARY_CSV)[0]
         if staged:  # stopped after its summary (e.g. a meter degraded): keep what it measured
             merge_stage(stage, out, spec, staged[-1]["run_id"])
         else:
@@ -143,8 +143,8 @@ def record_failure(out: Path, spec: dict[str, Any], error: str) -> None:
 
 def merge_stage(stage: Path, out: Path, spec: dict[str, Any], run_id: str) -> None:
     """Append the staged rows to OUT: run.json, trials, then the summary row (the mark)."""
-    trials, _ = _read_csv(stage / RESULTS_CSV)
-    summary, summary_header = _read_csv(stage / SUMMARY_CSV)
+    trials, _ = read_rows(stage / RESULTS_CSV)
+    summary, summary_header = read_rows(stage / SUMMARY_CSV)
     runs = json.loads((stage / RUN_JSON).read_text(encoding="utf-8"))["runs"]
     remap = _remap(spec)
     for row in trials + summary:
@@ -153,7 +153,7 @@ def merge_stage(stage: Path, out: Path, spec: dict[str, Any], run_id: str) -> No
         run.update(case_id=spec["case_id"], config=spec["config"], tags=spec.get("tags", {}))
         run["summary"].update(remap)
     with _no_sigint(), locked(out):
-        if run_id in {r.get("run_id") for r in _read_csv(out / SUMMARY_CSV)[0]}:
+        if run_id in {r.get("run_id") for r in read_rows(out / SUMMARY_CSV)[0]}:
             return  # already merged
         for run in runs:
             update_json(out / RUN_JSON, "runs", run)
@@ -167,14 +167,6 @@ def _remap(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("local_device") and spec["local_device"] != spec["config"]["device"]:
         fix["device"] = spec["config"]["device"]
     return fix
-
-
-def _read_csv(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    if not path.is_file():
-        return [], []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        return list(reader), list(reader.fieldnames or [])
 
 
 @contextmanager

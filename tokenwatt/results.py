@@ -212,6 +212,15 @@ def load_summary(*paths: str | Path) -> Any:
     return load_results(*paths, summary=True)
 
 
+def read_rows(path: Path) -> tuple[list[dict[str, str]], list[str]]:
+    """The rows and header of a CSV; two empty lists when the file is not there."""
+    if not path.is_file():
+        return [], []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        return list(reader), list(reader.fieldnames or [])
+
+
 def _read_header(path: Path) -> list[str]:
     if not path.exists() or path.stat().st_size == 0:
         return []
@@ -231,8 +240,7 @@ def _ordered_keys(rows: list[dict[str, Any]], start: list[str]) -> list[str]:
 
 
 def _rewrite_with_header(path: Path, keys: list[str]) -> None:
-    with open(path, newline="", encoding="utf-8") as f:
-        old = list(csv.DictReader(f))
+    old, _ = read_rows(path)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=keys)
     w.writeheader()

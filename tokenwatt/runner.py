@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenwatt.config import RunConfig, case_id, config_to_dict
-from tokenwatt.energy import PhaseEnergy, PhaseRecorder
+from tokenwatt.energy import PhaseEnergy, PhaseRecorder, dynamic_joules
 from tokenwatt.errors import UserError
 from tokenwatt.faults import (
     MAX_CONSECUTIVE_DEGRADED,
@@ -347,7 +347,9 @@ def trial_row(
         "decode_tokens_per_s": _div(decode_tokens, dec.seconds),
         "avg_power_w": _div(total_j, total_s),
         "idle_power_w": idle_w,
-        "dynamic_decode_j_per_token": _div(dec.total_j - idle_w * dec.seconds, decode_tokens),
+        "dynamic_decode_j_per_token": _div(
+            dynamic_joules(dec.total_j, idle_w, dec.seconds), decode_tokens
+        ),  # fmt: skip
         "peak_memory_mb": _peak_memory_mb(session.device),
     }
     return _enrich(row, session)

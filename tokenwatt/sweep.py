@@ -23,7 +23,6 @@ executor runs each case in its own process, which writes its own rows.
 
 from __future__ import annotations
 
-import csv
 import itertools
 from collections import Counter
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from tokenwatt.results import (
     SUMMARY_CSV,
     locked,
     prepare_out_dir,
+    read_rows,
     update_json,
     write_atomic,
 )
@@ -209,10 +209,10 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def case_states(out: Path) -> dict[str, str]:
     """case id -> "complete" or "failed", read from the folder's CSVs."""
     states: dict[str, str] = {}
-    for row in _rows(out / RESULTS_CSV):
+    for row in read_rows(out / RESULTS_CSV)[0]:
         if row.get("status") == "failed" and row.get("case_id"):
             states[row["case_id"]] = "failed"
-    for row in _rows(out / SUMMARY_CSV):
+    for row in read_rows(out / SUMMARY_CSV)[0]:
         if row.get("case_id"):
             states[row["case_id"]] = "complete"
     return states
@@ -222,18 +222,11 @@ def failures(out: Path) -> dict[str, str]:
     """case id -> its latest one-line error, for cases failed and not complete."""
     states = case_states(out)
     errors: dict[str, str] = {}
-    for row in _rows(out / RESULTS_CSV):
+    for row in read_rows(out / RESULTS_CSV)[0]:
         cid = row.get("case_id", "")
         if row.get("status") == "failed" and states.get(cid) == "failed":
             errors[cid] = row.get("error", "") or "unknown error"
     return errors
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def pending(
