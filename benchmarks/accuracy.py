@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from simfix import advance, virtual_board, virtual_sampler  # noqa: E402
 
-from tokenwatt.energy import PhaseRecorder  # noqa: E402
+from tokenwatt.energy.recorder import PhaseRecorder  # noqa: E402
 from tokenwatt.sim import nvml as sim  # noqa: E402
 from tokenwatt.sim.profiles import bursts, spikes, steady, steps  # noqa: E402
 

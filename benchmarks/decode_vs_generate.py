@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from tokenwatt.decode import generate
+from tokenwatt.models.decode import generate
 from tokenwatt.models.load import load_model
 
 OUT = Path(__file__).parent / "results"

@@ -31,7 +31,7 @@ def write(path: Path, rows: list[dict]) -> None:
 
 
 def trial(meter, model, ids, new_tokens, min_s, generate):
-    from tokenwatt.energy import PhaseRecorder
+    from tokenwatt.energy.recorder import PhaseRecorder
 
     rec = PhaseRecorder([meter])
     edge0, reps, t0 = meter.edge_state(), 0, time.perf_counter()
@@ -61,11 +61,11 @@ def trial(meter, model, ids, new_tokens, min_s, generate):
 def main() -> None:
     import torch
 
-    from tokenwatt.decode import generate, synchronize
-    from tokenwatt.energy import measure_idle_power
-    from tokenwatt.meters.select import open_nvml
+    from tokenwatt.models.decode import generate, synchronize
+    from tokenwatt.energy.recorder import measure_idle_power
+    from tokenwatt.energy.meters.select import open_nvml
     from tokenwatt.models.load import load_model
-    from tokenwatt.sampler import Sampler
+    from tokenwatt.energy.sampler import Sampler
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")

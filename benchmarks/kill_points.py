@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tokenwatt.faults import unparseable_files
-from tokenwatt.results import load_results
+from tokenwatt.runner.faults import unparseable_files
+from tokenwatt.results.store import load_results
 
 HERE = Path(__file__).resolve().parent
 REPEATS = 8
@@ -49,7 +49,7 @@ CONFIG = "\n".join([
 # The child: tokenwatt's own CLI, with a witness line written after each completed append.
 CHILD = """\
 import os, sys
-import tokenwatt.runner as runner
+import tokenwatt.runner.run as runner
 real = runner.append_rows
 fd = os.open(os.environ["KILL_WITNESS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 def witnessed(path, rows, first=None):

@@ -1,7 +1,7 @@
 """Sampler overhead: decode tokens/s with the background sampler on versus off.
 
 Paired in one process, alternating on/off many times (the order flips every pair), tiny-llama
-through tokenwatt.decode.generate on the CPU. The sampler reads the simulated NVML board in
+through tokenwatt.models.decode.generate on the CPU. The sampler reads the simulated NVML board in
 process, whose pure-Python calls hold the GIL longer than real NVML's ctypes calls (which
 release it), so this is a pessimistic case for the GIL. It also reports the sampler thread's
 own CPU time per second of sampling, a figure that does not depend on neighbours' load.
@@ -24,10 +24,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def main() -> None:
     import torch
 
-    from tokenwatt.decode import generate
-    from tokenwatt.meters.nvml import NvmlMeter
+    from tokenwatt.models.decode import generate
+    from tokenwatt.energy.meters.nvml import NvmlMeter
     from tokenwatt.models.load import load_model
-    from tokenwatt.sampler import Sampler
+    from tokenwatt.energy.sampler import Sampler
     from tokenwatt.sim import nvml as sim
 
     ap = argparse.ArgumentParser()

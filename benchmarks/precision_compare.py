@@ -1,6 +1,6 @@
 """Every precision on the tiny presets on this CPU: J/token (estimate), tokens/s, fidelity.
 
-Runs each (preset, precision) through tokenwatt's own runner (`tokenwatt.runner.run_config`)
+Runs each (preset, precision) through tokenwatt's own runner (`tokenwatt.runner.run.run_config`)
 with the CPU estimate meter, and prints one table: decode J/token (an estimate from TDP and
 utilisation: this VM has no RAPL), decode tokens/s, weight bytes, the share of parameters
 quantised, and fidelity against the fp32 reference of the same weights (top-1 agreement and
@@ -56,7 +56,7 @@ Notes
 def run_one(preset: str, precision: str, args: argparse.Namespace, out: Path) -> dict:
     from tokenwatt.config import RunConfig
     from tokenwatt.errors import UserError
-    from tokenwatt.runner import run_config
+    from tokenwatt.runner.run import run_config
 
     cfg = RunConfig(
         name=f"{preset}-{precision}",

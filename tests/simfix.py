@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tokenwatt.meters.nvml import NvmlMeter
-from tokenwatt.sampler import Sampler
+from tokenwatt.energy.meters.nvml import NvmlMeter
+from tokenwatt.energy.sampler import Sampler
 from tokenwatt.sim import nvml as sim
 from tokenwatt.sim.clock import VirtualClock
 

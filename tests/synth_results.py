@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from tokenwatt.results import (
+from tokenwatt.results.store import (
     RESULTS_CSV,
     RUN_JSON,
     SUMMARY_CSV,

@@ -276,7 +276,7 @@ def test_results_folder_under_a_file(work):
 
 def test_results_folder_not_writable(work, monkeypatch):
     """Root ignores permission bits, so the access check itself is made to say no."""
-    import tokenwatt.results as results
+    import tokenwatt.results.store as results
 
     real = os.access
     monkeypatch.setattr(
@@ -314,7 +314,7 @@ def measured(tmp_path_factory, nofid) -> Path:
 def test_rows_carry_schema_version(measured):
     import pandas as pd
 
-    from tokenwatt.results import SCHEMA_VERSION, load_results, load_summary
+    from tokenwatt.results.store import SCHEMA_VERSION, load_results, load_summary
 
     for df in (pd.read_csv(measured / "results.csv"), pd.read_csv(measured / "summary.csv")):
         assert (df["schema_version"] == SCHEMA_VERSION).all()
@@ -335,7 +335,7 @@ def _with_version(src: Path, dst: Path, version: int) -> Path:
 
 def test_results_with_mismatched_schemas_are_not_combined(measured, tmp_path):
     from tokenwatt.errors import UserError
-    from tokenwatt.results import load_results, load_summary
+    from tokenwatt.results.store import load_results, load_summary
 
     other = _with_version(measured, tmp_path / "b", 2)
     before = snapshot(measured), snapshot(other)
@@ -360,7 +360,7 @@ def test_compare_refuses_mismatched_schemas_in_one_line(measured, tmp_path):
 
 def test_meter_unavailable_leaves_folder_untouched(work, nofid):
     """An explicitly chosen meter this machine lacks: one line, nothing written."""
-    from tokenwatt.meters.select import open_meters_named
+    from tokenwatt.energy.meters.select import open_meters_named
 
     try:
         for m in open_meters_named("rapl", type("M", (), {"cpu_tdp_w": None})(), "cpu"):

@@ -7,7 +7,7 @@ from importlib import resources
 
 import pytest
 
-from tokenwatt.carbon import carbon_columns, load_profiles, resolve_region
+from tokenwatt.analysis.carbon import carbon_columns, load_profiles, resolve_region
 from tokenwatt.config import Carbon
 from tokenwatt.errors import ConfigError
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import tokenwatt.decode_compiled as dc
-from tokenwatt.decode import generate
+import tokenwatt.models.decode_compiled as dc
+from tokenwatt.models.decode import generate
 from tokenwatt.errors import UserError
 
 

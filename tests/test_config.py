@@ -21,7 +21,7 @@ def test_repo_quickstart_matches_embedded():
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")))
 def test_shipped_configs_validate(path):
     """Run configs validate as they are; sweep configs validate case by case."""
-    from tokenwatt.sweep import load_sweep
+    from tokenwatt.sweep.plan import load_sweep
 
     if path.name.startswith("sweep-"):
         _, cases = load_sweep(path)

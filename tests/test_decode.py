@@ -1,6 +1,6 @@
 import torch
 
-from tokenwatt.decode import generate
+from tokenwatt.models.decode import generate
 from tokenwatt.models.load import load_model
 
 

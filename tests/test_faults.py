@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tokenwatt.faults import MAX_CONSECUTIVE_DEGRADED, CaseOutOfMemory, RunStopped, is_oom
-from tokenwatt.faults import unparseable_files as unparseable
+from tokenwatt.runner.faults import MAX_CONSECUTIVE_DEGRADED, CaseOutOfMemory, RunStopped, is_oom
+from tokenwatt.runner.faults import unparseable_files as unparseable
 
 BASE = {
     "model": "preset:tiny-llama",
@@ -32,7 +32,7 @@ def config(out: Path, **measure):
 
 def break_trials(monkeypatch, broken: set[int], state: dict) -> None:
     """state["broken"] is True while the runner measures a trial index in `broken`."""
-    import tokenwatt.runner as runner
+    import tokenwatt.runner.run as runner
 
     real = runner.run_trial
 
@@ -49,12 +49,12 @@ def break_trials(monkeypatch, broken: set[int], state: dict) -> None:
 @pytest.fixture
 def sim_gpu(monkeypatch):
     """The run reads simulated GPU 0 through the real NvmlMeter."""
-    from tokenwatt.meters.nvml import NvmlMeter
+    from tokenwatt.energy.meters.nvml import NvmlMeter
     from tokenwatt.sim import nvml as sim
 
     sim.configure(gpus=1, power=250.0, period_s=0.01)
     monkeypatch.setattr(
-        "tokenwatt.meters.select.open_meters",
+        "tokenwatt.energy.meters.select.open_meters",
         lambda measure, device: [NvmlMeter(0, nvml=sim, measure_period=False)],
     )
     return sim
@@ -80,7 +80,7 @@ def fail_counter_while(monkeypatch, sim, state: dict, code: int) -> None:
     ],
 )
 def test_nvml_error_mid_run_marks_trial_degraded(tmp_path, monkeypatch, sim_gpu, code_name, text):
-    from tokenwatt.runner import run_config
+    from tokenwatt.runner.run import run_config
 
     state: dict = {}
     fail_counter_while(monkeypatch, sim_gpu, state, getattr(sim_gpu, code_name))
@@ -127,16 +127,16 @@ def test_gpu_lost_for_good_stops_cleanly(tmp_path, monkeypatch, sim_gpu):
 
 def test_rapl_file_unreadable_mid_run(tmp_path, monkeypatch):
     """A real RaplMeter over a powercap tree whose energy_uj vanishes during trial 1."""
-    from tokenwatt.meters.rapl import RaplMeter
-    from tokenwatt.runner import run_config
+    from tokenwatt.energy.meters.rapl import RaplMeter
+    from tokenwatt.runner.run import run_config
     from tokenwatt.sim.powercap import add_energy, build_tree
 
     tree = build_tree(tmp_path / "powercap", packages=1, dram=False, psys=False)
     counter = tree / "intel-rapl:0" / "energy_uj"
     monkeypatch.setattr(
-        "tokenwatt.meters.select.open_meters", lambda measure, device: [RaplMeter(tree)]
+        "tokenwatt.energy.meters.select.open_meters", lambda measure, device: [RaplMeter(tree)]
     )
-    import tokenwatt.runner as runner
+    import tokenwatt.runner.run as runner
 
     real = runner.run_trial
 
@@ -214,7 +214,7 @@ def test_oom_is_one_line_keeps_finished_trials_and_frees_the_model(tmp_path, oom
 
 
 def test_oom_before_any_trial_writes_nothing(tmp_path, oom_at_batch):
-    from tokenwatt.runner import run_config
+    from tokenwatt.runner.run import run_config
 
     cfg = config(tmp_path / "o", warmup=1)
     cfg.workload.batch_size = 4
@@ -244,7 +244,7 @@ def test_unparseable_files_sees_a_torn_row(tmp_path):
 
 
 def test_append_after_a_torn_tail_drops_only_the_torn_row(tmp_path):
-    from tokenwatt.results import append_rows
+    from tokenwatt.results.store import append_rows
 
     p = tmp_path / "results.csv"
     append_rows(p, [{"a": 1, "b": 2}])

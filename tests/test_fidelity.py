@@ -7,7 +7,7 @@ import torch
 
 from tokenwatt.config import RunConfig
 from tokenwatt.errors import UserError
-from tokenwatt.fidelity import compare, measure_fidelity, reference_precision
+from tokenwatt.models.fidelity import compare, measure_fidelity, reference_precision
 from tokenwatt.models.load import load_model
 from tokenwatt.models.precision import apply_precision, base_dtype
 

@@ -2,10 +2,10 @@
 
 import pytest
 
-from tokenwatt.meters import rapl
-from tokenwatt.meters.base import MeterUnavailable
-from tokenwatt.meters.probe import rapl_report
-from tokenwatt.meters.rapl import RaplMeter
+from tokenwatt.energy.meters import rapl
+from tokenwatt.energy.meters.base import MeterUnavailable
+from tokenwatt.energy.meters.probe import rapl_report
+from tokenwatt.energy.meters.rapl import RaplMeter
 from tokenwatt.sim.powercap import add_energy, build_tree, set_energy
 
 

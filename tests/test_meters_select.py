@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from tokenwatt.meters.select import open_meters
+from tokenwatt.energy.meters.select import open_meters
 from tokenwatt.sim import shim_dir
 
 
@@ -20,7 +20,7 @@ def test_auto_on_cpu_without_rapl_is_the_labelled_estimate():
 def test_meters_command_explains_no_gpu_and_no_rapl_here():
     from click.testing import CliRunner
 
-    from tokenwatt.cli_meters import meters
+    from tokenwatt.cli.meters import meters
 
     env = {"PYTHONPATH": ""}
     r = CliRunner().invoke(meters, ["--idle-seconds", "0"], env=env)
@@ -31,7 +31,7 @@ def test_meters_command_explains_no_gpu_and_no_rapl_here():
 
 def test_meters_command_lists_a_simulated_gpu():
     env = {**os.environ, "PYTHONPATH": shim_dir(), "TOKENWATT_SIM_POWER_W": "70"}
-    code = "from tokenwatt.cli_meters import meters; meters(['--idle-seconds', '0.3'])"
+    code = "from tokenwatt.cli.meters import meters; meters(['--idle-seconds', '0.3'])"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert "nvml:gpu0: available" in p.stdout, p.stderr
     period = float(p.stdout.split("update_period_s: ")[1].split()[0])

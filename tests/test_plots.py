@@ -6,15 +6,15 @@ import math
 import pytest
 from synth_results import write_folder
 
-from tokenwatt.compare import case_stats, ok_trials
-from tokenwatt.plots import (
+from tokenwatt.analysis.compare import case_stats, ok_trials
+from tokenwatt.report.plots import (
     pareto_front,
     plot_j_per_token_cases,
     plot_pareto,
     plot_power_trace,
     plot_vs,
 )
-from tokenwatt.results import load_results, load_summary
+from tokenwatt.results.store import load_results, load_summary
 
 
 def _case(cid, prec, b, p, j, **kw):

@@ -5,8 +5,8 @@ import base64
 import pytest
 from synth_results import write_folder
 
-from tokenwatt.report import auto_baseline, write_report
-from tokenwatt.results import update_json, write_atomic
+from tokenwatt.report.document import auto_baseline, write_report
+from tokenwatt.results.store import update_json, write_atomic
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_report_cli_and_missing_folder(folder, invoke, tmp_path):
 def test_busy_machine_note_when_idle_reads_like_load(folder):
     import pandas as pd
 
-    from tokenwatt.report import _idle_as_busy
+    from tokenwatt.report.document import _idle_as_busy
 
     assert "busy with other work" not in (folder / "report.md").read_text()  # idle 2 W, avg 10 W
     df = pd.DataFrame({"idle_power_w_mean": [8.0, 7.9, 2.0], "avg_power_w_mean": [8.0] * 3})
@@ -126,7 +126,7 @@ def test_busy_machine_note_when_idle_reads_like_load(folder):
 
 
 def test_planned_cases_not_measured_are_listed(folder, tmp_path):
-    from tokenwatt.report import not_run
+    from tokenwatt.report.document import not_run
 
     assert not_run(folder) == [] and "not measured yet" not in (folder / "report.md").read_text()
     out = write_folder(

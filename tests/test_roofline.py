@@ -8,7 +8,7 @@ import pytest
 
 from tokenwatt.errors import ConfigError
 from tokenwatt.models.presets import PRESETS
-from tokenwatt.roofline import (
+from tokenwatt.analysis.floor import (
     FLOOR_COLUMNS,
     decode_floor,
     floor_columns,

@@ -3,8 +3,8 @@
 import pytest
 from simfix import advance, virtual_board, virtual_sampler
 
-from tokenwatt.meters.base import Channel, Meter
-from tokenwatt.sampler import Sampler, tick_time
+from tokenwatt.energy.meters.base import Channel, Meter
+from tokenwatt.energy.sampler import Sampler, tick_time
 from tokenwatt.sim import nvml as sim
 
 
@@ -62,7 +62,7 @@ def test_continuous_meters_are_read_at_the_interval():
 
 def test_background_thread_starts_and_stops():
     sim.configure(1, 300.0)
-    from tokenwatt.meters.nvml import NvmlMeter
+    from tokenwatt.energy.meters.nvml import NvmlMeter
 
     m = NvmlMeter(0, nvml=sim)
     s = Sampler([m]).start()

@@ -1,6 +1,6 @@
 import math
 
-from tokenwatt.stats import describe
+from tokenwatt.analysis.stats import describe
 
 
 def test_describe_matches_hand_computation():

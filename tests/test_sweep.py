@@ -11,12 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tokenwatt.case import FAILED_EXIT, merge_stage, record_failure
+from tokenwatt.sweep.case import FAILED_EXIT, merge_stage, record_failure
 from tokenwatt.config import case_id, validate
 from tokenwatt.errors import ConfigError
-from tokenwatt.executor import Executor, LocalProcessExecutor, device_env
-from tokenwatt.results import RESULTS_CSV, SUMMARY_CSV, TRIAL_COLUMNS, append_rows, update_json
-from tokenwatt.sweep import (
+from tokenwatt.sweep.executors import Executor, LocalProcessExecutor, device_env
+from tokenwatt.results.store import RESULTS_CSV, SUMMARY_CSV, TRIAL_COLUMNS, append_rows, update_json
+from tokenwatt.sweep.plan import (
     Case,
     case_states,
     failure_summary,
@@ -302,7 +302,7 @@ def test_sweep_interrupted_then_resumed_then_compare_and_report(tmp_path, invoke
 
 def test_case_module_exit_code_when_the_case_fails(tmp_path):
     """fp8 on CPU: the case process records a failed row and exits FAILED_EXIT (in-process)."""
-    from tokenwatt.case import run_case
+    from tokenwatt.sweep.case import run_case
 
     spec = {
         **SPEC,
@@ -318,7 +318,7 @@ def test_case_module_exit_code_when_the_case_fails(tmp_path):
 
 def test_region_and_pue_flags_reach_every_case_and_bad_region_is_one_line(tmp_path):
     from tokenwatt.errors import ConfigError
-    from tokenwatt.sweep import load_sweep
+    from tokenwatt.sweep.plan import load_sweep
 
     cfg = tmp_path / "s.yaml"
     cfg.write_text("model: preset:tiny-llama\nprecision: [fp32, bf16]\nout: OUT\n")

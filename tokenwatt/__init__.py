@@ -10,7 +10,7 @@ __all__ = ["__version__", "load_results", "measure", "run"]
 
 def load_results(*paths: Any, summary: bool = False) -> Any:
     """A pandas DataFrame of one or many result folders (trial rows, or summary rows)."""
-    from tokenwatt.results import load_results as _load
+    from tokenwatt.results.store import load_results as _load
 
     return _load(*paths, summary=summary)
 
@@ -18,7 +18,7 @@ def load_results(*paths: Any, summary: bool = False) -> Any:
 def run(config: Any = None, **overrides: Any) -> Any:
     """Run a config (a YAML path, a RunConfig, or None for the quickstart); returns the outcome."""
     from tokenwatt.config import RunConfig, load_config
-    from tokenwatt.runner import run_config
+    from tokenwatt.runner.run import run_config
 
     cfg = config if isinstance(config, RunConfig) else load_config(config, **overrides)
     return run_config(cfg)
@@ -26,7 +26,7 @@ def run(config: Any = None, **overrides: Any) -> Any:
 
 def __getattr__(name: str) -> Any:
     if name == "measure":  # lazy: importing tokenwatt must not import torch
-        from tokenwatt.api import measure
+        from tokenwatt.energy.region import measure
 
         return measure
     raise AttributeError(name)

@@ -1,0 +1,40 @@
+"""`tokenwatt meters`: what this machine can measure and how, with the fix for what is missing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import click
+
+
+@click.command()
+@click.option("--idle-seconds", default=1.0, show_default=True, type=click.FloatRange(0, 60),
+              help="Seconds of idle power to measure on each GPU (0 to skip).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def meters(idle_seconds: float, as_json: bool) -> None:
+    """Show the energy meters available here: GPUs, RAPL, the CPU estimate."""
+    from tokenwatt.energy.meters.probe import meters_report
+
+    report = meters_report(idle_seconds)
+    if as_json:
+        click.echo(json.dumps([asdict(m) for m in report], indent=2, default=str))
+        return
+    for info in report:
+        state = "available" if info.available else "NOT AVAILABLE"
+        click.echo(f"{info.name}: {state}")
+        for key, value in info.detail.items():
+            click.echo(f"  {key}: {_fmt(value)}")
+        if info.fix:
+            click.echo(f"  {'note' if info.available else 'fix'}: {info.fix}")
+    if not any(i.available and i.name != "estimate" for i in report):
+        click.echo("\nNo energy can be measured on this machine: tokenwatt will report the CPU "
+                   "estimate, labelled as an estimate.")  # fmt: skip
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
+    return str(value)

@@ -1,0 +1,171 @@
+"""`tokenwatt plan`: racks, megawatts and CO2 of a deployment, from measured results."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import click
+
+from tokenwatt.errors import UserError
+
+
+@click.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "--region",
+    help="Named profile (northern-virginia, frankfurt, iceland-norway, west-texas, ...), ISO3 "
+    "country, USA/<state>, CAN/<province> or cloud region. Default: every named profile.",
+)
+@click.option("--tokens-per-s", type=float, help="Target generated tokens/s of the deployment.")
+@click.option(
+    "--load-factor",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Average share of the target throughput served over a year (annual MWh and CO2).",
+)
+@click.option("--pue", type=float, help="Facility PUE. Default: the region profile's typical PUE.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the table.")
+@click.pass_context
+def plan(
+    ctx: click.Context,
+    results: tuple[str, ...],
+    region: str | None,
+    tokens_per_s: float | None,
+    load_factor: float,
+    pue: float | None,
+    csv_path: str | None,
+) -> None:
+    """What measured J/token means for a deployment: tokens/s per kW and per rack, MW of
+    facility power for --tokens-per-s, annual MWh and tonnes of CO2, per precision and region.
+
+    RESULTS are tokenwatt results folders (their summary.csv is read) or CSV files.
+    """
+    try:
+        table = _plan(results, region, tokens_per_s, load_factor, pue)
+        if csv_path:
+            _write_csv(table, csv_path)
+    except UserError as e:
+        click.echo(f"Error: {e}", err=True)
+        ctx.exit(e.exit_code)
+    _print(table, tokens_per_s, csv_path)
+
+
+def _plan(
+    results: tuple[str, ...],
+    region: str | None,
+    tokens_per_s: float | None,
+    load_factor: float,
+    pue: float | None,
+) -> Any:
+    from tokenwatt.analysis.capacity import plan_table
+    from tokenwatt.results.store import load_summary
+
+    return plan_table(load_summary(*results), region, tokens_per_s, load_factor, pue)
+
+
+def _write_csv(table: Any, path: str) -> None:
+    try:
+        table.to_csv(path, index=False)
+    except OSError as e:
+        raise UserError(
+            f"--csv: cannot write {path!r} ({e.strerror}); choose another path"
+        ) from None
+
+
+# (column, header). The first table holds what does not depend on the region, the second what
+# does; a *_low / *_min cell shows the "low-high" range with its partner column.
+CASE_CELLS = [("model", "Model"), ("precision", "Precision"), ("batch_size", "Batch")]
+CASE_NUMBERS = [("j_per_token", "J/token"), ("relative_j_per_token", "vs bf16"),
+                ("tokens_per_s_per_kw", "tok/s per kW IT")]  # fmt: skip
+REGION_NUMBERS = [("tokens_per_s_per_rack_low", "tok/s/rack"), ("pue", "PUE"),
+                  ("g_co2_per_1k_tokens", "gCO2/1k")]  # fmt: skip
+TARGET_NUMBERS = [("facility_mw", "MW"), ("racks_min", "racks"), ("annual_mwh", "MWh/y"),
+                  ("annual_t_co2", "tCO2/y")]  # fmt: skip
+QUEUE = [("grid_queue_years_low", "grid y")]
+PAIRS = {"tokens_per_s_per_rack_low": "tokens_per_s_per_rack_high", "racks_min": "racks_max",
+         "grid_queue_years_low": "grid_queue_years_high"}  # fmt: skip
+
+
+def _print(table: Any, tokens_per_s: float | None, csv_path: str | None) -> None:
+    from rich.console import Console
+
+    case_cells = [c for c in CASE_CELLS if c[0] in table]
+    case_keys = [k for k, _ in case_cells]
+    cases = table.drop_duplicates(case_keys) if case_keys else table.head(1)
+    numbers = [c for c in CASE_NUMBERS if c[0] != "relative_j_per_token" or len(cases) > 1]
+    console = Console()
+    console.print(_table("Measured cases", cases, case_cells + numbers))
+    target = TARGET_NUMBERS if tokens_per_s else []
+    varying = [c for c in case_cells if table[c[0]].nunique(dropna=False) > 1]
+    cells = [*varying, *REGION_NUMBERS, *target, *QUEUE]
+    # One table per region keeps each one narrow enough for an 80-column terminal.
+    for region, rows in table.groupby("region", sort=False):
+        title = f"Region {region}" + (f", for {tokens_per_s:,.0f} tokens/s" if tokens_per_s else "")
+        console.print(_table(title, rows, cells))
+    console.print(_footnote(table, tokens_per_s, csv_path))
+
+
+def _table(title: str, df: Any, cells: list[tuple[str, str]]) -> Any:
+    from rich import box
+    from rich.table import Table
+
+    t = Table(
+        title=title,
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for _, header in cells:
+        t.add_column(header, no_wrap=True)
+    for rec in df.to_dict("records"):
+        t.add_row(*[_cell(rec, k) for k, _ in cells])
+    return t
+
+
+def _cell(rec: dict[str, Any], key: str) -> str:
+    v = rec.get(key)
+    if key in PAIRS and _finite(v):
+        low, high = _num(v, 2), _num(rec[PAIRS[key]], 2)
+        return low if low == high else f"{low}-{high}"
+    return _num(v) if isinstance(v, float) else str(v)
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    """Compact: 3 significant digits, k/M/G from 10,000 up."""
+    if not _finite(v):
+        return "-"
+    v = float(v)
+    for limit, scale, suffix in ((1e9, 1e9, "G"), (1e6, 1e6, "M"), (1e4, 1e3, "k")):
+        if abs(v) >= limit:
+            return _sig(v / scale, digits) + suffix
+    return _sig(v, digits)
+
+
+def _sig(x: float, digits: int) -> str:
+    """`digits` significant digits, never in exponent notation."""
+    return f"{x:,.0f}" if abs(x) >= 10 ** (digits - 1) else f"{x:.{digits}g}"
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _footnote(table: Any, tokens_per_s: float | None, csv_path: str | None) -> str:
+    scopes = ", ".join(sorted({str(s) for s in table.get("energy_scope", [])})) or "unknown"
+    lines = [
+        f"J/token: prefill + decode energy per generated token (scope: {scopes}); IT power "
+        "leaves out what the meter does not see, so racks and MW are lower bounds.",
+    ]
+    if "measured" in table and not table["measured"].astype(bool).all():
+        lines.append("Some J/token figures are estimates (measured=False), not measurements.")
+    if not tokens_per_s:
+        lines.append("Give --tokens-per-s for facility MW, racks and annual MWh / t CO2.")
+    if csv_path:
+        lines.append(f"Table written to {csv_path}.")
+    return "\n".join(lines)

@@ -1,0 +1,166 @@
+"""The `sweep`, `compare` and `report` commands: parse, call the library, print."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tokenwatt.errors import UserError
+
+
+@click.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--out", help="Results folder (default: the config's out).")
+@click.option("--force", is_flag=True, help="Rerun every case, even complete ones.")
+@click.option("--retry-failed", is_flag=True, help="Rerun the cases that failed before.")
+@click.option("--dry-run", is_flag=True, help="List the cases and what would run; run nothing.")
+@click.option("--region", help="Carbon region for every case (ISO3, grid region or profile).")
+@click.option("--pue", type=float, help="Facility PUE for every case (>= 1).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def sweep(
+    config: str,
+    out: str | None,
+    force: bool,
+    retry_failed: bool,
+    dry_run: bool,
+    region: str | None,
+    pue: float | None,
+    quiet: bool,
+) -> None:
+    """Run every case of a sweep CONFIG (lists expand into a grid), each in its own process.
+
+    model, precision, compile, device and any workload field may be lists; `cases:` lists
+    sub-grids for grids that are not full products; `agent:` turns one multi-turn request
+    into one case per turn (examples: configs/sweep-*.yaml). Complete cases in the results
+    folder are skipped; a case that fails is recorded as a failed row with its error and the
+    sweep goes on (exit 0).
+    """
+    from tokenwatt.cli.console import console
+    from tokenwatt.sweep.plan import case_states, failure_summary, load_sweep, pending, run_sweep
+
+    data, cases = load_sweep(config, out, region, pue)
+    if dry_run:
+        states = case_states(Path(data["out"]))
+        todo = {c.case_id for c in pending(cases, states, force, retry_failed)}
+        for c in cases:
+            state = "run" if c.case_id in todo else states.get(c.case_id, "")
+            console.print(f"{c.case_id}  {state:8}  {c.label}")
+        console.print(f"{len(cases)} cases, {len(todo)} to run, folder {data.get('out')}")
+        return
+    text = Path(config).read_text(encoding="utf-8")
+    with sweep_progress(cases, disabled=quiet) as on_event:
+        outcome = run_sweep(
+            data, cases, force=force, retry_failed=retry_failed, on_event=on_event, config_text=text
+        )
+    ok = sum(1 for s in outcome.status.values() if s == "complete")
+    click.echo(
+        f"sweep {outcome.out}: {len(outcome.planned)} cases, {ok} complete "
+        f"({len(outcome.skipped)} skipped as already done), {len(outcome.failed)} failed"
+    )
+    for line in failure_summary(outcome):
+        click.echo(line, err=True)
+    if outcome.failed:
+        click.echo("rerun with --retry-failed to try the failed cases again", err=True)
+
+
+@contextmanager
+def sweep_progress(cases: list[Any], disabled: bool = False) -> Iterator[Any]:
+    """One bar over the grid, one over the trials of the case in flight."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tokenwatt.cli.console import err_console
+
+    if disabled:
+        yield None
+        return
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ]
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        grid = progress.add_task("cases", total=len(cases))
+        trials = progress.add_task("trials", total=None, visible=False)
+
+        def on_event(case: Any, event: dict[str, Any]) -> None:
+            kind = event.get("event")
+            if kind == "start":
+                progress.update(grid, description=f"cases: {case.label}")
+                progress.reset(
+                    trials,
+                    total=case.config["measure"]["repeats"],
+                    visible=True,
+                    description="  trials (loading)",
+                )
+            elif kind == "trial":
+                progress.update(
+                    trials, completed=event["done"], total=event["total"], description="  trials"
+                )
+            elif kind in ("done", "failed"):
+                progress.advance(grid)
+                progress.update(trials, visible=False)
+
+        yield on_event
+
+
+def _baseline(value: str | None) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    key, sep, val = value.partition("=")
+    if not sep or not key or not val:
+        raise UserError(f"--baseline: {value!r} is not KEY=VALUE, e.g. precision=bf16")
+    return key.strip(), val.strip()
+
+
+@click.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--baseline", required=True, help="KEY=VALUE, e.g. precision=bf16.")
+@click.option(
+    "--metric",
+    default="decode_j_per_token",
+    show_default=True,
+    help="The energy figure to compare (a per-trial column).",
+)
+@click.option(
+    "--markdown",
+    "markdown_path",
+    type=click.Path(dir_okay=False),
+    help="Also write the table as Markdown.",
+)
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write a CSV.")
+def compare(
+    results: tuple[str, ...],
+    baseline: str,
+    metric: str,
+    markdown_path: str | None,
+    csv_path: str | None,
+) -> None:
+    """Each case of RESULTS against its baseline within the same other keys."""
+    from tokenwatt.analysis.compare import compare_folders, print_comparison, write_csv, write_markdown
+
+    key, value = _baseline(baseline)  # type: ignore[misc]
+    table = compare_folders(results, key, value, metric)
+    print_comparison(table)
+    if markdown_path:
+        write_markdown(table, Path(markdown_path))
+    if csv_path:
+        write_csv(table, Path(csv_path))
+
+
+@click.command()
+@click.argument("results_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--baseline", help="KEY=VALUE for the comparison (default: chosen from the data).")
+@click.option("--out", help="Where report.md, report.html and figures/ go (default: RESULTS_DIR).")
+def report(results_dir: str, baseline: str | None, out: str | None) -> None:
+    """Write a Markdown and an HTML report with tables, figures and how to reproduce them."""
+    from tokenwatt.cli.console import console
+    from tokenwatt.report.document import write_report
+
+    paths = write_report(Path(results_dir), _baseline(baseline), Path(out) if out else None)
+    for p in paths:
+        console.print(f"wrote {p}")

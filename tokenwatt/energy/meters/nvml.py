@@ -1,0 +1,355 @@
+"""NVIDIA GPU board energy through NVML (`nvidia-ml-py`, imported as `pynvml`).
+
+One `NvmlMeter` per GPU, one channel `gpu<nvml index>`:
+- source `nvml-energy-counter`: `nvmlDeviceGetTotalEnergyConsumption` (mJ since the driver
+  loaded, Volta and newer). Reads are made relative to the value at open; a decrease means the
+  driver reloaded (or the counter wrapped): the channel stays monotonic, the event is counted in
+  `reloads` and flagged, and no negative delta is ever reported.
+- the power trace comes from the `NVML_FI_DEV_POWER_INSTANT` field, with its own timestamp.
+  `nvmlDeviceGetPowerUsage` is a 1 s moving average on Ampere and newer and is never integrated
+  as if instantaneous.
+- without a counter, source `nvml-power-integrated`: the instant field integrated over the
+  reads (trapezoids), or `nvmlDeviceGetPowerUsage` on pre-Ampere boards only, where it is
+  instantaneous.
+- the counter's real update period is measured at open (`update_period_s`), not assumed.
+MIG is refused (slices report the whole board). Other processes on the board are warned about:
+readings are per board, not per process.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from tokenwatt.energy.meters.base import Channel, Meter, MeterError, MeterUnavailable
+
+COUNTER = "nvml-energy-counter"
+INTEGRATED = "nvml-power-integrated"
+MIG_FIX = (
+    "MIG slices report the whole board's power, so per-slice energy would be attribution, not "
+    "measurement; disable MIG (nvidia-smi -i N -mig 0) to measure, or use --meter estimate"
+)
+
+
+def import_pynvml() -> ModuleType:
+    try:
+        import pynvml
+    except ImportError:
+        raise MeterUnavailable(
+            "NVML is not installed; pip install nvidia-ml-py (NVIDIA's own binding)"
+        ) from None
+    if not (
+        hasattr(pynvml, "_nvmlGetFunctionPointer") or getattr(pynvml, "TOKENWATT_SIMULATED", 0)
+    ):
+        raise MeterUnavailable(
+            "an unofficial `pynvml` package shadows nvidia-ml-py; "
+            "pip uninstall pynvml && pip install nvidia-ml-py"
+        )
+    return pynvml
+
+
+def nvml_init(nvml: ModuleType) -> None:
+    try:
+        nvml.nvmlInit()
+    except nvml.NVMLError as e:
+        raise MeterUnavailable(
+            f"NVML could not start ({e}); no NVIDIA driver is loaded on this machine. "
+            "Install the driver or use --meter rapl/estimate"
+        ) from None
+
+
+def is_simulated(nvml: ModuleType) -> bool:
+    return bool(getattr(nvml, "TOKENWATT_SIMULATED", False))
+
+
+def cuda_target(device: str, nvml: ModuleType) -> str | int:
+    """The NVML identity (UUID or NVML index) of torch device `cuda[:N]`.
+
+    torch's device UUID is used when CUDA is initialised (exact whatever CUDA_DEVICE_ORDER
+    says); otherwise CUDA_VISIBLE_DEVICES is read, which may hold indexes, full or abbreviated
+    UUIDs, or MIG instances (refused).
+    """
+    n = int(device.split(":")[1]) if ":" in device else 0
+    uuid = _torch_uuid(n)
+    if uuid:
+        return uuid
+    visible = [
+        v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()
+    ]
+    if not visible or os.environ.get("CUDA_VISIBLE_DEVICES") is None:
+        return n
+    if n >= len(visible):
+        raise MeterUnavailable(f"{device} is not among CUDA_VISIBLE_DEVICES={','.join(visible)}")
+    entry = visible[n]
+    if entry.startswith("MIG-"):
+        raise MeterUnavailable(f"{device} is a MIG instance ({entry}); {MIG_FIX}")
+    if entry.startswith("GPU-"):
+        return _full_uuid(entry, nvml)
+    return int(entry)
+
+
+def _torch_uuid(n: int) -> str | None:
+    import sys
+
+    torch = sys.modules.get("torch")  # never import torch just for this
+    try:
+        if torch is None or not torch.cuda.is_available():
+            return None
+        text = str(torch.cuda.get_device_properties(n).uuid)
+    except Exception:
+        return None
+    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
+
+
+def _full_uuid(prefix: str, nvml: ModuleType) -> str:
+    """CUDA accepts unique UUID prefixes; NVML wants the full UUID."""
+    matches = []
+    for i in range(nvml.nvmlDeviceGetCount()):
+        uuid = _text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i)))
+        if uuid.startswith(prefix):
+            matches.append(uuid)
+    if len(matches) != 1:
+        raise MeterUnavailable(f"CUDA_VISIBLE_DEVICES entry {prefix} matches {len(matches)} GPUs")
+    return matches[0]
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class NvmlMeter(Meter):
+    """Energy of one GPU board. `target`: NVML index or UUID ("GPU-...")."""
+
+    name = "nvml"
+
+    def __init__(
+        self,
+        target: int | str = 0,
+        nvml: ModuleType | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], None] = time.sleep,
+        measure_period: bool = True,
+    ) -> None:
+        self.nvml = nvml or import_pynvml()
+        self.clock, self.sleep = clock, sleep
+        nvml_init(self.nvml)
+        self._lock = threading.Lock()
+        self.reloads = 0
+        try:
+            self._open(target)
+        except self.nvml.NVMLError as e:
+            self.nvml.nvmlShutdown()
+            raise MeterUnavailable(f"NVML GPU {target}: {e}") from None
+        self._period = self.measure_update_period() if measure_period else None
+
+    def _open(self, target: int | str) -> None:
+        nv = self.nvml
+        if isinstance(target, str) and target.startswith("MIG-"):
+            raise MeterUnavailable(f"{target} is a MIG instance; {MIG_FIX}")
+        if isinstance(target, str):
+            self.handle = nv.nvmlDeviceGetHandleByUUID(target)
+        else:
+            self.handle = nv.nvmlDeviceGetHandleByIndex(int(target))
+        self.index = nv.nvmlDeviceGetIndex(self.handle)
+        self.uuid = _text(nv.nvmlDeviceGetUUID(self.handle))
+        self.device_name = _text(nv.nvmlDeviceGetName(self.handle))
+        self.arch = self._optional(nv.nvmlDeviceGetArchitecture, self.handle)
+        if self._mig_enabled():
+            raise MeterUnavailable(f"GPU {self.index} ({self.device_name}) has MIG on; {MIG_FIX}")
+        self.has_instant = self._instant_mw() is not None
+        self.has_counter = (
+            self._optional(nv.nvmlDeviceGetTotalEnergyConsumption, self.handle) is not None
+        )
+        self.source = COUNTER if self.has_counter else self._fallback_source()
+        limit = self._optional(nv.nvmlDeviceGetEnforcedPowerLimit, self.handle)
+        self.power_limit_w = limit / 1000.0 if limit else None
+        self.other_processes = self._other_processes()
+        self._channel = Channel(
+            f"gpu{self.index}", "gpu-board", self.source, True, self.device_name
+        )
+        wall = getattr(self.clock, "wall", time.time)  # a virtual clock brings its own
+        self._epoch_to_clock = self.clock() - wall()
+        self._raw0 = self._last_raw = self._counter_mj() if self.has_counter else 0
+        self._offset_mj = 0
+        self._integrated_j, self._last_t, self._last_p = 0.0, self.clock(), self._power_now_w()
+
+    def _optional(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A value NVML may not support on this board: None when NOT_SUPPORTED."""
+        try:
+            return fn(*args)
+        except self.nvml.NVMLError as e:
+            if getattr(e, "value", None) in (self.nvml.NVML_ERROR_NOT_SUPPORTED,
+                                             self.nvml.NVML_ERROR_FUNCTION_NOT_FOUND):  # fmt: skip
+                return None
+            raise
+
+    def _mig_enabled(self) -> bool:
+        mode = self._optional(self.nvml.nvmlDeviceGetMigMode, self.handle)
+        return bool(mode) and mode[0] == self.nvml.NVML_DEVICE_MIG_ENABLE
+
+    def _fallback_source(self) -> str:
+        if self.has_instant:
+            return INTEGRATED
+        if self.arch is not None and self.arch < self.nvml.NVML_DEVICE_ARCH_AMPERE:
+            return INTEGRATED  # pre-Ampere nvmlDeviceGetPowerUsage is instantaneous
+        raise MeterUnavailable(
+            f"GPU {self.index} ({self.device_name}) has neither an energy counter nor instant "
+            "power, and its nvmlDeviceGetPowerUsage is a 1 s average that must not be "
+            "integrated; update the NVIDIA driver or use --meter estimate"
+        )
+
+    def _other_processes(self) -> list[int]:
+        try:
+            procs = self.nvml.nvmlDeviceGetComputeRunningProcesses(self.handle)
+        except self.nvml.NVMLError:
+            return []
+        pids = sorted({p.pid for p in procs} - {os.getpid()})
+        if pids:
+            warnings.warn(
+                f"GPU {self.index}: other processes use this board (pids {pids}); NVML reads the "
+                "whole board, so their energy is counted too",
+                stacklevel=3,
+            )
+        return pids
+
+    # ---- reads ------------------------------------------------------------------------
+
+    def _counter_mj(self) -> int:
+        try:
+            return int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
+        except self.nvml.NVMLError as e:
+            raise MeterError(f"NVML GPU {self.index} energy counter: {e}") from None
+
+    def _instant_mw(self) -> int | None:
+        return None if (s := self._instant_field()) is None else s[1]
+
+    def _instant_field(self) -> tuple[int, int] | None:
+        """(timestamp µs since 1970, mW) of NVML_FI_DEV_POWER_INSTANT, None if unsupported."""
+        try:
+            v = self.nvml.nvmlDeviceGetFieldValues(
+                self.handle, [self.nvml.NVML_FI_DEV_POWER_INSTANT]
+            )[0]
+        except self.nvml.NVMLError as e:
+            if getattr(e, "value", None) == self.nvml.NVML_ERROR_NOT_SUPPORTED:
+                return None
+            raise MeterError(f"NVML GPU {self.index} instant power: {e}") from None
+        if v.nvmlReturn != self.nvml.NVML_SUCCESS:
+            return None
+        return int(v.timestamp), int(v.value.uiVal)
+
+    def _power_now_w(self) -> float | None:
+        if self.has_instant:
+            mw = self._instant_mw()
+            return None if mw is None else mw / 1000.0
+        if self.source == INTEGRATED:  # pre-Ampere only, see _fallback_source
+            return self.nvml.nvmlDeviceGetPowerUsage(self.handle) / 1000.0
+        return None
+
+    @property
+    def channels(self) -> tuple[Channel, ...]:
+        return (self._channel,)
+
+    def read_joules(self) -> dict[str, float]:
+        with self._lock:
+            if self.has_counter:
+                return {self._channel.key: self._counter_j()}
+            return {self._channel.key: self._integrate()}
+
+    def _counter_j(self) -> float:
+        raw = self._counter_mj()
+        if raw < self._last_raw:  # driver reload or wrap: keep what was counted so far
+            self.reloads += 1
+            self._offset_mj += self._last_raw
+            warnings.warn(
+                f"GPU {self.index}: the NVML energy counter went backwards (driver reload); "
+                "energy between the last two reads is lost and the window is flagged",
+                stacklevel=4,
+            )
+        self._last_raw = raw
+        return (raw + self._offset_mj - self._raw0) / 1000.0
+
+    def _integrate(self) -> float:
+        t, p = self.clock(), self._power_now_w()
+        if p is not None and self._last_p is not None:
+            self._integrated_j += 0.5 * (p + self._last_p) * (t - self._last_t)
+        self._last_t, self._last_p = t, p
+        return self._integrated_j
+
+    def read_power_w(self) -> dict[str, float] | None:
+        p = self._power_now_w() if self.has_instant else None
+        return None if p is None else {self._channel.key: p}
+
+    def read_power_sample(self) -> tuple[float, float] | None:
+        """(time on this meter's clock, W) of the latest instant-power value, by its timestamp."""
+        s = self._instant_field() if self.has_instant else None
+        if s is None:
+            return None
+        return s[0] / 1e6 + self._epoch_to_clock, s[1] / 1000.0
+
+    # ---- update period ------------------------------------------------------------------
+
+    def measure_update_period(self, changes: int = 4, timeout_s: float = 2.0) -> float | None:
+        """Poll the counter every millisecond and time its changes; the median gap."""
+        if not self.has_counter:
+            return None
+        times, last, start = [], self._counter_mj(), self.clock()
+        prev_t = start
+        while len(times) < changes and self.clock() - start < timeout_s:
+            self.sleep(0.001)
+            t0 = self.clock()
+            raw = self._counter_mj()
+            if raw != last:
+                times.append(0.5 * (prev_t + t0))
+                last = raw
+            prev_t = t0
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        return statistics.median(gaps) if gaps else None
+
+    def update_period_s(self) -> float | None:
+        return self._period
+
+    # ---- metadata -----------------------------------------------------------------------
+
+    def edge_state(self) -> dict[str, Any]:
+        nv, h, out = self.nvml, self.handle, {"gpu": self.index}
+        probes = {
+            "temperature_c": lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU),
+            "sm_clock_mhz": lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM),
+            "power_limit_w": lambda: nv.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0,
+            "power_w": self._power_now_w,
+        }
+        for key, probe in probes.items():
+            try:
+                out[key] = probe()
+            except Exception:  # a probe NVML refuses is left out, never fatal at an edge
+                out[key] = None
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(
+            nvml_index=self.index,
+            uuid=self.uuid,
+            device_name=self.device_name,
+            architecture=self.arch,
+            source=self.source,
+            instant_power_field=self.has_instant,
+            update_period_s=self._period,
+            power_limit_w=self.power_limit_w,
+            other_processes=self.other_processes,
+            driver_reloads=self.reloads,
+            simulated=is_simulated(self.nvml),
+        )
+        return d
+
+    def close(self) -> None:
+        try:
+            self.nvml.nvmlShutdown()
+        except self.nvml.NVMLError:
+            pass

@@ -1,0 +1,105 @@
+"""What this machine can measure, and how: the data behind `tokenwatt meters`."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from tokenwatt.energy.meters.base import MeterInfo, MeterUnavailable
+
+
+def meters_report(idle_seconds: float = 1.0) -> list[MeterInfo]:
+    """One entry per GPU (or one saying why there is none), RAPL, and the CPU estimate."""
+    return [*nvml_report(idle_seconds), rapl_report(), estimate_report()]
+
+
+def nvml_report(idle_seconds: float = 1.0) -> list[MeterInfo]:
+    from tokenwatt.energy.meters.nvml import NvmlMeter, import_pynvml, is_simulated, nvml_init
+
+    try:
+        nvml = import_pynvml()
+        nvml_init(nvml)
+    except MeterUnavailable as e:
+        return [MeterInfo("nvml", False, {"scope": "gpu-board"}, fix=str(e))]
+    try:
+        count = nvml.nvmlDeviceGetCount()
+    finally:
+        nvml.nvmlShutdown()
+    if count == 0:
+        return [MeterInfo("nvml", False, fix="NVML sees no GPU; check the driver and the board")]
+    return [_gpu_info(NvmlMeter, nvml, i, idle_seconds, is_simulated(nvml)) for i in range(count)]
+
+
+def _gpu_info(cls: Any, nvml: Any, index: int, idle_seconds: float, sim: bool) -> MeterInfo:
+    name = f"nvml:gpu{index}"
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            meter = cls(index, nvml=nvml)
+    except MeterUnavailable as e:
+        return MeterInfo(name, False, {"scope": "gpu-board"}, fix=str(e))
+    try:
+        d = meter.describe()
+        keys = ("device_name", "uuid", "source", "update_period_s", "power_limit_w",
+                "instant_power_field", "other_processes")  # fmt: skip
+        detail = {k: d[k] for k in keys}
+        detail["energy_counter"] = meter.has_counter
+        detail["simulated"] = sim
+        if idle_seconds > 0:
+            from tokenwatt.energy.recorder import measure_idle_power
+
+            detail["idle_power_w"] = measure_idle_power([meter], idle_seconds).get(
+                f"gpu{meter.index}"
+            )
+        fix = ""
+        if not meter.has_counter:
+            fix = ("no energy counter (needs Volta or newer and a recent driver): energy is "
+                   "integrated instant power, labelled nvml-power-integrated")  # fmt: skip
+        if caught:
+            fix = "; ".join([fix] * bool(fix) + [str(w.message) for w in caught])
+        return MeterInfo(name, True, detail, fix)
+    finally:
+        meter.close()
+
+
+def rapl_report(root: str | None = None) -> MeterInfo:
+    from tokenwatt.energy.meters.rapl import POWERCAP, ROOT_ONLY_FIX, RaplMeter, discover
+
+    root = root or POWERCAP
+    domains = discover(root)
+    if not domains:
+        return MeterInfo("rapl", False, {"root": root}, fix=(
+            f"no RAPL domains under {root}: this is a virtual machine or a CPU/kernel without "
+            "powercap RAPL; CPU energy can only be estimated here (--meter estimate)"))  # fmt: skip
+    detail: dict[str, Any] = {
+        "domains": {
+            d.path.name: {
+                "name": d.name,
+                "channel": d.key or "(not added: inside a package or containing them)",
+            }
+            for d in domains
+        }  # fmt: skip
+    }
+    try:
+        meter = RaplMeter(root)
+    except MeterUnavailable as e:
+        detail["readable"] = False
+        fix = str(e) if "root" in str(e) else f"energy_uj {ROOT_ONLY_FIX}"
+        return MeterInfo("rapl", False, detail, fix=fix)
+    detail["readable"] = True
+    detail["channels"] = [c.key for c in meter.channels]
+    return MeterInfo("rapl", True, detail)
+
+
+def estimate_report() -> MeterInfo:
+    from tokenwatt.energy.meters.estimate import IDLE_SHARE, lookup_cpu_tdp
+
+    tdp = lookup_cpu_tdp()
+    detail = {"cpu_model": tdp.cpu_model, "tdp_w": tdp.tdp_w, "tdp_source": tdp.source,
+              "formula": f"tdp_w x ({IDLE_SHARE} + {1 - IDLE_SHARE:.1f} x utilisation)",
+              "measured": False}  # fmt: skip
+    fix = "an estimate, labelled estimate-tdp-utilisation and measured=False (-57%..+187% vs RAPL)"
+    if not tdp.source.startswith("codecarbon-table"):
+        fix += (f"; CodeCarbon's table has no entry for {tdp.cpu_model!r}, so the TDP is a "
+                "guess: set measure.cpu_tdp_w to your CPU's TDP")  # fmt: skip
+    return MeterInfo("estimate", True, detail, fix)

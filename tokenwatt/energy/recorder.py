@@ -1,0 +1,430 @@
+"""Joules per phase: counter truth, attributed to phases along the power trace.
+
+API used by the runner and `tokenwatt.measure`:
+
+    rec = PhaseRecorder(meters)          # sampler="auto": started at the first mark if needed
+    rec.mark("prefill"); ...; rec.mark("decode"); ...; rec.mark("end")   # after device sync
+    phases = rec.phases()                # {"prefill": PhaseEnergy(seconds, joules{key: J}), ...}
+    q = rec.quality()  # counter_vs_trace_gap_pct, update_period_s, window_s, avg_power_w,
+                       # attribution ("counter-updates+trace" | "mark-reads"), flags ("a;b")
+    rec.trace()                          # the power trace rows, for the run JSON
+
+A phase's energy is summed over all its occurrences; the "end" phase (between repetitions)
+belongs to no phase. Channels whose counter is continuous (RAPL, the estimate) use the
+difference of the reads taken at the marks. Channels with a slowly updating counter (NVML,
+about every 100 ms) are handled so that short windows and short phases are not quantised:
+
+1. Alignment: the first mark waits (at most about one update period) for the counter to
+   update, so the window starts right after an update.
+2. The sampler times each counter update to about a millisecond (`sampler.py`), and after
+   the last mark `phases()` waits for the next two updates (at most about 200 ms), so both
+   edges lie between known updates with a whole period of local power on either side.
+3. Each update period's energy is exact (a counter difference). Inside a period the energy
+   is distributed over time with the instant-power value (the last `instant_window_s` of
+   the period, 25 ms on A100/H100) and, for the rest, in proportion to per-phase power levels
+   fitted by non-negative least squares over all periods of the trial against the phase
+   timeline. The trial's total is the counter's; phases shorter than a period (a 30 ms
+   prefill) get their share from the fitted levels, not from where the period boundary fell.
+4. `counter_vs_trace_gap_pct`: the instant-power trace integrated over the trial versus the
+   counter. On A100/H100 the trace sees 25 ms of every 100 ms: a large gap is a finding.
+
+Quality flags: short-window (< 10 update periods), zero-joules, below-idle (average power
+under 95% of idle power), above-limit (power over 1.7 x power limit), driver-reload,
+no-update-after-end (the edge could not be interpolated), sampler-errors.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tokenwatt.energy.meters.base import Channel, Meter
+from tokenwatt.energy.sampler import Sample, Sampler, tick_time
+
+INSTANT_WINDOW_S = 0.025  # NVML_FI_DEV_POWER_INSTANT covers the last 25 ms of each update
+SHORT_WINDOW_PERIODS = 10
+ABOVE_LIMIT_FACTOR = 1.7
+BELOW_IDLE_FACTOR = 0.95
+BEFORE, AFTER = "_before", "_after"  # time before the first and after the last mark
+
+
+@dataclass
+class PhaseEnergy:
+    seconds: float = 0.0
+    joules: dict[str, float] = field(default_factory=dict)  # per channel key
+
+    @property
+    def total_j(self) -> float:
+        return sum(self.joules.values())
+
+
+@dataclass
+class Mark:
+    phase: str  # the phase that starts here ("end" closes the last one)
+    t: float
+    joules: dict[str, float]
+
+
+# ---- the counter between its updates ------------------------------------------------------
+
+
+@dataclass
+class Updates:
+    """One counter channel's updates: times, cumulative joules, instant power published then."""
+
+    t: np.ndarray
+    e: np.ndarray
+    p: np.ndarray  # NaN where no instant value
+
+    @classmethod
+    def from_samples(cls, samples: list[Sample], key: str, period: float | None = None) -> Updates:
+        ticks = [s for s in samples if s.tick and key in s.joules]
+        t = [tick_time(s) for s in ticks]
+        e = [s.joules[key] for s in ticks]
+        p = [(s.power_w or {}).get(key, math.nan) for s in ticks]
+        if period and ticks and samples[0] is not ticks[0] and key in samples[0].joules:
+            # The first read holds the value of the update one period before the first change.
+            first = samples[0]
+            t.insert(0, t[0] - period)
+            e.insert(0, first.joules[key])
+            p.insert(0, (first.power_w or {}).get(key, math.nan))
+        return cls(np.array(t), np.array(e), np.array(p, dtype=float))
+
+    def around(self, t0: float, t1: float) -> Updates:
+        """The updates that bound [t0, t1] and the one period on either side."""
+        lo = max(int(np.searchsorted(self.t, t0, side="right")) - 2, 0)
+        hi = min(int(np.searchsorted(self.t, t1, side="left")) + 2, len(self.t))
+        return Updates(self.t[lo:hi], self.e[lo:hi], self.p[lo:hi])
+
+    def covers(self, t0: float, t1: float) -> bool:
+        return len(self.t) >= 2 and self.t[0] <= t0 and self.t[-1] >= t1
+
+
+def segments_of(marks: list[tuple[float, str]]) -> list[tuple[float, float, str]]:
+    """The timeline as (start, end, label); before and after the marks get their own labels,
+    fitted from the edge periods alone, so an edge is corrected with local power."""
+    segs = [(-math.inf, marks[0][0], BEFORE)]
+    for (a, phase), (b, _) in zip(marks, marks[1:]):
+        segs.append((a, b, phase))
+    segs.append((marks[-1][0], math.inf, AFTER))
+    return segs
+
+
+def _overlaps(segs: list[tuple[float, float, str]], a: float, b: float,
+              labels: list[str]) -> np.ndarray:  # fmt: skip
+    row = np.zeros(len(labels))
+    for s0, s1, lab in segs:
+        lo, hi = max(s0, a), min(s1, b)
+        if hi > lo:
+            row[labels.index(lab)] += hi - lo
+    return row
+
+
+def fit_levels(u: Updates, segs: list[tuple[float, float, str]], labels: list[str],
+               window: float) -> np.ndarray:  # fmt: skip
+    """Per-label power (W) that best explains every period's energy and instant value."""
+    from scipy.optimize import nnls
+
+    rows, rhs = [], []
+    for k in range(len(u.t) - 1):
+        rows.append(_overlaps(segs, u.t[k], u.t[k + 1], labels))
+        rhs.append(u.e[k + 1] - u.e[k])
+        if not math.isnan(u.p[k + 1]):
+            w = min(window, u.t[k + 1] - u.t[k])
+            rows.append(0.5 * _overlaps(segs, u.t[k + 1] - w, u.t[k + 1], labels))
+            rhs.append(0.5 * u.p[k + 1] * w)
+    if not rows:
+        return np.ones(len(labels))
+    a, b = np.array(rows), np.array(rhs)
+    scale = np.maximum(a.max(axis=0), 1e-12)  # columns in comparable units
+    levels, _ = nnls(a / scale, b, maxiter=50 * len(labels))
+    return levels / scale
+
+
+class CounterModel:
+    """Cumulative energy at any time between the first and last update.
+
+    Inside a period, energy is spread over pieces of the phase timeline, each with the nearest
+    power known around it: a piece continuing from a whole previous period takes that period's
+    average; a piece running to the period's end takes the instant value (which covers that
+    end), or else the next period's average; a piece too short for either (a 30 ms prefill)
+    takes its phase's fitted level. So a window edge is corrected with local power.
+    """
+
+    def __init__(self, u: Updates, segs: list[tuple[float, float, str]], levels: np.ndarray,
+                 labels: list[str], window: float) -> None:  # fmt: skip
+        self.u, self.segs, self.window = u, segs, window
+        self.level = dict(zip(labels, levels))
+        self._pieces: dict[int, list[tuple[float, float, float]]] = {}
+
+    def _avg(self, k: int) -> float | None:
+        u = self.u
+        if 0 <= k < len(u.t) - 1:
+            return (u.e[k + 1] - u.e[k]) / (u.t[k + 1] - u.t[k])
+        return None
+
+    def pieces(self, k: int) -> list[tuple[float, float, float]]:
+        """(start, end, watts) pieces of period k."""
+        if k in self._pieces:
+            return self._pieces[k]
+        t, out = self.u.t, []
+        for s0, s1, lab in self.segs:
+            lo, hi = max(s0, t[k]), min(s1, t[k + 1])
+            if hi <= lo:
+                continue
+            level = None
+            if s0 <= t[k] and k >= 1 and s0 <= t[k - 1]:
+                level = self._avg(k - 1)  # continues from a whole previous period
+            elif s1 >= t[k + 1] and not math.isnan(self.u.p[k + 1]):
+                level = float(self.u.p[k + 1])  # runs to the period's end: the instant value
+            elif s1 >= t[k + 1] and k + 2 < len(t) and s1 >= t[k + 2]:
+                level = self._avg(k + 1)
+            out.append((lo, hi, float(self.level[lab]) if level is None else max(level, 0.0)))
+        self._pieces[k] = out
+        return out
+
+    def _weight(self, k: int, a: float, b: float) -> float:
+        return sum(w * max(min(hi, b) - max(lo, a), 0.0) for lo, hi, w in self.pieces(k))
+
+    def at(self, x: float) -> float:
+        u = self.u
+        k = int(np.searchsorted(u.t, x, side="right")) - 1
+        k = min(max(k, 0), len(u.t) - 2)
+        t0, t1, de = u.t[k], u.t[k + 1], u.e[k + 1] - u.e[k]
+        x = min(max(x, t0), t1)
+        if math.isnan(u.p[k + 1]):
+            return u.e[k] + de * self._share(k, t0, x, t1)
+        w = min(self.window, t1 - t0)
+        tail_j = min(max(u.p[k + 1] * w, 0.0), de)  # the instant value covers the period's end
+        head_j, cut = de - tail_j, t1 - w
+        if x <= cut:
+            return u.e[k] + head_j * self._share(k, t0, x, cut)
+        return u.e[k] + head_j + tail_j * self._share(k, cut, x, t1)
+
+    def _share(self, k: int, a: float, x: float, b: float) -> float:
+        whole = self._weight(k, a, b)
+        if whole <= 0:
+            return (x - a) / (b - a) if b > a else 0.0
+        return self._weight(k, a, x) / whole
+
+
+def attribute(u: Updates, marks: list[tuple[float, str]],
+              window: float = INSTANT_WINDOW_S) -> dict[str, float]:  # fmt: skip
+    """Joules per phase label between the first and last mark, from counter updates."""
+    u = u.around(marks[0][0], marks[-1][0])
+    segs = segments_of(marks)
+    labels = sorted({lab for _, _, lab in segs})
+    levels = fit_levels(u, segs, labels, window)
+    model = CounterModel(u, segs, levels, labels, window)
+    out: dict[str, float] = {}
+    for (a, phase), (b, _) in zip(marks, marks[1:]):
+        out[phase] = out.get(phase, 0.0) + model.at(b) - model.at(a)
+    return out
+
+
+def trace_joules(u: Updates, t0: float, t1: float) -> float:
+    """The instant-power trace integrated over [t0, t1], each value held over its period."""
+    total = 0.0
+    for k in range(1, len(u.t)):
+        lo, hi = max(u.t[k - 1], t0), min(u.t[k], t1)
+        if hi > lo and not math.isnan(u.p[k]):
+            total += u.p[k] * (hi - lo)
+    return total
+
+
+# ---- the recorder -----------------------------------------------------------------------
+
+
+class PhaseRecorder:
+    """Reads every meter at each mark; `phases()` gives energy and time per phase.
+
+    sampler: "auto" starts a `Sampler` at the first mark (and stops it in `phases()`): it
+    times the updates of slowly updating counters and records the power trace of every meter;
+    a `Sampler` uses that one (started by the caller); None uses only the reads at the marks.
+    align: wait at the first mark for a counter update (at most about one update period).
+    """
+
+    def __init__(self, meters: list[Meter], sampler: Sampler | str | None = "auto",
+                 align: bool = True, interval_s: float = 0.02,
+                 idle_power_w: float | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:  # fmt: skip
+        self.meters = meters
+        self.marks: list[Mark] = []
+        self.align = align
+        self.interval_s = interval_s
+        self.idle_power_w = idle_power_w
+        self.clock = clock
+        self._own_sampler = sampler == "auto"
+        self.sampler: Sampler | None = None if isinstance(sampler, str) else sampler
+        self._result: dict[str, PhaseEnergy] | None = None
+        self._quality: dict[str, Any] = {}
+        self._reloads0 = self._reloads()
+
+    @property
+    def channels(self) -> list[Channel]:
+        return [c for m in self.meters for c in m.channels]
+
+    def read(self) -> dict[str, float]:
+        joules: dict[str, float] = {}
+        for m in self.meters:
+            joules.update(m.read_joules())
+        return joules
+
+    def mark(self, phase: str) -> None:
+        if not self.marks:
+            self._begin()
+        self.marks.append(Mark(phase, self.clock(), self.read()))
+
+    def _begin(self) -> None:
+        if self._own_sampler and self.sampler is None and self.meters:
+            # Continuous meters (RAPL, the estimate) get a sampler too: only for the power
+            # trace; their phase energies still come from the reads at the marks.
+            self.sampler = Sampler(self.meters, self.interval_s, clock=self.clock).start()
+        if self.sampler is not None and self.align:
+            self.sampler.wait_ticks_after(self.clock())
+
+    def _reloads(self) -> int:
+        return sum(getattr(m, "reloads", 0) for m in self.meters)
+
+    def phases(self) -> dict[str, PhaseEnergy]:
+        if self._result is None:
+            self._result = self._compute()
+        return self._result
+
+    def quality(self) -> dict[str, Any]:
+        self.phases()
+        return self._quality
+
+    def trace(self) -> list[dict[str, Any]]:
+        return self.sampler.trace() if self.sampler is not None else []
+
+    def _compute(self) -> dict[str, PhaseEnergy]:
+        flags: list[str] = []
+        if len(self.marks) < 2:
+            return {}
+        if self.sampler is not None:
+            # two updates: the end's period, and a whole period after it for the local power
+            if not self.sampler.wait_ticks_after(self.marks[-1].t, count=2):
+                flags.append("no-update-after-end")
+            if self._own_sampler:
+                self.sampler.stop()
+        out = self._from_marks()
+        attributed = self._attribute(out, flags)
+        self._quality = self._assess(out, flags, attributed)
+        return out
+
+    def _from_marks(self) -> dict[str, PhaseEnergy]:
+        out: dict[str, PhaseEnergy] = {}
+        for a, b in zip(self.marks, self.marks[1:]):
+            if a.phase == "end":
+                continue  # the gap between repetitions belongs to no phase
+            pe = out.setdefault(a.phase, PhaseEnergy())
+            pe.seconds += b.t - a.t
+            for key, j in b.joules.items():
+                pe.joules[key] = pe.joules.get(key, 0.0) + (j - a.joules.get(key, j))
+        return out
+
+    def _attribute(self, out: dict[str, PhaseEnergy], flags: list[str]) -> dict[str, Any]:
+        """Replace quantised mark deltas with counter-model energies where updates allow."""
+        info: dict[str, Any] = {"gaps": [], "periods": []}
+        if self.sampler is None:
+            return info
+        marks = [(m.t, m.phase) for m in self.marks]
+        t0, t1 = marks[0][0], marks[-1][0]
+        for meter in self.meters:
+            lane_samples = self.sampler.samples(meter)
+            period = meter.update_period_s()
+            for ch in meter.channels:
+                u = Updates.from_samples(lane_samples, ch.key, period)
+                if period is None or not u.covers(t0, t1):
+                    if period is not None:
+                        flags.append("no-update-after-end")
+                    continue
+                per_phase = attribute(u, marks)
+                for phase, j in per_phase.items():
+                    if phase in out:
+                        out[phase].joules[ch.key] = float(j)
+                counter_j = sum(j for p, j in per_phase.items() if p != "end")
+                trace_j = sum(
+                    trace_joules(u, a, b) for (a, p), (b, _) in zip(marks, marks[1:]) if p != "end"
+                )
+                if counter_j > 0 and not np.isnan(u.p[1:]).all():
+                    info["gaps"].append(100.0 * (trace_j - counter_j) / counter_j)
+                info["periods"].append(period)
+                info.setdefault("max_instant_w", 0.0)
+                if len(u.p) and not np.isnan(u.p).all():
+                    sel = (u.t >= t0) & (u.t <= t1 + period)
+                    if sel.any():
+                        info["max_instant_w"] = max(
+                            info["max_instant_w"], float(np.nanmax(u.p[sel]))
+                        )
+        return info
+
+    def _assess(self, out: dict[str, PhaseEnergy], flags: list[str],
+                info: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+        seconds = sum(p.seconds for p in out.values())
+        joules = sum(p.total_j for p in out.values())
+        period = max(info["periods"]) if info["periods"] else _max_period(self.meters)
+        if period and seconds < SHORT_WINDOW_PERIODS * period:
+            flags.append("short-window")
+        if any(j <= 0 for p in out.values() for j in p.joules.values()) or joules <= 0:
+            flags.append("zero-joules")
+        avg_w = float(joules / seconds) if seconds > 0 else math.nan
+        if self.idle_power_w and avg_w < BELOW_IDLE_FACTOR * self.idle_power_w:
+            flags.append("below-idle")
+        limit = _power_limit_w(self.meters)
+        peak = max(avg_w, info.get("max_instant_w", 0.0))
+        if limit and peak > ABOVE_LIMIT_FACTOR * limit:
+            flags.append("above-limit")
+        if self._reloads() > self._reloads0:
+            flags.append("driver-reload")
+        if self.sampler is not None and any(lane.errors for lane in self.sampler.lanes):
+            flags.append("sampler-errors")
+        gaps = info["gaps"]
+        return {
+            "counter_vs_trace_gap_pct": float(np.mean(gaps)) if gaps else math.nan,
+            "update_period_s": period,
+            "window_s": seconds,
+            "avg_power_w": avg_w,
+            "attribution": "counter-updates+trace" if info["periods"] else "mark-reads",
+            "flags": ";".join(sorted(set(flags))),
+        }
+
+
+def _max_period(meters: list[Meter]) -> float | None:
+    periods = [p for m in meters if (p := m.update_period_s())]
+    return max(periods) if periods else None
+
+
+def _power_limit_w(meters: list[Meter]) -> float | None:
+    limits = [getattr(m, "power_limit_w", None) for m in meters]
+    limits = [x for x in limits if x]
+    return sum(limits) if limits else None
+
+
+# ---- idle baseline ----------------------------------------------------------------------
+
+
+def measure_idle_power(meters: list[Meter], seconds: float,
+                       sleep: Callable[[float], Any] = time.sleep) -> dict[str, float]:  # fmt: skip
+    """Idle power per channel key (W), measured on the meters over `seconds` of nothing."""
+    rec = PhaseRecorder(meters)
+    rec.mark("idle")
+    sleep(seconds)
+    rec.mark("end")
+    idle = rec.phases().get("idle")
+    if idle is None or idle.seconds <= 0:
+        return {}
+    return {k: j / idle.seconds for k, j in idle.joules.items()}
+
+
+def dynamic_joules(gross_j: float, idle_power_w: float, seconds: float) -> float:
+    """Energy above the idle baseline: gross - idle power x time."""
+    if idle_power_w is None or math.isnan(idle_power_w):
+        return math.nan
+    return gross_j - idle_power_w * seconds

@@ -1,5 +1,0 @@
-"""Energy meters: every source tokenwatt reads sits behind the `Meter` interface."""
-
-from tokenwatt.meters.base import Channel, Meter, MeterError, MeterUnavailable
-
-__all__ = ["Channel", "Meter", "MeterError", "MeterUnavailable"]

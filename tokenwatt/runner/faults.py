@@ -1,0 +1,148 @@
+"""Faults during a run, handled so that nothing finished is lost and no file is half-written.
+
+- A meter read that fails inside a trial (NVML: GPU lost, not supported, unknown error; an
+  unreadable RAPL file) marks that trial `status=degraded` with the reason; the run goes on,
+  and stops cleanly after MAX_CONSECUTIVE_DEGRADED failed trials in a row.
+- Out of memory ends the case: the frames holding the model are dropped, memory is released,
+  and a one-line CaseOutOfMemory says what to lower. A sweep records it as a failed case and
+  runs the next one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from tokenwatt.errors import UserError
+from tokenwatt.energy.meters.base import MeterError
+
+MAX_CONSECUTIVE_DEGRADED = 3
+DEGRADED = "degraded"
+
+
+class RunStopped(UserError):
+    """The run stopped early on a hardware fault; finished trials are saved. Exit code 1."""
+
+    exit_code = 1
+
+
+class CaseOutOfMemory(UserError):
+    """The case ran out of memory; finished trials are saved. Exit code 1."""
+
+    exit_code = 1
+
+
+def one_line(e: BaseException) -> str:
+    """`Type: first line of the message`, short enough for a CSV cell and a summary."""
+    lines = str(e).strip().splitlines()
+    text = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def is_oom(e: BaseException) -> bool:
+    """CUDA/accelerator out-of-memory, a host allocation failure, or their RuntimeError form."""
+    if isinstance(e, MemoryError):
+        return True
+    import torch
+
+    oom_types = tuple(
+        t
+        for t in (getattr(torch, "OutOfMemoryError", None), torch.cuda.OutOfMemoryError)
+        if isinstance(t, type)
+    )
+    if oom_types and isinstance(e, oom_types):
+        return True
+    msg = str(e).lower()
+    return isinstance(e, RuntimeError) and (
+        "out of memory" in msg or "can't allocate memory" in msg
+    )
+
+
+def release_memory(device: str) -> None:
+    """Free what the failed case held: Python garbage first, then the CUDA cache."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def oom_message(cfg: Any, device: str, error: str, out: str) -> str:
+    w = cfg.workload
+    return (
+        f"out of memory on {device} at batch_size={w.batch_size}, prompt_tokens="
+        f"{w.prompt_tokens}, new_tokens={w.new_tokens}, precision={cfg.precision} ({error}); "
+        f"finished trials are kept in {out!r}; lower --batch-size or --prompt-tokens, or use "
+        "a smaller --precision"
+    )
+
+
+def guarded_trial(
+    run: Callable[[Any, int], tuple[dict[str, Any], dict[str, Any]]],
+    session: Any,
+    index: int,
+) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    """Run one trial; a meter failure gives a degraded row and its reason instead of a crash."""
+    try:
+        row, detail = run(session, index)
+        return row, detail, None
+    except MeterError as e:
+        reason = one_line(e)
+        row = {
+            **session.constants,
+            "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "trial": index,
+            "status": DEGRADED,
+            "status_reason": reason,
+        }
+        return row, {"trial": index, "status": DEGRADED, "status_reason": reason}, reason
+
+
+def note_degraded(
+    summary: dict[str, Any], warnings: list[str], trials: list[dict[str, Any]]
+) -> None:
+    """Count degraded trials into the summary row and its warnings."""
+    bad = [t for t in trials if t.get("status") == DEGRADED]
+    summary["n_degraded"] = len(bad)
+    if not bad:
+        return
+    warnings.append(
+        f"degraded: {len(bad)} trial(s) lost their energy reading "
+        f"({bad[-1]['status_reason']}); the summary uses the {summary['n_trials']} good ones"
+    )
+    summary["flags"] = ";".join(f for f in (summary.get("flags"), "degraded") if f)
+
+
+def stopped_message(reason: str, n_ok: int, out: Any) -> str:
+    return (
+        f"stopped: {MAX_CONSECUTIVE_DEGRADED} trials in a row lost their energy reading "
+        f"({reason}); {n_ok} finished trial(s) are saved in {str(out)!r}; check the meter "
+        "(or use --meter estimate) and rerun the same command to measure more"
+    )
+
+
+def unparseable_files(out: Any) -> list[str]:
+    """Result files in `out` that do not parse strictly: a CSV row whose field count differs
+    from its header (a torn write), or JSON that does not load. Empty means all is well."""
+    import csv
+    import json
+    from pathlib import Path
+
+    bad = []
+    for p in sorted(Path(out).glob("*.csv")):
+        try:
+            with open(p, newline="", encoding="utf-8") as f:
+                rows = list(csv.reader(f, strict=True))
+            if not rows or any(len(r) != len(rows[0]) for r in rows[1:]):
+                bad.append(p.name)
+        except (csv.Error, UnicodeDecodeError):
+            bad.append(p.name)
+    for p in sorted(Path(out).glob("*.json")):
+        try:
+            json.loads(p.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            bad.append(p.name)
+    return bad

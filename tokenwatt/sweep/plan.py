@@ -1,0 +1,356 @@
+"""Sweeps: expand a sweep config into cases, skip the finished ones, run the rest, summarise.
+
+A sweep config is a run config in which some fields are lists:
+
+    precision: [fp32, bf16]            # top-level model, precision, compile, device
+    workload: {batch_size: [1, 8]}     # and any workload field
+    cases:                             # optional: an explicit list of (sub-)grids
+      - {precision: int8-weight, workload: {batch_size: 1}}
+    agent: {turns: 4, system_tokens: 512, user_tokens: 64, reply_tokens: 128}   # optional
+
+Without `cases:` the lists expand into their full product (first key outermost). With
+`cases:`, each entry is merged over the base and expanded on its own, and the sweep is the
+union, so grids that are not full products are easy to write. `agent:` turns one request of
+several turns into one case per turn (see `agent_turns`). Each case is identified by
+`config.case_id` of its resolved config; duplicates collapse.
+
+Resuming: a case is complete when summary.csv holds a row with its case_id (the case process
+writes that row last, after all its trial rows); a case failed when results.csv holds a
+status=failed row for it and it is not complete. A rerun skips both (`retry_failed` reruns
+the failed ones, `force` reruns everything). The sweep itself only plans and collects: the
+executor runs each case in its own process, which writes its own rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tokenwatt.config import RunConfig, case_id, config_to_dict, read_yaml, validate
+from tokenwatt.errors import ConfigError
+from tokenwatt.results.store import (
+    RESULTS_CSV,
+    SUMMARY_CSV,
+    locked,
+    prepare_out_dir,
+    read_rows,
+    update_json,
+    write_atomic,
+)
+
+SWEEP_JSON = "sweep.json"
+SWEEP_YAML = "sweep.yaml"
+TOP_EXPANDABLE = ("model", "precision", "compile", "device")
+SWEEP_ONLY_KEYS = ("cases", "agent")
+
+
+@dataclass
+class Case:
+    """One resolved config of a sweep; `config` is RunConfig as a dict with out = sweep folder."""
+
+    case_id: str
+    config: dict[str, Any]
+    tags: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        w = self.config["workload"]
+        parts = [
+            self.config["precision"],
+            f"b{w['batch_size']}",
+            f"p{w['prompt_tokens']}",
+            f"n{w['new_tokens']}",
+        ]
+        if "turn" in self.tags:
+            parts.append(f"turn {self.tags['turn']}")
+        return f"{self.config['model']} " + " ".join(parts)
+
+
+@dataclass
+class SweepOutcome:
+    out: Path
+    planned: list[Case]
+    skipped: list[str]  # case ids already complete (or failed, unless retried)
+    ran: list[str]
+    failed: dict[str, str]  # case id -> one-line error, for every case failed now
+    status: dict[str, str] = field(default_factory=dict)  # case id -> complete | failed
+
+
+# --- planning --------------------------------------------------------------------------------
+
+
+def load_sweep(
+    path: str | Path, out: str | None = None, region: str | None = None, pue: float | None = None
+) -> tuple[dict[str, Any], list[Case]]:
+    """Read a sweep YAML and expand it; `out`, `region` and `pue` override the file."""
+    data = read_yaml(path)
+    if out:
+        data["out"] = out
+    carbon = {k: v for k, v in (("region", region), ("pue", pue)) if v is not None}
+    if carbon:
+        data["carbon"] = {**(data.get("carbon") or {}), **carbon}
+    if (data.get("carbon") or {}).get("region"):
+        from tokenwatt.analysis.carbon import resolve_region
+
+        resolve_region(str(data["carbon"]["region"]))  # one line now, not a failed row per case
+    data.setdefault("out", RunConfig().out)
+    return data, plan(data, where=str(path))
+
+
+def plan(data: dict[str, Any], where: str = "sweep") -> list[Case]:
+    """Every case of a sweep config, in order, duplicates removed."""
+    base = {k: v for k, v in data.items() if k not in SWEEP_ONLY_KEYS}
+    entries = data.get("cases") or [{}]
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f"{where}: cases must be a list of mappings, e.g. - {{precision: bf16}}")
+    cases: dict[str, Case] = {}
+    for i, entry in enumerate(entries):
+        merged = _merge(base, entry)
+        for point in expand(merged, f"{where}: cases[{i}]" if "cases" in data else where):
+            for cfg, tags in agent_turns(point, data.get("agent"), where):
+                c = validate(cfg, where)
+                cid = case_id(c)
+                cases.setdefault(cid, Case(cid, config_to_dict(c), tags))
+    return list(cases.values())
+
+
+def expand(data: dict[str, Any], where: str = "sweep") -> list[dict[str, Any]]:
+    """The full product of the list-valued fields of one (sub-)config."""
+    axes: list[tuple[tuple[str, ...], list[Any]]] = []
+    for key, value in data.items():
+        if key == "workload" and isinstance(value, dict):
+            axes += [(("workload", k), v) for k, v in value.items() if isinstance(v, list)]
+        elif isinstance(value, list):
+            if key not in TOP_EXPANDABLE:
+                raise ConfigError(
+                    f"{where}: {key} is a list; only {', '.join(TOP_EXPANDABLE)} and workload "
+                    "fields expand into a grid"
+                )
+            axes.append(((key,), value))
+        elif isinstance(value, dict):
+            _no_lists(value, key, where)
+    for path, values in axes:
+        if not values:
+            raise ConfigError(f"{where}: {'.'.join(path)} is an empty list; give at least one")
+    points = []
+    for combo in itertools.product(*(v for _, v in axes)):
+        point = _merge(data, {})
+        for (path, _), v in zip(axes, combo):
+            node = point
+            for part in path[:-1]:
+                node = node[part]
+            node[path[-1]] = v
+        points.append(point)
+    return points
+
+
+def agent_turns(
+    cfg: dict[str, Any], agent: dict[str, Any] | None, where: str = "sweep"
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """One case per turn of an agentic request whose context grows turn by turn.
+
+    Turn t (1-based) prefills system + t*user + (t-1)*reply tokens and generates reply tokens:
+    the whole conversation so far, as a stateless chat call without prefix caching does.
+    Turns are independent measurements; the report sums them into energy per request. The
+    tokens are random ids (energy depends on shapes, not on the text).
+    """
+    if not agent:
+        return [(cfg, {})]
+    try:
+        turns = int(agent["turns"])
+        system, user, reply = (
+            int(agent[k]) for k in ("system_tokens", "user_tokens", "reply_tokens")
+        )
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(
+            f"{where}: agent needs integer turns, system_tokens, user_tokens and reply_tokens"
+        ) from None
+    if turns < 1:
+        raise ConfigError(f"{where}: agent.turns must be at least 1 (got {turns})")
+    out = []
+    request = cfg.get("name", "agent")
+    for t in range(1, turns + 1):
+        c = _merge(cfg, {})
+        c.setdefault("workload", {})
+        c["workload"]["prompt_tokens"] = system + t * user + (t - 1) * reply
+        c["workload"]["new_tokens"] = reply
+        c["name"] = f"{request}-turn{t}"
+        out.append((c, {"request": request, "turn": t, "turns": turns}))
+    return out
+
+
+def _no_lists(d: dict[str, Any], prefix: str, where: str) -> None:
+    for k, v in d.items():
+        if isinstance(v, list):
+            raise ConfigError(
+                f"{where}: {prefix}.{k} is a list; only {', '.join(TOP_EXPANDABLE)} and "
+                "workload fields expand into a grid"
+            )
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = {k: _merge(v, {}) if isinstance(v, dict) else v for k, v in base.items()}
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = _merge(v, {}) if isinstance(v, dict) else v
+    return out
+
+
+# --- state of a results folder ---------------------------------------------------------------
+
+
+def case_states(out: Path) -> dict[str, str]:
+    """case id -> "complete" or "failed", read from the folder's CSVs."""
+    states: dict[str, str] = {}
+    for row in read_rows(out / RESULTS_CSV)[0]:
+        if row.get("status") == "failed" and row.get("case_id"):
+            states[row["case_id"]] = "failed"
+    for row in read_rows(out / SUMMARY_CSV)[0]:
+        if row.get("case_id"):
+            states[row["case_id"]] = "complete"
+    return states
+
+
+def failures(out: Path) -> dict[str, str]:
+    """case id -> its latest one-line error, for cases failed and not complete."""
+    states = case_states(out)
+    errors: dict[str, str] = {}
+    for row in read_rows(out / RESULTS_CSV)[0]:
+        cid = row.get("case_id", "")
+        if row.get("status") == "failed" and states.get(cid) == "failed":
+            errors[cid] = row.get("error", "") or "unknown error"
+    return errors
+
+
+def pending(
+    cases: list[Case], states: dict[str, str], force: bool, retry_failed: bool
+) -> list[Case]:
+    """The cases to run now."""
+    if force:
+        return list(cases)
+    rerun = {"failed"} if retry_failed else set()
+    return [c for c in cases if states.get(c.case_id) is None or states[c.case_id] in rerun]
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+OnEvent = Callable[[Case, dict[str, Any]], None]
+
+
+def run_sweep(
+    data: dict[str, Any],
+    cases: list[Case],
+    executor: Any = None,
+    force: bool = False,
+    retry_failed: bool = False,
+    on_event: OnEvent | None = None,
+    config_text: str | None = None,
+) -> SweepOutcome:
+    """Run the pending cases of a planned sweep through `executor` (a fresh process per case)."""
+    from tokenwatt.sweep.executors import LocalProcessExecutor
+
+    executor = executor or LocalProcessExecutor()
+    out = prepare_out_dir(data.get("out") or RunConfig().out)
+    _record_plan(out, data, cases, config_text)
+    clear_stale_staging(out)
+    todo = pending(cases, case_states(out), force, retry_failed)
+    todo_ids = {c.case_id for c in todo}
+    skipped = [c.case_id for c in cases if c.case_id not in todo_ids]
+    try:
+        executor.run_all(todo, out, on_event)
+    finally:
+        clear_stale_staging(out)  # an interrupted case process leaves its staging folder
+        _remove_empty(out)
+    states = case_states(out)
+    errors = failures(out)
+    planned = {c.case_id for c in cases}
+    return SweepOutcome(
+        out=out,
+        planned=cases,
+        skipped=skipped,
+        ran=[c.case_id for c in todo],
+        failed={k: v for k, v in errors.items() if k in planned},
+        status={k: v for k, v in states.items() if k in planned},
+    )
+
+
+def _record_plan(
+    out: Path, data: dict[str, Any], cases: list[Case], config_text: str | None
+) -> None:
+    """sweep.json keeps every invocation's plan (case ids, tags, resolved configs)."""
+    record = {
+        "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "sweep": data,
+        "cases": [{"case_id": c.case_id, "tags": c.tags, "config": c.config} for c in cases],
+    }
+    with locked(out):
+        update_json(out / SWEEP_JSON, "sweeps", record)
+        if config_text is not None:
+            write_atomic(out / SWEEP_YAML, config_text)
+
+
+def _remove_empty(out: Path) -> None:
+    from tokenwatt.sweep.case import STAGING
+
+    for name in (STAGING, ".cases"):
+        try:
+            (out / name).rmdir()
+        except OSError:
+            pass  # not there, or not empty (another sweep is using it)
+
+
+def clear_stale_staging(out: Path) -> None:
+    """Remove staging folders of case processes that are gone (interrupted or killed)."""
+    import shutil
+
+    from tokenwatt.sweep.case import STAGING
+
+    for d in (out / STAGING).glob("*-*"):
+        pid = d.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def case_tags(out: Path) -> dict[str, dict[str, Any]]:
+    """case id -> tags (agent turns), from every plan recorded in sweep.json."""
+    import json
+
+    p = out / SWEEP_JSON
+    if not p.is_file():
+        return {}
+    tags: dict[str, dict[str, Any]] = {}
+    for s in json.loads(p.read_text(encoding="utf-8")).get("sweeps", []):
+        for c in s.get("cases", []):
+            if c.get("tags"):
+                tags[c["case_id"]] = c["tags"]
+    return tags
+
+
+def failure_summary(outcome: SweepOutcome) -> list[str]:
+    """Lines saying how many cases failed and why, grouped by error."""
+    if not outcome.failed:
+        return []
+    by_error = Counter(outcome.failed.values())
+    lines = [f"{len(outcome.failed)} of {len(outcome.planned)} cases failed:"]
+    lines += [f"  {n} x {err}" for err, n in by_error.most_common()]
+    return lines
