@@ -61,11 +61,11 @@ def trial(meter, model, ids, new_tokens, min_s, generate):
 def main() -> None:
     import torch
 
-    from tokenwatt.models.decode import generate, synchronize
-    from tokenwatt.energy.recorder import measure_idle_power
     from tokenwatt.energy.meters.select import open_nvml
-    from tokenwatt.models.load import load_model
+    from tokenwatt.energy.recorder import measure_idle_power
     from tokenwatt.energy.sampler import Sampler
+    from tokenwatt.models.decode import generate, synchronize
+    from tokenwatt.models.load import load_model
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")

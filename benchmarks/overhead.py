@@ -24,10 +24,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def main() -> None:
     import torch
 
-    from tokenwatt.models.decode import generate
     from tokenwatt.energy.meters.nvml import NvmlMeter
-    from tokenwatt.models.load import load_model
     from tokenwatt.energy.sampler import Sampler
+    from tokenwatt.models.decode import generate
+    from tokenwatt.models.load import load_model
     from tokenwatt.sim import nvml as sim
 
     ap = argparse.ArgumentParser()

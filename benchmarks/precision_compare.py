@@ -99,7 +99,7 @@ def main() -> None:
     import pandas as pd
     import torch
 
-    from tokenwatt.models.precision import PRECISION_NAMES
+    from tokenwatt.registry.precisions import PRECISION_NAMES
 
     precisions = [p for p in args.precisions.split(",") if p] or list(PRECISION_NAMES)
     rows, start = [], time.time()

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from tokenwatt.energy.region import measure
 from tokenwatt.energy.meters.nvml import NvmlMeter
+from tokenwatt.energy.region import measure
 from tokenwatt.sim import nvml as sim
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import tokenwatt.models.decode_compiled as dc
-from tokenwatt.models.decode import generate
 from tokenwatt.errors import UserError
+from tokenwatt.models.decode import generate
 
 
 def _tiny(layers: int = 1):

@@ -6,8 +6,8 @@ import random
 import pytest
 from simfix import advance, virtual_board, virtual_sampler
 
-from tokenwatt.energy.recorder import PhaseRecorder, dynamic_joules
 from tokenwatt.energy.meters.base import Channel, Meter
+from tokenwatt.energy.recorder import PhaseRecorder, dynamic_joules
 from tokenwatt.sim import nvml as sim
 from tokenwatt.sim.profiles import bursts, steps
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tokenwatt.runner.faults import MAX_CONSECUTIVE_DEGRADED, CaseOutOfMemory, RunStopped, is_oom
+from tokenwatt.errors import CaseOutOfMemory, RunStopped
+from tokenwatt.runner.faults import MAX_CONSECUTIVE_DEGRADED, is_oom
 from tokenwatt.runner.faults import unparseable_files as unparseable
 
 BASE = {

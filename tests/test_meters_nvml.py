@@ -7,8 +7,8 @@ import sys
 import pytest
 from simfix import virtual_board
 
-from tokenwatt.energy.meters.base import MeterError, MeterUnavailable
 from tokenwatt.energy.meters.nvml import INTEGRATED, NvmlMeter, cuda_target
+from tokenwatt.errors import MeterError, MeterUnavailable
 from tokenwatt.sim import nvml as sim
 from tokenwatt.sim import shim_dir
 from tokenwatt.sim.clock import VirtualClock

@@ -15,7 +15,8 @@ from tokenwatt.models.moe import (
     quantize_experts,
     track_routing,
 )
-from tokenwatt.models.presets import PRESETS, preset_config
+from tokenwatt.models.presets import preset_config
+from tokenwatt.registry.presets import PRESETS
 
 IDS = torch.randint(0, 4096, (2, 8), generator=torch.Generator().manual_seed(0))
 

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from tokenwatt.analysis.capacity import plan_table
 from tokenwatt.analysis.carbon import resolve_region
 from tokenwatt.cli.plan import plan
 from tokenwatt.errors import UserError
-from tokenwatt.analysis.capacity import plan_table
 
 
 @pytest.fixture(autouse=True)

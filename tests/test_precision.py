@@ -10,17 +10,19 @@ import torch
 
 pytest.importorskip("torchao")
 
-from tokenwatt.errors import UserError  # noqa: E402
+from tokenwatt.errors import (
+    PrecisionUnsupported,
+    UserError,  # noqa: E402
+)
 from tokenwatt.models.load import load_model  # noqa: E402
 from tokenwatt.models.moe import expert_modules, track_routing  # noqa: E402
 from tokenwatt.models.precision import (  # noqa: E402
-    PRECISION_NAMES,
-    PrecisionUnsupported,
     apply_precision,
     base_dtype,
     check_supported,
     weight_bytes,
 )
+from tokenwatt.registry.precisions import PRECISION_NAMES  # noqa: E402
 
 MODELS = ["preset:tiny-llama", "preset:tiny-moe"]
 _BF16_BYTES: dict[str, int] = {}
@@ -97,7 +99,9 @@ def test_precisions_leave_inductor_config_alone() -> None:
 
 
 def test_precision_names_import_without_torch() -> None:
-    code = "import sys, tokenwatt.models.precision as p; print(p.PRECISION_NAMES); " \
-           "print('torch' in sys.modules)"  # fmt: skip
+    code = (
+        "import sys, tokenwatt.models.precision, tokenwatt.registry.precisions as p; "
+        "print(p.PRECISION_NAMES); print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"

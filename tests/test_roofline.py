@@ -6,8 +6,6 @@ import math
 
 import pytest
 
-from tokenwatt.errors import ConfigError
-from tokenwatt.models.presets import PRESETS
 from tokenwatt.analysis.floor import (
     FLOOR_COLUMNS,
     decode_floor,
@@ -16,6 +14,8 @@ from tokenwatt.analysis.floor import (
     load_hardware,
     match_hardware,
 )
+from tokenwatt.errors import ConfigError
+from tokenwatt.registry.presets import PRESETS
 
 H100 = "NVIDIA H100 80GB HBM3"
 

@@ -11,11 +11,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tokenwatt.sweep.case import FAILED_EXIT, merge_stage, record_failure
 from tokenwatt.config import case_id, validate
 from tokenwatt.errors import ConfigError
+from tokenwatt.results.store import (
+    RESULTS_CSV,
+    SUMMARY_CSV,
+    TRIAL_COLUMNS,
+    append_rows,
+    update_json,
+)
+from tokenwatt.sweep.case import FAILED_EXIT, merge_stage, record_failure
 from tokenwatt.sweep.executors import Executor, LocalProcessExecutor, device_env
-from tokenwatt.results.store import RESULTS_CSV, SUMMARY_CSV, TRIAL_COLUMNS, append_rows, update_json
 from tokenwatt.sweep.plan import (
     Case,
     case_states,

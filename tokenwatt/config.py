@@ -19,6 +19,8 @@ from pydantic import (
 )
 
 from tokenwatt.errors import ConfigError
+from tokenwatt.registry.precisions import PRECISION_NAMES, REFERENCE_NAMES
+from tokenwatt.registry.presets import PRESETS
 
 METERS = ("auto", "nvml", "rapl", "estimate")
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -55,7 +57,7 @@ class Measure(_Strict):
         return v
 
 
-FIDELITY_REFERENCES = ("auto", "fp32", "bf16", "fp16")
+FIDELITY_REFERENCES = ("auto", *REFERENCE_NAMES)
 
 
 class Fidelity(_Strict):
@@ -112,8 +114,6 @@ class RunConfig(_Strict):
     @field_validator("precision")
     @classmethod
     def _precision(cls, v: str) -> str:
-        from tokenwatt.models.precision import PRECISION_NAMES
-
         if v not in PRECISION_NAMES:
             raise ValueError(f"unknown precision {v!r}; choose one of {', '.join(PRECISION_NAMES)}")
         return v
@@ -122,8 +122,6 @@ class RunConfig(_Strict):
     @classmethod
     def _model(cls, v: str) -> str:
         if v.startswith("preset:"):
-            from tokenwatt.models.presets import PRESETS
-
             name = v.removeprefix("preset:")
             if name not in PRESETS:
                 hint = _nearest(name, PRESETS)

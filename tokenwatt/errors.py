@@ -1,9 +1,24 @@
-"""Errors a user can fix. The CLI prints them as one line on stderr and exits 2."""
+"""Every exception a tokenwatt user can see, in one place.
+
+Two kinds, told apart by their exit code:
+- `UserError` (exit 2): bad input. The message is one line that names the field and the fix;
+  it is raised before anything is written.
+- `RunFault` (exit 1): the run started but could not finish (a meter failed, out of memory,
+  a stop on repeated faults). Finished trials are on disk; the message says where and what to do.
+The command line prints either as one line on stderr, without a traceback. `Interrupted` and
+`Terminated` are Ctrl-C and SIGTERM raised in the main thread, so cleanup runs (exit 130/143).
+"""
 
 from __future__ import annotations
 
 
-class UserError(Exception):
+class TokenwattError(Exception):
+    """Base of tokenwatt's own errors; `exit_code` is what the command line exits with."""
+
+    exit_code = 1
+
+
+class UserError(TokenwattError):
     """Bad input: the message names the field and the fix. Exit code 2, no traceback."""
 
     exit_code = 2
@@ -11,3 +26,40 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     """A config field is malformed, unknown or out of range."""
+
+
+class PrecisionUnsupported(UserError):
+    """This precision cannot run on this hardware; the message says what it needs."""
+
+
+class MissingExtra(UserError):
+    """An optional dependency is not installed; the message gives the pip command."""
+
+
+class RunFault(TokenwattError):
+    """The run could not finish; finished trials are saved. Exit code 1."""
+
+    exit_code = 1
+
+
+class RunStopped(RunFault):
+    """The run stopped early on a hardware fault; finished trials are saved."""
+
+
+class CaseOutOfMemory(RunFault):
+    """The case ran out of memory; finished trials are saved."""
+
+
+class MeterError(TokenwattError, RuntimeError):
+    """A meter failed while reading (NVML error, unreadable RAPL file, ...).
+
+    Inside a trial it marks that trial degraded; outside one it stops the run as a RunStopped.
+    """
+
+
+class MeterUnavailable(MeterError):
+    """A meter cannot run on this machine; the message says what is missing and the fix."""
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so cleanup runs as for Ctrl-C (exit 143)."""

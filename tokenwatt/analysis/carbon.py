@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from tokenwatt._util.datafiles import read_section
-from tokenwatt.errors import ConfigError
 from tokenwatt.analysis.floor import positive as _positive
+from tokenwatt.errors import ConfigError
 
 J_PER_KWH = 3.6e6
 ENV_REGIONS = "TOKENWATT_REGIONS"

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tokenwatt.errors import UserError
 from tokenwatt.analysis.stats import describe, t95
+from tokenwatt.errors import UserError
 
 CASE_KEYS = (
     "model",

@@ -25,26 +25,11 @@ from typing import Any
 
 from tokenwatt._util.datafiles import read_section
 from tokenwatt.errors import ConfigError
+from tokenwatt.registry.precisions import PRECISIONS
 
 ENV_HARDWARE = "TOKENWATT_HARDWARE"
 SOURCED = ("memory_bandwidth_bytes_per_s", "memory_pj_per_bit", "tdp_w", "precisions")
 
-# The format the matmuls run in for each tokenwatt precision (weight-only quantisation and FP4
-# emulation dequantise to bf16 before the matmul).
-COMPUTE_FORMAT = {
-    "fp32": "fp32",
-    "bf16": "bf16",
-    "fp16": "fp16",
-    "int8-weight": "bf16",
-    "int8-dynamic": "int8",
-    "int4-weight": "bf16",
-    "fp8": "fp8",
-    "mxfp4-emulated": "bf16",
-    "nvfp4-emulated": "bf16",
-}
-# What the emulated formats would be on hardware that has them: compute format and scale bits
-# per weight (MXFP4: one 8-bit E8M0 scale per 32 values; NVFP4: one 8-bit E4M3 scale per 16).
-NATIVE = {"mxfp4-emulated": ("fp4", 8 / 32), "nvfp4-emulated": ("fp4", 8 / 16)}
 # When a profile lacks a format, the matmul runs in the next wider one it has.
 FALLBACK = {
     "fp4": ("fp4", "fp8", "bf16", "fp16", "fp32"),
@@ -342,7 +327,9 @@ def _floor_columns(
         attn_flops_per_position=attention_flops(config, context) / context if context else 0.0,
     )
     bits = 8 * weight_bytes / params if params else 16.0
-    fl = decode_floor(params, bits, compute_format=COMPUTE_FORMAT.get(precision, "bf16"), **common)
+    entry = PRECISIONS.get(precision)
+    compute = entry.compute_format if entry else "bf16"
+    fl = decode_floor(params, bits, compute_format=compute, **common)
     max_context = float(row.get("prompt_tokens") or 0) + float(row.get("new_tokens") or 0)
     working_set = weight_bytes + batch * kv_bytes_read(config, max_context, kv_bpe)
     fits = hw.cache_bytes is not None and working_set <= hw.cache_bytes
@@ -360,11 +347,10 @@ def _floor_columns(
         floor_fits_in_cache=fits,
         below_floor=None if ratio is None else bool(ratio < 1 and not fits),
     )
-    if model_info.get("emulated") and model_info.get("native_bits"):
-        fmt, scale_bits = NATIVE.get(precision, (_native_format(model_info), 0.0))
-        native_bits = float(model_info["native_bits"]) + scale_bits
+    if entry is not None and entry.emulated:
+        native_bits = entry.weight_bits + entry.native_scale_bits
         out["floor_j_per_token_native_format"] = decode_floor(
-            params, native_bits, compute_format=fmt, **common
+            params, native_bits, compute_format=entry.native_compute_format, **common
         ).j_per_token
     return out
 
@@ -384,11 +370,6 @@ def _moved_weights(config: dict[str, Any], info: dict[str, Any]) -> tuple[float,
     embed_bytes = float(info.get("embedding_bytes") or embed * wbytes / total)
     share = (active - embed) / (total - embed) if total > embed else 1.0
     return max(active - embed, 0.0), max(wbytes - embed_bytes, 0.0) * share
-
-
-def _native_format(info: dict[str, Any]) -> str:
-    bits = int(info.get("native_bits") or 16)
-    return {4: "fp4", 8: "fp8"}.get(bits, "bf16")
 
 
 def positive(v: Any) -> float | None:

@@ -110,8 +110,8 @@ def cli() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or table.")
 def run(config: str | None, quiet: bool, **overrides: Any) -> None:
     """Measure one config (default: the embedded quickstart) and append its results to --out."""
-    from tokenwatt.config import load_config
     from tokenwatt.cli.console import print_outcome, trial_progress
+    from tokenwatt.config import load_config
 
     cfg = load_config(config, **overrides)
     _quiet_libraries()

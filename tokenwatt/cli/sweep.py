@@ -141,7 +141,12 @@ def compare(
     csv_path: str | None,
 ) -> None:
     """Each case of RESULTS against its baseline within the same other keys."""
-    from tokenwatt.analysis.compare import compare_folders, print_comparison, write_csv, write_markdown
+    from tokenwatt.analysis.compare import (
+        compare_folders,
+        print_comparison,
+        write_csv,
+        write_markdown,
+    )
 
     key, value = _baseline(baseline)  # type: ignore[misc]
     table = compare_folders(results, key, value, metric)

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from tokenwatt.models.decode import Generation, Mark, _no_mark, cache_kwarg, synchronize
 from tokenwatt.errors import UserError
+from tokenwatt.models.decode import Generation, Mark, _no_mark, cache_kwarg, synchronize
 
 COMPILE_BACKEND = "inductor"  # tests swap in "eager" to check the loop without a C++ build
 

@@ -29,20 +29,20 @@ from __future__ import annotations
 from typing import Any
 
 from tokenwatt.errors import UserError
+from tokenwatt.registry.precisions import REFERENCE_NAMES
 
 PROMPT_TOKENS = 16
 CHUNK_SEQUENCES = 4
-DTYPE_REFERENCES = ("fp32", "bf16", "fp16")
 
 
 def reference_precision(reference: str, device: str) -> str:
     """Resolve `fidelity.reference`: auto -> fp32 on CPU, bf16 on a GPU."""
     if reference == "auto":
         return "fp32" if str(device).startswith("cpu") else "bf16"
-    if reference not in DTYPE_REFERENCES:
+    if reference not in REFERENCE_NAMES:
         raise UserError(
             f"fidelity.reference: {reference!r} is not a reference precision; "
-            f"use auto, {', '.join(DTYPE_REFERENCES)}"
+            f"use auto, {', '.join(REFERENCE_NAMES)}"
         )
     return reference
 

@@ -47,7 +47,8 @@ def _from_preset(name: str, device: str, dtype: Any, seed: int) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from tokenwatt.models.presets import PRESETS, preset_config
+    from tokenwatt.models.presets import preset_config
+    from tokenwatt.registry.presets import PRESETS
 
     if name not in PRESETS:
         raise UserError(f"model: unknown preset {name!r}; presets: {', '.join(PRESETS)}")

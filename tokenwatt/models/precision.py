@@ -1,7 +1,8 @@
-"""Precisions: one name each, applied by one small function, recorded with how it was done.
+"""Applying a precision: one registered function per registry entry, recorded with how.
 
-Importing this module is cheap (no torch at import time): the config validator reads
-PRECISION_NAMES from here.
+The facts of each precision (bits, formats, what hardware it needs) live in
+`tokenwatt.registry.precisions`; this module registers the function that applies each one
+(`@applies(name)`) and reports what it did. No torch at import time.
 
 Every quantised precision starts from a BF16 model. torchao quantises the `nn.Linear`
 weights (its configs get `set_inductor_config=False`, so applying a precision never changes
@@ -17,34 +18,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tokenwatt.errors import UserError
+from tokenwatt.errors import PrecisionUnsupported, UserError
+from tokenwatt.registry.precisions import PRECISION_NAMES, PRECISIONS, unsupported_reason
 
-PRECISION_NAMES: tuple[str, ...] = (
-    "fp32",
-    "bf16",
-    "fp16",
-    "int8-weight",
-    "int8-dynamic",
-    "int4-weight",
-    "fp8",
-    "mxfp4-emulated",
-    "nvfp4-emulated",
-)
-
-# Bits per weight of each format on hardware that runs it natively (block scales excluded):
-# the physical floor of an emulated format is computed at these.
-NATIVE_BITS = {
-    "fp32": 32, "bf16": 16, "fp16": 16, "int8-weight": 8, "int8-dynamic": 8, "int4-weight": 4,
-    "fp8": 8, "mxfp4-emulated": 4, "nvfp4-emulated": 4,
-}  # fmt: skip
-
-DTYPE_PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-EMULATED = ("mxfp4-emulated", "nvfp4-emulated")
 MX_BLOCK, NV_BLOCK = 32, 16
 
+# name -> the function that applies it: (model, device) -> (backend, values covered, detail).
+# Filled by @applies below; every registry entry that is not a dtype cast has one.
+Applier = Callable[[Any, str], tuple[str, int, dict[str, Any]]]
+APPLIERS: dict[str, Applier] = {}
 
-class PrecisionUnsupported(UserError):
-    """This precision cannot run on this hardware; the message says what it needs."""
+
+def applies(name: str) -> Callable[[Applier], Applier]:
+    """Register the function that applies precision `name` (torchao's handler pattern)."""
+
+    def register(fn: Applier) -> Applier:
+        if name not in PRECISIONS:
+            raise KeyError(f"{name!r} is not in the precision registry")
+        APPLIERS[name] = fn
+        return fn
+
+    return register
 
 
 @dataclass
@@ -63,34 +57,18 @@ def base_dtype(precision: str, device: str) -> Any:
     """The dtype the model is built in before any quantisation is applied."""
     import torch
 
-    if precision in DTYPE_PRECISIONS:
-        return getattr(torch, DTYPE_PRECISIONS[precision])
-    return torch.bfloat16
+    return getattr(torch, PRECISIONS[precision].base_dtype)
 
 
 def check_supported(precision: str, device: str) -> None:
     """Raise PrecisionUnsupported (one line, naming the hardware needed) before any loading."""
-    if precision not in PRECISION_NAMES:
+    if precision not in PRECISIONS:
         raise UserError(
             f"precision: unknown {precision!r}; choose one of {', '.join(PRECISION_NAMES)}"
         )
-    if precision == "fp8":
-        cc = _cuda_capability(device)
-        if cc is None:
-            raise PrecisionUnsupported(
-                f"precision fp8 needs an NVIDIA GPU with compute capability >= 8.9 "
-                f"(Ada, Hopper, Blackwell); device {device!r} is not a CUDA GPU"
-            )
-        if cc < (8, 9):
-            raise PrecisionUnsupported(
-                f"precision fp8 needs an NVIDIA GPU with compute capability >= 8.9 "
-                f"(Ada, Hopper, Blackwell); this GPU has {cc[0]}.{cc[1]}"
-            )
-    if precision == "int4-weight" and _device_type(device) not in ("cpu", "cuda"):
-        raise PrecisionUnsupported(
-            f"precision int4-weight needs a CPU or an NVIDIA GPU; device {device!r} has no "
-            "torchao int4 weight-only path"
-        )
+    reason = unsupported_reason(precision, device, _cuda_capability(device))
+    if reason:
+        raise PrecisionUnsupported(f"precision {precision} {reason}")
 
 
 def apply_precision(model: Any, precision: str, device: str) -> PrecisionReport:
@@ -98,16 +76,17 @@ def apply_precision(model: Any, precision: str, device: str) -> PrecisionReport:
     from tokenwatt.models.moe import param_counts
 
     check_supported(precision, device)
+    entry = PRECISIONS[precision]
     total = param_counts(model)["params_total"]
-    if precision in DTYPE_PRECISIONS:
+    if entry.is_dtype:
         detail = _experts_impl(model, quantised=False)
         return PrecisionReport(precision, "torch-dtype", weight_bytes=weight_bytes(model),
                                detail=detail)  # fmt: skip
-    backend, covered, detail = _APPLY[precision](model, device)
+    backend, covered, detail = APPLIERS[precision](model, device)
     return PrecisionReport(
         precision,
         backend,
-        emulated=precision in EMULATED,
+        emulated=entry.emulated,
         quantized_param_fraction=covered / total if total else 0.0,
         weight_bytes=weight_bytes(model),
         detail={**detail, **_experts_impl(model, quantised=True)},
@@ -130,6 +109,7 @@ def _experts_impl(model: Any, quantised: bool) -> dict[str, Any]:
 # Each returns (backend string, parameters covered, detail) after quantising in place.
 
 
+@applies("int8-weight")
 def _int8_weight(model: Any, device: str) -> tuple[str, int, dict[str, Any]]:
     from torchao.quantization import Int8WeightOnlyConfig
 
@@ -139,6 +119,7 @@ def _int8_weight(model: Any, device: str) -> tuple[str, int, dict[str, Any]]:
     return _with_experts(backend, experts, "int8 per-row weight"), dense + experts, {}
 
 
+@applies("int8-dynamic")
 def _int8_dynamic(model: Any, device: str) -> tuple[str, int, dict[str, Any]]:
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig
 
@@ -155,6 +136,7 @@ def _int8_dynamic(model: Any, device: str) -> tuple[str, int, dict[str, Any]]:
     )
 
 
+@applies("int4-weight")
 def _int4_weight(model: Any, device: str) -> tuple[str, int, dict[str, Any]]:
     if _device_type(device) == "cuda":
         from torchao.quantization import Int4WeightOnlyConfig
@@ -181,6 +163,7 @@ def _int4_weight(model: Any, device: str) -> tuple[str, int, dict[str, Any]]:
     return _with_experts(backend, experts, f"int4 group {group} weight"), dense + experts, detail
 
 
+@applies("fp8")
 def _fp8(model: Any, device: str) -> tuple[str, int, dict[str, Any]]:
     from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
 
@@ -195,6 +178,7 @@ def _fp8(model: Any, device: str) -> tuple[str, int, dict[str, Any]]:
     return _with_experts(backend, experts, "fp8 e4m3 weight + act qdq"), dense + experts, {}
 
 
+@applies("mxfp4-emulated")
 def _mxfp4(model: Any, device: str) -> tuple[str, int, dict[str, Any]]:
     import torch
     from torchao.prototype.mx_formats import MXDynamicActivationMXWeightConfig
@@ -216,6 +200,7 @@ def _mxfp4(model: Any, device: str) -> tuple[str, int, dict[str, Any]]:
     return _with_experts(backend, experts, "tokenwatt mxfp4 qdq"), dense + experts, detail
 
 
+@applies("nvfp4-emulated")
 def _nvfp4(model: Any, device: str) -> tuple[str, int, dict[str, Any]]:
     from torchao.prototype.mx_formats import NVFP4WeightOnlyConfig
 
@@ -224,16 +209,6 @@ def _nvfp4(model: Any, device: str) -> tuple[str, int, dict[str, Any]]:
     backend = "fp4-emulated:torchao NVFP4WeightOnlyConfig (dequant + bf16 matmul)"
     detail = {"block_size": NV_BLOCK, "scale": "e4m3 + fp32 per tensor", "activations": "bf16"}
     return _with_experts(backend, experts, "tokenwatt nvfp4 qdq"), dense + experts, detail
-
-
-_APPLY: dict[str, Callable[[Any, str], tuple[str, int, dict[str, Any]]]] = {
-    "int8-weight": _int8_weight,
-    "int8-dynamic": _int8_dynamic,
-    "int4-weight": _int4_weight,
-    "fp8": _fp8,
-    "mxfp4-emulated": _mxfp4,
-    "nvfp4-emulated": _nvfp4,
-}
 
 
 # --- helpers ---------------------------------------------------------------------------------

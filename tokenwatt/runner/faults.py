@@ -14,23 +14,10 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from tokenwatt.errors import UserError
-from tokenwatt.energy.meters.base import MeterError
+from tokenwatt.errors import MeterError
 
 MAX_CONSECUTIVE_DEGRADED = 3
 DEGRADED = "degraded"
-
-
-class RunStopped(UserError):
-    """The run stopped early on a hardware fault; finished trials are saved. Exit code 1."""
-
-    exit_code = 1
-
-
-class CaseOutOfMemory(UserError):
-    """The case ran out of memory; finished trials are saved. Exit code 1."""
-
-    exit_code = 1
 
 
 def one_line(e: BaseException) -> str:

@@ -15,23 +15,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tokenwatt.analysis.stats import CV_WARN, describe
 from tokenwatt.config import RunConfig, case_id, config_to_dict
 from tokenwatt.energy.recorder import PhaseEnergy, PhaseRecorder, dynamic_joules
-from tokenwatt.errors import UserError
-from tokenwatt.runner.faults import (
-    MAX_CONSECUTIVE_DEGRADED,
-    CaseOutOfMemory,
-    RunStopped,
-    guarded_trial,
-    is_oom,
-    note_degraded,
-    one_line,
-    oom_message,
-    release_memory,
-    stopped_message,
-)
-from tokenwatt.energy.meters.base import MeterError
-from tokenwatt.models.precision import NATIVE_BITS
+from tokenwatt.errors import CaseOutOfMemory, MeterError, RunStopped, UserError
 from tokenwatt.results.store import (
     RESULTS_CSV,
     RUN_JSON,
@@ -44,7 +31,16 @@ from tokenwatt.results.store import (
     prepare_out_dir,
     update_json,
 )
-from tokenwatt.analysis.stats import CV_WARN, describe
+from tokenwatt.runner.faults import (
+    MAX_CONSECUTIVE_DEGRADED,
+    guarded_trial,
+    is_oom,
+    note_degraded,
+    one_line,
+    oom_message,
+    release_memory,
+    stopped_message,
+)
 
 OnTrial = Callable[[int, int], None]  # (trials done, trials total)
 
@@ -133,13 +129,13 @@ def _prepare_and_measure(cfg: RunConfig, device: str, on_trial: OnTrial | None) 
 def prepare_session(cfg: RunConfig, device: str) -> Session:
     import torch
 
-    from tokenwatt.runner.environment import device_name, environment
-    from tokenwatt.models.fidelity import measure_fidelity
     from tokenwatt.energy.meters.select import open_meters
+    from tokenwatt.models.fidelity import measure_fidelity
     from tokenwatt.models.load import load_model
     from tokenwatt.models.moe import param_counts
     from tokenwatt.models.precision import apply_precision, base_dtype
     from tokenwatt.models.workload import make_prompts
+    from tokenwatt.runner.environment import device_name, environment
 
     torch.manual_seed(cfg.workload.seed)
     loaded = load_model(
@@ -182,7 +178,6 @@ def prepare_session(cfg: RunConfig, device: str) -> Session:
         "emulated": prec.emulated,
         "weight_bytes": prec.weight_bytes,
         "kv_bytes_per_element": _kv_bytes(model),
-        "native_bits": NATIVE_BITS.get(cfg.precision),
         **counts,
         **prec.detail,
     }

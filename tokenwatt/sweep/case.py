@@ -25,7 +25,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tokenwatt.runner.faults import one_line
 from tokenwatt.results.store import (
     RESULTS_CSV,
     RUN_JSON,
@@ -36,6 +35,7 @@ from tokenwatt.results.store import (
     read_rows,
     update_json,
 )
+from tokenwatt.runner.faults import one_line
 
 FAILED_EXIT = 3
 INTERRUPTED_EXIT = 130

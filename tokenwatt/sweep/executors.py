@@ -33,8 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tokenwatt.sweep.case import EVENT_PREFIX, FAILED_EXIT, INTERRUPTED_EXIT, record_failure
 from tokenwatt.results.store import write_atomic
+from tokenwatt.sweep.case import EVENT_PREFIX, FAILED_EXIT, INTERRUPTED_EXIT, record_failure
 from tokenwatt.sweep.plan import Case
 
 OnEvent = Callable[[Case, dict[str, Any]], None]

@@ -14,14 +14,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
-class MeterError(RuntimeError):
-    """A meter failed while reading (NVML error, unreadable RAPL file, ...)."""
-
-
-class MeterUnavailable(MeterError):
-    """A meter cannot run on this machine; the message says what is missing and the fix."""
-
-
 @dataclass(frozen=True)
 class Channel:
     """One energy channel.

@@ -27,7 +27,8 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from tokenwatt.energy.meters.base import Channel, Meter, MeterError, MeterUnavailable
+from tokenwatt.energy.meters.base import Channel, Meter
+from tokenwatt.errors import MeterError, MeterUnavailable
 
 COUNTER = "nvml-energy-counter"
 INTEGRATED = "nvml-power-integrated"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from tokenwatt.energy.meters.base import MeterInfo, MeterUnavailable
+from tokenwatt.energy.meters.base import MeterInfo
+from tokenwatt.errors import MeterUnavailable
 
 
 def meters_report(idle_seconds: float = 1.0) -> list[MeterInfo]:

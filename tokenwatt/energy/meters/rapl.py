@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tokenwatt.energy.meters.base import Channel, Meter, MeterError, MeterUnavailable
+from tokenwatt.energy.meters.base import Channel, Meter
+from tokenwatt.errors import MeterError, MeterUnavailable
 
 POWERCAP = "/sys/class/powercap"
 ROOT_ONLY_FIX = (

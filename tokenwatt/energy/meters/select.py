@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokenwatt.errors import UserError
-from tokenwatt.energy.meters.base import Meter, MeterUnavailable
+from tokenwatt.energy.meters.base import Meter
+from tokenwatt.errors import MeterUnavailable, UserError
 
 
 def open_meters(measure: Any, device: str) -> list[Meter]:
@@ -48,7 +48,13 @@ def open_meters_named(name: str, measure: Any, device: str) -> list[Meter]:
 
 
 def open_nvml(device: str) -> Meter:
-    from tokenwatt.energy.meters.nvml import NvmlMeter, cuda_target, import_pynvml, is_simulated, nvml_init
+    from tokenwatt.energy.meters.nvml import (
+        NvmlMeter,
+        cuda_target,
+        import_pynvml,
+        is_simulated,
+        nvml_init,
+    )
 
     nvml = import_pynvml()
     if device.startswith("cuda"):
