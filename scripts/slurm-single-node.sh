@@ -145,6 +145,8 @@ SlurmctldHost=localhost(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# credential lifetime; also the delay before a requeued job may start again (default 120 s)
+AuthInfo=cred_expire=20
 CredType=cred/munge
 MpiDefault=none
 MailProg=/bin/true

@@ -31,23 +31,42 @@ class _Strict(BaseModel):
 
 
 class Workload(_Strict):
-    batch_size: int = Field(1, ge=1, le=65536)
-    prompt_tokens: int = Field(128, ge=1, le=1_048_576)
-    new_tokens: int = Field(128, ge=2, le=1_048_576)
-    seed: int = 0
-    prompts_file: str | None = None  # a text file, one prompt per line, through the tokenizer
+    batch_size: int = Field(1, ge=1, le=65536, description="Sequences decoded together.")
+    prompt_tokens: int = Field(128, ge=1, le=1_048_576, description="Prompt length in tokens.")
+    new_tokens: int = Field(
+        128, ge=2, le=1_048_576, description="Tokens generated per sequence (EOS ignored)."
+    )
+    seed: int = Field(0, description="Seed for random weights and prompts.")
+    prompts_file: str | None = Field(
+        None, description="Text file of prompts, one per line (needs a model with a tokenizer)."
+    )
 
 
 class Measure(_Strict):
-    meter: str = "auto"
-    warmup: int = Field(1, ge=0, le=1000)
-    repeats: int = Field(5, ge=1, le=10000)
-    min_seconds: float = Field(5.0, ge=0, le=86400)
-    idle_seconds: float = Field(2.0, ge=0, le=3600)
-    sample_interval_ms: float = Field(20.0, gt=0, le=10000)
-    cooldown_s: float = Field(0.0, ge=0, le=3600)
-    random_delay_s: float = Field(0.0, ge=0, le=3600)
-    cpu_tdp_w: float | None = Field(None, gt=0, le=10000)
+    meter: str = Field("auto", description="Which meter reads the energy.")
+    gpus: list[str] | None = Field(
+        None,
+        description="GPU boards to measure (NVML indexes, UUIDs or PCI bus ids, comma-separated);"
+        " default: the boards the model runs on.",
+    )
+    warmup: int = Field(1, ge=0, le=1000, description="Unmeasured warm-up generations.")
+    repeats: int = Field(5, ge=1, le=10000, description="Measured trials.")
+    min_seconds: float = Field(
+        5.0, ge=0, le=86400, description="Each trial repeats the generation this long at least."
+    )
+    idle_seconds: float = Field(
+        2.0, ge=0, le=3600, description="Idle baseline length before the trials (0: none)."
+    )
+    sample_interval_ms: float = Field(
+        20.0, gt=0, le=10000, description="Power trace sampling interval."
+    )
+    cooldown_s: float = Field(0.0, ge=0, le=3600, description="Pause between trials.")
+    random_delay_s: float = Field(
+        0.0, ge=0, le=3600, description="Random extra pause (0..x s) before each trial."
+    )
+    cpu_tdp_w: float | None = Field(
+        None, gt=0, le=10000, description="CPU TDP the estimate uses (default: looked up)."
+    )
 
     @field_validator("meter")
     @classmethod
@@ -56,15 +75,31 @@ class Measure(_Strict):
             raise ValueError(f"unknown meter {v!r}; choose one of {', '.join(METERS)}")
         return v
 
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpus(cls, v: Any) -> Any:
+        """`0,1`, `[0, 1]` or `["GPU-...", "00000000:3B:00.0"]` -> a list of strings."""
+        if v is None:
+            return None
+        items = v.split(",") if isinstance(v, str) else v if isinstance(v, list) else [v]
+        if any(isinstance(x, (bool, dict, list)) for x in items):
+            raise ValueError("give board ids as 0,1 or a list of NVML indexes, UUIDs or bus ids")
+        out = [str(x).strip() for x in items if str(x).strip()]
+        if not out:
+            raise ValueError("is empty; give at least one board, e.g. --gpus 0")
+        return out
+
 
 FIDELITY_REFERENCES = ("auto", *REFERENCE_NAMES)
 
 
 class Fidelity(_Strict):
-    enabled: bool = True
-    reference: str = "auto"  # auto: fp32 on CPU, bf16 on GPU
-    sequences: int = Field(4, ge=1, le=4096)
-    tokens: int = Field(64, ge=2, le=65536)
+    enabled: bool = Field(True, description="Measure output fidelity against a reference.")
+    reference: str = Field(
+        "auto", description="Reference precision (auto: fp32 on CPU, bf16 on GPU)."
+    )
+    sequences: int = Field(4, ge=1, le=4096, description="Sequences the fidelity check scores.")
+    tokens: int = Field(64, ge=2, le=65536, description="Tokens scored per sequence.")
 
     @field_validator("reference")
     @classmethod
@@ -77,23 +112,35 @@ class Fidelity(_Strict):
 
 
 class Carbon(_Strict):
-    region: str | None = None
-    pue: float = Field(1.0, ge=1.0, le=5.0)
+    region: str | None = Field(
+        None, description="Carbon region (ISO3 country, grid region or named profile)."
+    )
+    pue: float = Field(
+        1.0, ge=1.0, le=5.0, description="Power usage effectiveness of the facility."
+    )
 
 
 class RunConfig(_Strict):
-    name: str = "run"
-    model: str = "preset:tiny-llama"
-    precision: str = "bf16"
-    compile: bool = False
-    device: str = "auto"
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
+    name: str = Field("run", description="Name recorded with the results.")
+    model: str = Field(
+        "preset:tiny-llama", description="preset:NAME, a local checkpoint directory, or a hub id."
+    )
+    precision: str = Field("bf16", description="Number format of the weights and the matmuls.")
+    compile: bool = Field(False, description="Static KV cache + torch.compile of the decode step.")
+    device: str = Field("auto", description="Where the model runs.")
+    trust_remote_code: bool = Field(
+        False, description="Allow a checkpoint's own Python code to run."
+    )
+    allow_pickle: bool = Field(
+        False, description="Allow pickle (*.bin) weights, which can run code when loaded."
+    )
     workload: Workload = Workload()
     measure: Measure = Measure()
     fidelity: Fidelity = Fidelity()
     carbon: Carbon = Carbon()
-    out: str = "results/run"
+    out: str = Field(
+        "results/run", description="Results folder (rows are appended, never truncated)."
+    )
 
     @model_validator(mode="after")
     def _compile_needs_warmup(self) -> RunConfig:
@@ -129,29 +176,58 @@ class RunConfig(_Strict):
         return v
 
 
-# Flat CLI option name -> dotted config path.
-OVERRIDE_PATHS: dict[str, str] = {
+# The one table of command-line flags: every leaf field of RunConfig, by dotted path, with its
+# flag name, or None where a field is YAML-only. `tokenwatt run` builds its options from it
+# (types, help and defaults come from the schema), and `tokenwatt.run(**overrides)` takes the
+# same names with underscores.
+FLAGS: dict[str, str | None] = {
     "name": "name",
     "model": "model",
     "precision": "precision",
     "compile": "compile",
     "device": "device",
-    "trust_remote_code": "trust_remote_code",
-    "allow_pickle": "allow_pickle",
-    "batch_size": "workload.batch_size",
-    "prompt_tokens": "workload.prompt_tokens",
-    "new_tokens": "workload.new_tokens",
-    "seed": "workload.seed",
-    "prompts_file": "workload.prompts_file",
-    "meter": "measure.meter",
-    "warmup": "measure.warmup",
-    "repeats": "measure.repeats",
-    "min_seconds": "measure.min_seconds",
-    "idle_seconds": "measure.idle_seconds",
-    "region": "carbon.region",
-    "pue": "carbon.pue",
+    "trust_remote_code": "trust-remote-code",
+    "allow_pickle": "allow-pickle",
+    "workload.batch_size": "batch-size",
+    "workload.prompt_tokens": "prompt-tokens",
+    "workload.new_tokens": "new-tokens",
+    "workload.seed": "seed",
+    "workload.prompts_file": "prompts-file",
+    "measure.meter": "meter",
+    "measure.gpus": "gpus",
+    "measure.warmup": "warmup",
+    "measure.repeats": "repeats",
+    "measure.min_seconds": "min-seconds",
+    "measure.idle_seconds": "idle-seconds",
+    "measure.sample_interval_ms": "sample-interval-ms",
+    "measure.cooldown_s": "cooldown-s",
+    "measure.random_delay_s": "random-delay-s",
+    "measure.cpu_tdp_w": "cpu-tdp-w",
+    "fidelity.enabled": "fidelity",
+    "fidelity.reference": "fidelity-reference",
+    "fidelity.sequences": "fidelity-sequences",
+    "fidelity.tokens": "fidelity-tokens",
+    "carbon.region": "region",
+    "carbon.pue": "pue",
     "out": "out",
 }
+# Python keyword (tokenwatt.run(batch_size=...), click parameter names) -> dotted path.
+OVERRIDE_PATHS: dict[str, str] = {
+    flag.replace("-", "_"): path for path, flag in FLAGS.items() if flag is not None
+}
+
+
+def leaf_fields(model: type[BaseModel] | None = None, prefix: str = "") -> dict[str, Any]:
+    """Dotted path -> pydantic FieldInfo of every leaf field of the schema."""
+    model = model or RunConfig
+    out: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.update(leaf_fields(ann, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = info
+    return out
 
 
 def default_config_text() -> str:
@@ -190,12 +266,17 @@ def read_yaml(path: str | Path | None) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Set flat CLI overrides (None means not given) into a nested config dict."""
+    """Set overrides (flag names with underscores, or dotted paths; None means not given) into
+    a nested config dict. An unknown name is a ConfigError with the nearest valid one."""
     out = _deep_copy(data)
     for key, value in overrides.items():
         if value is None:
             continue
-        path = OVERRIDE_PATHS[key].split(".")
+        dotted = OVERRIDE_PATHS.get(key) or (key if key in leaf_fields() else None)
+        if dotted is None:
+            hint = _nearest(key, [*OVERRIDE_PATHS, *leaf_fields()])
+            raise ConfigError(f"unknown setting {key!r}{hint}; see tokenwatt run --help")
+        path = dotted.split(".")
         node = out
         for part in path[:-1]:
             if not isinstance(node.get(part), dict):

@@ -1,4 +1,4 @@
-"""The `sweep`, `compare` and `report` commands: parse, call the library, print."""
+"""The `sweep` command: plan, run through an executor, print what happened."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-
-from tokenwatt.errors import UserError
 
 
 @click.command()
@@ -108,64 +106,3 @@ def sweep_progress(cases: list[Any], disabled: bool = False) -> Iterator[Any]:
         yield on_event
 
 
-def _baseline(value: str | None) -> tuple[str, str] | None:
-    if value is None:
-        return None
-    key, sep, val = value.partition("=")
-    if not sep or not key or not val:
-        raise UserError(f"--baseline: {value!r} is not KEY=VALUE, e.g. precision=bf16")
-    return key.strip(), val.strip()
-
-
-@click.command()
-@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--baseline", required=True, help="KEY=VALUE, e.g. precision=bf16.")
-@click.option(
-    "--metric",
-    default="decode_j_per_token",
-    show_default=True,
-    help="The energy figure to compare (a per-trial column).",
-)
-@click.option(
-    "--markdown",
-    "markdown_path",
-    type=click.Path(dir_okay=False),
-    help="Also write the table as Markdown.",
-)
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write a CSV.")
-def compare(
-    results: tuple[str, ...],
-    baseline: str,
-    metric: str,
-    markdown_path: str | None,
-    csv_path: str | None,
-) -> None:
-    """Each case of RESULTS against its baseline within the same other keys."""
-    from tokenwatt.analysis.compare import (
-        compare_folders,
-        print_comparison,
-        write_csv,
-        write_markdown,
-    )
-
-    key, value = _baseline(baseline)  # type: ignore[misc]
-    table = compare_folders(results, key, value, metric)
-    print_comparison(table)
-    if markdown_path:
-        write_markdown(table, Path(markdown_path))
-    if csv_path:
-        write_csv(table, Path(csv_path))
-
-
-@click.command()
-@click.argument("results_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--baseline", help="KEY=VALUE for the comparison (default: chosen from the data).")
-@click.option("--out", help="Where report.md, report.html and figures/ go (default: RESULTS_DIR).")
-def report(results_dir: str, baseline: str | None, out: str | None) -> None:
-    """Write a Markdown and an HTML report with tables, figures and how to reproduce them."""
-    from tokenwatt.cli.console import console
-    from tokenwatt.report.document import write_report
-
-    paths = write_report(Path(results_dir), _baseline(baseline), Path(out) if out else None)
-    for p in paths:
-        console.print(f"wrote {p}")

@@ -69,10 +69,10 @@ def _terminate(signum: int, frame: Any) -> None:
 
 def run_case(spec: dict[str, Any]) -> int:
     """Measure one case and merge its rows into OUT; 0 when done, FAILED_EXIT when it failed."""
-    from tokenwatt.cli import _quiet_libraries
     from tokenwatt.config import validate
+    from tokenwatt.runner.quiet import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries(whole_process=True)
     out = Path(spec["out"])
     stage = stage_dir(spec)
     local = dict(
