@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tokenwatt.results.store import load_results
-from tokenwatt.runner.faults import unparseable_files
+from tokenwatt.results.folder import unparseable_files
+from tokenwatt.results.load import load_results
 
 HERE = Path(__file__).resolve().parent
 REPEATS = 8

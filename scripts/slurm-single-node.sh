@@ -22,7 +22,7 @@
 # Logs: /var/log/slurm/slurmctld.log, /var/log/slurm/slurmd.log,
 #       /var/log/munge/munged.log.
 # No accounting (AccountingStorageType=accounting_storage/none): `sacct` does
-# not work, finished jobs stay visible to squeue/scontrol for MinJobAge seconds.
+# not work; finished jobs stay visible to squeue/scontrol for MinJobAge=3600 s.
 set -euo pipefail
 
 CONF_DIR=/etc/slurm
@@ -58,6 +58,8 @@ pid_alive() {
     kill -0 "$pid" 2>/dev/null || return 1
     comm=$(cat "/proc/$pid/comm" 2>/dev/null || true)
     [[ $comm == "$name"* ]] || return 1
+    # a killed daemon can linger as a zombie until init reaps it
+    [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]] || return 1
     echo "$pid"
 }
 
@@ -108,12 +110,14 @@ start_munge() {
     chmod 0400 "$MUNGE_KEY"
     install -d -m 0755 -o munge -g munge "$MUNGE_RUN"
     install -d -m 0700 -o munge -g munge /var/lib/munge /var/log/munge
-    if pid_alive "$MUNGE_PID" munged >/dev/null && munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
+    # a working munged (ours or anyone's) is good enough
+    if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
         return 0
     fi
     stop_pidfile "$MUNGE_PID" munged
     log "starting munged"
-    runuser -u munge -- /usr/sbin/munged
+    # --force: start even if a dead munged left its socket behind
+    runuser -u munge -- /usr/sbin/munged --force
     local i
     for ((i = 0; i < 50; i++)); do
         munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && return 0
@@ -164,16 +168,21 @@ SlurmdLogFile=$LOG_DIR/slurmd.log
 SlurmctldDebug=info
 SlurmdDebug=info
 SchedulerType=sched/backfill
+# run the schedulers often (defaults 60 s / 30 s) so jobs that become eligible
+# by time (e.g. after a requeue) start within seconds
+SchedulerParameters=sched_interval=5,bf_interval=5
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 GresTypes=gpu
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
-# finished jobs stay visible to squeue/scontrol for MinJobAge seconds
-MinJobAge=300
-# seconds between SIGTERM and SIGKILL on cancel/timeout
-KillWait=10
+# without accounting (no sacct) finished jobs are only known to squeue/scontrol
+# for MinJobAge seconds: keep them an hour (default 300)
+MinJobAge=3600
+# seconds between SIGTERM and SIGKILL on cancel/timeout/requeue (default 30);
+# submitit ignores SIGTERM, so this is how long a cancelled job stays COMPLETING
+KillWait=5
 InactiveLimit=0
 SlurmdTimeout=300
 NodeName=$node NodeAddr=127.0.0.1 NodeHostname=$node $topo RealMemory=$realmem Gres=gpu:$NGPUS State=UNKNOWN

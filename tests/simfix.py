@@ -5,7 +5,7 @@ from __future__ import annotations
 from tokenwatt.energy.meters.nvml import NvmlMeter
 from tokenwatt.energy.sampler import Sampler
 from tokenwatt.sim import nvml as sim
-from tokenwatt.sim.clock import VirtualClock
+from tokenwatt.sim.clock import VirtualClock, VirtualDriver
 
 
 def virtual_board(power=300.0, gpus=1, **kw):
@@ -17,10 +17,9 @@ def virtual_board(power=300.0, gpus=1, **kw):
 
 
 def virtual_sampler(meters, clock, interval_s=0.02):
-    return Sampler(meters, interval_s, clock=clock, sleep=clock.sleep)
+    return Sampler(meters, interval_s, clock=clock, driver=VirtualDriver(clock))
 
 
 def advance(sampler, clock, t):
-    """Run the (thread-less) sampler on simulated time up to t."""
-    sampler.run(until=t)
-    clock.advance_to(t)
+    """Run the sampler's loop on simulated time up to t."""
+    sampler.driver.advance(sampler, t)

@@ -10,14 +10,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from tokenwatt.results.store import (
-    RESULTS_CSV,
-    RUN_JSON,
-    SUMMARY_CSV,
-    TRIAL_COLUMNS,
-    append_rows,
-    update_json,
-)
+from tokenwatt.results.columns import RESULTS_CSV, RUN_JSON, SUMMARY_CSV, TRIAL_COLUMNS
+from tokenwatt.results.store import append_rows, update_json
 
 
 def trial_row(case: dict[str, Any], i: int, rng: random.Random) -> dict[str, Any]:

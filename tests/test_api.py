@@ -16,7 +16,9 @@ def test_context_manager_measures_a_region_on_a_simulated_gpu():
         time.sleep(0.35)
     assert m.avg_power_w == pytest.approx(321.0, rel=0.005)
     assert m.joules == pytest.approx(321.0 * m.seconds, rel=0.005)
-    assert m.labels == {"scope": "gpu-board", "source": "nvml-energy-counter", "measured": True}
+    # the simulation labels itself: same code path, but not a measurement
+    assert m.labels == {"scope": "gpu-board", "source": "simulated-nvml-energy-counter",
+                        "measured": False}  # fmt: skip
     assert list(m.by_channel) == ["gpu0"] and len(m.by_device) == 1
     assert m.trace and all("power_w" in r for r in m.trace)
     assert "short-window" in m.quality["flags"]
@@ -35,12 +37,11 @@ def test_decorator_keeps_one_measurement_per_call_and_labels_estimates():
     assert m.labels["source"] == "estimate-tdp-utilisation"
 
 
-def test_nvml_on_a_cpu_region_without_simulation_is_a_user_error(monkeypatch):
-    import sys
-
+def test_nvml_on_a_cpu_region_without_boards_is_a_user_error(monkeypatch):
     from tokenwatt.errors import UserError
 
-    monkeypatch.setitem(sys.modules, "pynvml", sim.real)
-    with pytest.raises(UserError, match="NVML"):
+    monkeypatch.setenv("TOKENWATT_NVML_MODULE", "tokenwatt.sim.nvml")
+    sim.configure(1, 100.0)
+    with pytest.raises(UserError, match="--gpus"):
         with measure(meter="nvml", device="cpu"):
             pass

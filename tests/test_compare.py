@@ -9,7 +9,7 @@ from synth_results import write_folder
 
 from tokenwatt.analysis.compare import compare, ok_trials, ratio_ci
 from tokenwatt.errors import UserError
-from tokenwatt.results.store import load_results, load_summary
+from tokenwatt.results.load import load_results, load_summary
 
 
 def test_ratio_ci_matches_hand_computed_delta_method():
@@ -182,7 +182,7 @@ def test_compare_cli_bad_baseline_is_one_line(folder, invoke):
 
 
 def test_compare_combines_folders(tmp_path):
-    from tokenwatt.analysis.compare import compare_folders
+    from tokenwatt.report.comparison import compare_folders
 
     a = write_folder(tmp_path / "a", [dict(CASES[0])], seed=1)
     b = write_folder(tmp_path / "b", [dict(CASES[1])], seed=2)

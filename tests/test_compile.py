@@ -1,11 +1,11 @@
-"""The compiled decode loop: static KV cache + torch.compile'd decode step."""
+"""Compiled decoding: the same loop with a static KV cache and a torch.compile'd decode step."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-import tokenwatt.models.decode_compiled as dc
+import tokenwatt.models.decode as dc
 from tokenwatt.errors import UserError
 from tokenwatt.models.decode import generate
 
@@ -30,11 +30,11 @@ def test_same_contract_and_tokens_as_eager(monkeypatch) -> None:
     model = _tiny(layers=2)
     marks: list[str] = []
     ref = generate(model, IDS, 6)
-    out = dc.generate_compiled(model, IDS, 6, marks.append)
+    out = dc.compiled_generate(model, IDS, 6, marks.append)
     assert marks == ["prefill", "decode", "end"]
     assert torch.equal(out.tokens, ref.tokens)
     assert (out.tokens_generated, out.decode_tokens) == (ref.tokens_generated, ref.decode_tokens)
-    again = dc.generate_compiled(model, IDS, 6)  # reused static cache, reset between calls
+    again = dc.compiled_generate(model, IDS, 6)  # reused static cache, reset between calls
     assert torch.equal(again.tokens, ref.tokens)
     assert len(model._tokenwatt_compiled) == 1
 
@@ -48,7 +48,7 @@ def test_compile_failure_is_one_line_user_error(monkeypatch) -> None:
 
     monkeypatch.setattr(torch, "compile", broken)
     with pytest.raises(UserError, match="compile: false") as e:
-        dc.generate_compiled(_tiny(), IDS, 3)
+        dc.compiled_generate(_tiny(), IDS, 3)
     assert "\n" not in str(e.value)
 
 
@@ -57,5 +57,5 @@ def test_inductor_compiles_on_this_cpu() -> None:
     """The real inductor build (slow on a small shared CPU: tens of seconds)."""
     model = _tiny(layers=1)
     ref = generate(model, IDS, 4)
-    out = dc.generate_compiled(model, IDS, 4)
+    out = dc.compiled_generate(model, IDS, 4)
     assert torch.equal(out.tokens, ref.tokens)

@@ -11,11 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tokenwatt.runner.faults import unparseable_files
+from tokenwatt.results.folder import unparseable_files
 
 
 def _writer(out: str, who: int, n: int) -> None:
-    from tokenwatt.results.store import RUN_JSON, append_rows, locked, update_json
+    from tokenwatt.results.columns import RUN_JSON
+    from tokenwatt.results.store import append_rows, locked, update_json
 
     p = Path(out)
     for i in range(n):

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from tokenwatt.errors import CaseOutOfMemory, RunStopped
+from tokenwatt.results.folder import unparseable_files as unparseable
 from tokenwatt.runner.faults import MAX_CONSECUTIVE_DEGRADED, is_oom
-from tokenwatt.runner.faults import unparseable_files as unparseable
 
 BASE = {
     "model": "preset:tiny-llama",
@@ -56,7 +56,7 @@ def sim_gpu(monkeypatch):
     sim.configure(gpus=1, power=250.0, period_s=0.01)
     monkeypatch.setattr(
         "tokenwatt.energy.meters.select.open_meters",
-        lambda measure, device: [NvmlMeter(0, nvml=sim, measure_period=False)],
+        lambda *a, **k: [NvmlMeter(0, nvml=sim, measure_period=False)],
     )
     return sim
 
@@ -93,7 +93,7 @@ def test_nvml_error_mid_run_marks_trial_degraded(tmp_path, monkeypatch, sim_gpu,
     assert "MeterError" in bad["status_reason"] and text.lower() in bad["status_reason"].lower()
     assert pd.isna(bad["decode_j_per_token"])
     assert (df.loc[df["status"] == "ok", "decode_j_per_token"] > 0).all()
-    assert set(df["energy_source"]) == {"nvml-energy-counter"}
+    assert set(df["energy_source"]) == {"simulated-nvml-energy-counter"}
     summary = pd.read_csv(tmp_path / "o" / "summary.csv").iloc[0]
     assert summary["n_trials"] == 3 and summary["n_degraded"] == 1
     assert "degraded" in summary["flags"]
@@ -135,7 +135,7 @@ def test_rapl_file_unreadable_mid_run(tmp_path, monkeypatch):
     tree = build_tree(tmp_path / "powercap", packages=1, dram=False, psys=False)
     counter = tree / "intel-rapl:0" / "energy_uj"
     monkeypatch.setattr(
-        "tokenwatt.energy.meters.select.open_meters", lambda measure, device: [RaplMeter(tree)]
+        "tokenwatt.energy.meters.select.open_meters", lambda *a, **k: [RaplMeter(tree)]
     )
     import tokenwatt.runner.run as runner
 

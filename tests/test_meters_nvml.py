@@ -16,7 +16,8 @@ from tokenwatt.sim.clock import VirtualClock
 
 def test_counter_is_the_source_and_matches_truth_between_updates():
     clock, (m,) = virtual_board(250.0)
-    assert m.source == "nvml-energy-counter" and m.channels[0].measured
+    assert m.source == "nvml-energy-counter"
+    assert m.channels[0].source == "simulated-nvml-energy-counter" and not m.channels[0].measured
     g = sim.STATE.gpus[0]
     clock.advance_to(sim.STATE.origin + g.tick(sim.now()) + g.period_s + 1e-6)
     a = m.read_joules()["gpu0"]

@@ -14,7 +14,7 @@ from tokenwatt.report.plots import (
     plot_power_trace,
     plot_vs,
 )
-from tokenwatt.results.store import load_results, load_summary
+from tokenwatt.results.load import load_results, load_summary
 
 
 def _case(cid, prec, b, p, j, **kw):

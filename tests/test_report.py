@@ -126,7 +126,7 @@ def test_busy_machine_note_when_idle_reads_like_load(folder):
 
 
 def test_planned_cases_not_measured_are_listed(folder, tmp_path):
-    from tokenwatt.report.document import not_run
+    from tokenwatt.results.folder import not_run
 
     assert not_run(folder) == [] and "not measured yet" not in (folder / "report.md").read_text()
     out = write_folder(

@@ -5,7 +5,9 @@ import math
 import pytest
 
 from tokenwatt.errors import UserError
-from tokenwatt.results.store import append_rows, load_results, prepare_out_dir, update_json
+from tokenwatt.results.folder import prepare_out_dir
+from tokenwatt.results.load import load_results
+from tokenwatt.results.store import append_rows, update_json
 
 
 def test_append_never_truncates_and_widens_header(tmp_path):

@@ -6,6 +6,7 @@ from simfix import advance, virtual_board, virtual_sampler
 from tokenwatt.energy.meters.base import Channel, Meter
 from tokenwatt.energy.sampler import Sampler, tick_time
 from tokenwatt.sim import nvml as sim
+from tokenwatt.sim.clock import VirtualDriver
 
 
 def test_tick_locked_sampling_times_every_update():
@@ -51,7 +52,7 @@ class Continuous(Meter):
 def test_continuous_meters_are_read_at_the_interval():
     clock, (m,) = virtual_board(300.0)
     c = Continuous(clock)
-    s = Sampler([m, c], 0.02, clock=clock, sleep=clock.sleep)
+    s = Sampler([m, c], 0.02, clock=clock, driver=VirtualDriver(clock))
     s.poll_all()
     advance(s, clock, clock() + 1.0)
     cs = s.samples(c)
@@ -68,5 +69,5 @@ def test_background_thread_starts_and_stops():
     s = Sampler([m]).start()
     assert s.wait_ticks_after(s.clock())
     s.stop()
-    assert any(x.tick for x in s.samples(m)) and s._thread is None
+    assert any(x.tick for x in s.samples(m)) and s.driver._thread is None
     assert s.trace()[0]["channel"] == "gpu0"

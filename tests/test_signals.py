@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tokenwatt.runner.faults import unparseable_files
+from tokenwatt.results.folder import unparseable_files
 
 CONFIG = """\
 model: preset:tiny-llama

@@ -13,23 +13,13 @@ import pytest
 
 from tokenwatt.config import case_id, validate
 from tokenwatt.errors import ConfigError
-from tokenwatt.results.store import (
-    RESULTS_CSV,
-    SUMMARY_CSV,
-    TRIAL_COLUMNS,
-    append_rows,
-    update_json,
-)
+from tokenwatt.results.columns import RESULTS_CSV, SUMMARY_CSV, TRIAL_COLUMNS
+from tokenwatt.results.folder import case_states
+from tokenwatt.results.store import append_rows, update_json
 from tokenwatt.sweep.case import FAILED_EXIT, merge_stage, record_failure
 from tokenwatt.sweep.executors import Executor, LocalProcessExecutor, device_env
-from tokenwatt.sweep.plan import (
-    Case,
-    case_states,
-    failure_summary,
-    pending,
-    plan,
-    run_sweep,
-)
+from tokenwatt.sweep.plan import Case, pending, plan
+from tokenwatt.sweep.run import failure_summary, run_sweep
 
 BASE = {"name": "s", "model": "preset:tiny-llama", "device": "cpu", "out": "unused"}
 

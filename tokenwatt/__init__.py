@@ -10,7 +10,7 @@ __all__ = ["__version__", "load_results", "measure", "run"]
 
 def load_results(*paths: Any, summary: bool = False) -> Any:
     """A pandas DataFrame of one or many result folders (trial rows, or summary rows)."""
-    from tokenwatt.results.store import load_results as _load
+    from tokenwatt.results.load import load_results as _load
 
     return _load(*paths, summary=summary)
 

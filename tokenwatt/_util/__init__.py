@@ -1,1 +1,1 @@
-"""_util"""
+"""Small utilities below every package: identifiers, devices, data files."""

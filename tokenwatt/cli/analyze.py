@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -42,12 +43,7 @@ def compare(
     csv_path: str | None,
 ) -> None:
     """Each case of RESULTS against its baseline within the same other keys."""
-    from tokenwatt.analysis.compare import (
-        compare_folders,
-        print_comparison,
-        write_csv,
-        write_markdown,
-    )
+    from tokenwatt.report.comparison import compare_folders, write_csv, write_markdown
 
     key, value = _baseline(baseline)  # type: ignore[misc]
     table = compare_folders(results, key, value, metric)
@@ -70,3 +66,25 @@ def report(results_dir: str, baseline: str | None, out: str | None) -> None:
     paths = write_report(Path(results_dir), _baseline(baseline), Path(out) if out else None)
     for p in paths:
         console.print(f"wrote {p}")
+
+
+def print_comparison(table: Any) -> None:
+    from rich.table import Table
+
+    from tokenwatt.cli.console import console, err_console
+    from tokenwatt.report.comparison import display_rows, metric_label
+
+    headers, rows = display_rows(table)
+    if not rows:
+        err_console.print("no case has a baseline to compare with")
+    else:
+        label = "" if table.attrs.get("measured") else " · energy is an ESTIMATE"
+        t = Table(title=f"{table.attrs['metric']} against {table.attrs['baseline']}{label}")
+        first_figure = headers.index(metric_label(table))
+        for i, h in enumerate(headers):
+            t.add_column(h, justify="left" if i < first_figure else "right")
+        for cells in rows:
+            t.add_row(*cells)
+        console.print(t)
+    for m in table.attrs.get("missing", []):
+        err_console.print(f"no baseline for: {m}", highlight=False)

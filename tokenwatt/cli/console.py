@@ -9,6 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tokenwatt.report.format import fmt, pct
+
 err_console = Console(stderr=True)
 console = Console()
 
@@ -33,14 +35,6 @@ def trial_progress(cfg: Any, disabled: bool = False) -> Iterator[Any]:
         yield on_trial
 
 
-def fmt(v: Any, digits: int = 4) -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}"
-    return str(v)
-
-
 def print_outcome(outcome: Any) -> None:
     s = outcome.summary
     label = "measured" if s.get("measured") else "ESTIMATE"
@@ -58,7 +52,7 @@ def print_outcome(outcome: Any) -> None:
     ]:
         lo, hi = s.get(f"{metric}_ci95_low"), s.get(f"{metric}_ci95_high")
         t.add_row(title, fmt(s.get(f"{metric}_mean")), f"{fmt(lo)} – {fmt(hi)}",
-                  _pct(s.get(f"{metric}_cv")))  # fmt: skip
+                  pct(s.get(f"{metric}_cv")))  # fmt: skip
     console.print(t)
     console.print(
         f"energy: {label} · scope {s['energy_scope']} · source {s['energy_source']} · "
@@ -67,7 +61,3 @@ def print_outcome(outcome: Any) -> None:
     for w in outcome.warnings:
         err_console.print(f"[yellow]warning[/yellow] {w}")
     console.print(f"results: {outcome.out}/results.csv, summary.csv, run.json")
-
-
-def _pct(v: Any) -> str:
-    return "-" if v is None or v != v else f"{v:.1%}"

@@ -7,6 +7,8 @@ from dataclasses import asdict
 
 import click
 
+from tokenwatt.report.format import fmt
+
 
 @click.command()
 @click.option("--idle-seconds", default=1.0, show_default=True, type=click.FloatRange(0, 60),
@@ -24,17 +26,9 @@ def meters(idle_seconds: float, as_json: bool) -> None:
         state = "available" if info.available else "NOT AVAILABLE"
         click.echo(f"{info.name}: {state}")
         for key, value in info.detail.items():
-            click.echo(f"  {key}: {_fmt(value)}")
+            click.echo(f"  {key}: {fmt(value)}")
         if info.fix:
             click.echo(f"  {'note' if info.available else 'fix'}: {info.fix}")
     if not any(i.available and i.name != "estimate" for i in report):
         click.echo("\nNo energy can be measured on this machine: tokenwatt will report the CPU "
                    "estimate, labelled as an estimate.")  # fmt: skip
-
-
-def _fmt(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, dict):
-        return "; ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
-    return str(value)

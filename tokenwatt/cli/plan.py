@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import click
 
 from tokenwatt.errors import UserError
+from tokenwatt.report.format import compact, finite
 
 
 @click.command()
@@ -60,7 +60,7 @@ def _plan(
     pue: float | None,
 ) -> Any:
     from tokenwatt.analysis.capacity import plan_table
-    from tokenwatt.results.store import load_summary
+    from tokenwatt.results.load import load_summary
 
     return plan_table(load_summary(*results), region, tokens_per_s, load_factor, pue)
 
@@ -127,33 +127,10 @@ def _table(title: str, df: Any, cells: list[tuple[str, str]]) -> Any:
 
 def _cell(rec: dict[str, Any], key: str) -> str:
     v = rec.get(key)
-    if key in PAIRS and _finite(v):
-        low, high = _num(v, 2), _num(rec[PAIRS[key]], 2)
+    if key in PAIRS and finite(v):
+        low, high = compact(v, 2), compact(rec[PAIRS[key]], 2)
         return low if low == high else f"{low}-{high}"
-    return _num(v) if isinstance(v, float) else str(v)
-
-
-def _num(v: Any, digits: int = 3) -> str:
-    """Compact: 3 significant digits, k/M/G from 10,000 up."""
-    if not _finite(v):
-        return "-"
-    v = float(v)
-    for limit, scale, suffix in ((1e9, 1e9, "G"), (1e6, 1e6, "M"), (1e4, 1e3, "k")):
-        if abs(v) >= limit:
-            return _sig(v / scale, digits) + suffix
-    return _sig(v, digits)
-
-
-def _sig(x: float, digits: int) -> str:
-    """`digits` significant digits, never in exponent notation."""
-    return f"{x:,.0f}" if abs(x) >= 10 ** (digits - 1) else f"{x:.{digits}g}"
-
-
-def _finite(v: Any) -> bool:
-    try:
-        return math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
+    return compact(v) if isinstance(v, float) else str(v)
 
 
 def _footnote(table: Any, tokens_per_s: float | None, csv_path: str | None) -> str:

@@ -38,7 +38,9 @@ def sweep(
     sweep goes on (exit 0).
     """
     from tokenwatt.cli.console import console
-    from tokenwatt.sweep.plan import case_states, failure_summary, load_sweep, pending, run_sweep
+    from tokenwatt.results.folder import case_states
+    from tokenwatt.sweep.plan import load_sweep, pending
+    from tokenwatt.sweep.run import failure_summary, run_sweep
 
     data, cases = load_sweep(config, out, region, pue)
     if dry_run:

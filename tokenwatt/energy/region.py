@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
-from tokenwatt.energy.meters.base import Channel, Meter
+from tokenwatt._util.devices import resolve_device, synchronize
+from tokenwatt.energy.meters.base import Channel, Meter, labels
 
 
 @dataclass
@@ -60,11 +59,9 @@ class Measurement:
 
     @property
     def labels(self) -> dict[str, Any]:
-        return {
-            "scope": "+".join(sorted({c.scope for c in self.channels})),
-            "source": "+".join(sorted({c.source for c in self.channels})),
-            "measured": all(c.measured for c in self.channels),
-        }
+        got = labels(self.channels)
+        return {"scope": got["energy_scope"], "source": got["energy_source"],
+                "measured": got["measured"]}  # fmt: skip
 
 
 class measure:  # noqa: N801 - used like a function: `with tokenwatt.measure():`
@@ -74,6 +71,7 @@ class measure:  # noqa: N801 - used like a function: `with tokenwatt.measure():`
         self,
         device: str = "auto",
         meter: str = "auto",
+        gpus: list[str] | None = None,
         sample_interval_ms: float = 20.0,
         align: bool = True,
         cpu_tdp_w: float | None = None,
@@ -81,6 +79,7 @@ class measure:  # noqa: N801 - used like a function: `with tokenwatt.measure():`
     ) -> None:
         self.device = device
         self.meter = meter
+        self.gpus = gpus
         self.interval_s = sample_interval_ms / 1000.0
         self.align = align
         self.cpu_tdp_w = cpu_tdp_w
@@ -90,23 +89,22 @@ class measure:  # noqa: N801 - used like a function: `with tokenwatt.measure():`
     def __enter__(self) -> Measurement:
         from tokenwatt.energy.recorder import PhaseRecorder
 
-        self._device = _resolve(self.device)
+        self._device = resolve_device(self.device, import_torch=False)
         self._meters = self._given or self._open()
         self._result = Measurement(channels=[c for m in self._meters for c in m.channels])
         self._rec = PhaseRecorder(self._meters, align=self.align, interval_s=self.interval_s)
-        _sync(self._device)
+        synchronize(self._device)
         self._rec.mark("region")
         return self._result
 
     def _open(self) -> list[Meter]:
         from tokenwatt.energy.meters.select import open_meters
 
-        cfg = SimpleNamespace(meter=self.meter, cpu_tdp_w=self.cpu_tdp_w)
-        return open_meters(cfg, self._device)
+        return open_meters(self.meter, self._device, gpus=self.gpus, cpu_tdp_w=self.cpu_tdp_w)
 
     def __exit__(self, *exc: object) -> None:
         try:
-            _sync(self._device)
+            synchronize(self._device)
             self._rec.mark("end")
             region = self._rec.phases().get("region")
             m = self._result
@@ -132,17 +130,3 @@ class measure:  # noqa: N801 - used like a function: `with tokenwatt.measure():`
 
         wrapper.measurements = self.measurements  # type: ignore[attr-defined]
         return wrapper
-
-
-def _resolve(device: str) -> str:
-    if device != "auto":
-        return device
-    torch = sys.modules.get("torch")
-    return "cuda" if torch is not None and torch.cuda.is_available() else "cpu"
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize(torch.device(device))

@@ -10,7 +10,9 @@ holds the GIL only for a few microseconds per poll, so the decode it measures is
 Each sample records: when it was read (`t`), the start of the previous poll (`t_lo`: a counter
 change happened in (t_lo, t]), cumulative joules per channel, instant power per channel, the
 instant value's own timestamp when the meter gives one, and whether the counter changed (`tick`).
-The clock and sleep are injectable, so benchmarks run the same loop on simulated time.
+The loop is run by a *driver*: `ThreadDriver` (the default, what every real run uses) runs it
+in a daemon thread and blocks waits on a condition; `tokenwatt.sim.clock.VirtualDriver` steps
+the very same loop on a virtual clock, so tests and benchmarks exercise this code, not a copy.
 """
 
 from __future__ import annotations
@@ -130,6 +132,34 @@ def tick_time(s: Sample) -> float:
     return 0.5 * (s.t_lo + s.t)
 
 
+class ThreadDriver:
+    """Runs a sampler's loop in a daemon thread; waits block on the sampler's condition."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+
+    def start(self, sampler: Sampler) -> None:
+        self._thread = threading.Thread(target=sampler.run, name="tokenwatt-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self, sampler: Sampler) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+
+    def sleep(self, sampler: Sampler, seconds: float) -> None:
+        sampler.stopping.wait(seconds)
+
+    def wait(self, sampler: Sampler, done: Callable[[], bool], deadline: float) -> bool:
+        with sampler.cond:
+            while not done():
+                left = deadline - sampler.clock()
+                if left <= 0:
+                    return False
+                sampler.cond.wait(min(left, 0.05))
+        return True
+
+
 class Sampler:
     """Background sampler over `meters`; `start()`, `stop()`, `samples(meter)`."""
 
@@ -138,31 +168,27 @@ class Sampler:
         meters: list[Meter],
         interval_s: float = 0.02,
         clock: Callable[[], float] = time.perf_counter,
-        sleep: Callable[[float], Any] | None = None,
+        driver: Any = None,
     ) -> None:
         self.lanes = [Lane(m, interval_s) for m in meters]
         self.clock = clock
-        self._stop = threading.Event()
-        self._sleep = sleep or self._stop.wait
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self.driver = driver or ThreadDriver()
+        self.stopping = threading.Event()
+        self.cond = threading.Condition()
 
     @property
     def ticking(self) -> bool:
         return any(lane.ticking for lane in self.lanes)
 
     def start(self) -> Sampler:
-        self._stop.clear()
+        self.stopping.clear()
         self.poll_all()
-        self._thread = threading.Thread(target=self.run, name="tokenwatt-sampler", daemon=True)
-        self._thread.start()
+        self.driver.start(self)
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-            self._thread = None
+        self.stopping.set()
+        self.driver.stop(self)
 
     def poll_all(self) -> None:
         for lane in self.lanes:
@@ -170,19 +196,22 @@ class Sampler:
 
     def _poll(self, lane: Lane) -> None:
         if lane.poll(self.clock) is not None:
-            with self._cond:
-                self._cond.notify_all()
+            with self.cond:
+                self.cond.notify_all()
+
+    def next_lane(self) -> Lane:
+        return min(self.lanes, key=lambda x: x.next_wake)
 
     def run(self, until: float | None = None) -> None:
-        """The loop: sleep to the earliest wake, poll that lane. `until` bounds simulated runs."""
-        while not self._stop.is_set():
-            lane = min(self.lanes, key=lambda x: x.next_wake)
+        """The loop: sleep to the earliest wake, poll that lane. `until` bounds a driver's step."""
+        while not self.stopping.is_set():
+            lane = self.next_lane()
             if until is not None and lane.next_wake > until:
                 return
             delay = lane.next_wake - self.clock()
             if delay > 0:
-                self._sleep(delay)
-                if self._stop.is_set():
+                self.driver.sleep(self, delay)
+                if self.stopping.is_set():
                     return
             self._poll(lane)
 
@@ -199,25 +228,13 @@ class Sampler:
             return True
         longest = max(x.period * x.steps for x in lanes)
         timeout_s = timeout_s if timeout_s is not None else (count + 2) * longest + 0.1
-        deadline = self.clock() + timeout_s
 
         def done() -> bool:
             return all(
                 sum(s.tick and s.t_lo >= t for s in x.samples[-count - 3 :]) >= count for x in lanes
             )
 
-        if self._thread is None:  # simulated: drive the loop ourselves
-            while not done() and self.clock() < deadline:
-                lane = min(self.lanes, key=lambda x: x.next_wake)
-                self.run(until=lane.next_wake)
-            return done()
-        with self._cond:
-            while not done():
-                left = deadline - self.clock()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.05))
-        return True
+        return self.driver.wait(self, done, self.clock() + timeout_s)
 
     def trace(self) -> list[dict[str, Any]]:
         """Every sample as a flat row: t_s, channel, joules, power_w, tick."""

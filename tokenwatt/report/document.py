@@ -54,8 +54,9 @@ def write_report(
 
 def load_folder(folder: Path) -> dict[str, Any]:
     from tokenwatt.analysis.compare import case_stats, ok_trials
-    from tokenwatt.results.store import RUN_JSON, load_results, load_summary
-    from tokenwatt.sweep.plan import case_tags, failures
+    from tokenwatt.results.columns import RUN_JSON
+    from tokenwatt.results.folder import case_tags, failures, not_run
+    from tokenwatt.results.load import load_results, load_summary
 
     run_json = folder / RUN_JSON
     meta = json.loads(run_json.read_text(encoding="utf-8")) if run_json.is_file() else {}
@@ -164,7 +165,7 @@ SUMMARY_COLUMNS = [
 
 
 def _summary(stats: Any) -> list[Block]:
-    from tokenwatt.cli.console import fmt
+    from tokenwatt.report.format import fmt
 
     keys = [
         k
@@ -199,7 +200,7 @@ def _summary(stats: Any) -> list[Block]:
 
 
 def _mean_ci(r: Any, m: str) -> str:
-    from tokenwatt.cli.console import fmt
+    from tokenwatt.report.format import fmt
 
     mean, lo, hi = r.get(f"{m}_mean"), r.get(f"{m}_ci95_low"), r.get(f"{m}_ci95_high")
     if lo is None or lo != lo:
@@ -229,7 +230,8 @@ def _float(v: Any) -> float:
 
 
 def _comparison(trials: Any, stats: Any, baseline: tuple[str, str] | None) -> list[Block]:
-    from tokenwatt.analysis.compare import compare, comparison_markdown, display_rows
+    from tokenwatt.analysis.compare import compare
+    from tokenwatt.report.comparison import comparison_markdown, display_rows
 
     baseline = baseline or auto_baseline(stats)
     if baseline is None:
@@ -248,7 +250,7 @@ def _comparison(trials: Any, stats: Any, baseline: tuple[str, str] | None) -> li
 
 def _agentic(stats: Any, tags: dict[str, dict[str, Any]]) -> list[Block]:
     """Energy per agentic request: the sum over its turns (each turn a case)."""
-    from tokenwatt.cli.console import fmt
+    from tokenwatt.report.format import fmt
 
     if not tags or "case_id" not in stats:
         return []
@@ -308,18 +310,6 @@ def _agentic(stats: Any, tags: dict[str, dict[str, Any]]) -> list[Block]:
     ]
 
 
-def not_run(folder: Path) -> list[dict[str, Any]]:
-    """Cases of the latest sweep plan that are neither complete nor failed."""
-    from tokenwatt.sweep.plan import SWEEP_JSON, case_states
-
-    p = folder / SWEEP_JSON
-    if not p.is_file():
-        return []
-    sweeps = json.loads(p.read_text(encoding="utf-8")).get("sweeps") or [{}]
-    states = case_states(folder)
-    return [c for c in sweeps[-1].get("cases", []) if c["case_id"] not in states]
-
-
 def _not_run(cases: list[dict[str, Any]]) -> list[Block]:
     if not cases:
         return []
@@ -377,7 +367,7 @@ def _failed(data: dict[str, Any]) -> list[Block]:
 def _reproduce(folder: Path, runs: list[dict[str, Any]]) -> list[Block]:
     import yaml
 
-    from tokenwatt.sweep.plan import SWEEP_YAML
+    from tokenwatt.results.folder import SWEEP_YAML
 
     blocks = [Block("h2", "Reproduce")]
     sweep_yaml = folder / SWEEP_YAML
@@ -409,7 +399,7 @@ def _reproduce(folder: Path, runs: list[dict[str, Any]]) -> list[Block]:
 
 
 def to_markdown(blocks: list[Block], out: Path) -> str:
-    from tokenwatt.analysis.compare import markdown_table
+    from tokenwatt.report.comparison import markdown_table
 
     parts = []
     for b in blocks:

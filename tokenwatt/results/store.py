@@ -1,4 +1,4 @@
-"""The result files: tidy trial rows, summary rows and run metadata, written safely.
+"""Writing result files safely: CSV appends, atomic JSON, the folder lock.
 
 OUT/results.csv  one row per measured trial
 OUT/summary.csv  one row per run of a config (mean, std, CV, 95% CI of the main figures)
@@ -22,65 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tokenwatt.errors import UserError
+from tokenwatt.results.columns import SCHEMA_VERSION
 
-RESULTS_CSV = "results.csv"
-SUMMARY_CSV = "summary.csv"
-RUN_JSON = "run.json"
 LOCK_FILE = ".tokenwatt.lock"
-# Every CSV row carries schema_version. Bump it when a column changes meaning or unit, so
-# load_results refuses to mix folders whose same-named columns mean different things.
-SCHEMA_VERSION = 1
-
-# The columns every trial row carries first, in this order; others follow as they appear.
-TRIAL_COLUMNS = [
-    "run_id", "case_id", "timestamp_utc", "name", "model", "precision", "precision_backend",
-    "compile", "device", "device_name", "batch_size", "prompt_tokens", "new_tokens", "trial",
-    "status", "tokens_generated", "decode_tokens", "repetitions", "prefill_s", "decode_s",
-    "prefill_j", "decode_j", "total_j", "prefill_j_per_token", "prefill_j_per_request",
-    "decode_j_per_token", "total_j_per_token", "decode_tokens_per_s", "avg_power_w",
-    "idle_power_w", "dynamic_decode_j_per_token", "energy_source", "energy_scope", "measured",
-]  # fmt: skip
-
-SUMMARY_METRICS = [
-    "prefill_j_per_token", "prefill_j_per_request", "decode_j_per_token", "total_j_per_token",
-    "dynamic_decode_j_per_token", "decode_tokens_per_s", "avg_power_w",
-]  # fmt: skip
-
-
-def check_out_dir(out: str | Path) -> Path:
-    """Check that OUT is (or can be created as) a writable folder, writing nothing."""
-    p = Path(out)
-    if p.exists() and not p.is_dir():
-        raise UserError(f"out: {str(p)!r} is a file; give a directory for the results")
-    parent = p
-    while not parent.exists():  # the nearest existing folder decides whether mkdir can work
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UserError(f"out: {str(parent)!r} is a file, so {str(p)!r} cannot be created; "
-                        "choose another folder")  # fmt: skip
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(
-            f"out: {str(parent)!r} is not writable; choose another folder or fix permissions"
-        )
-    return p
-
-
-def prepare_out_dir(out: str | Path) -> Path:
-    """Create OUT if needed; a clear error if it is a file or not writable."""
-    p = check_out_dir(out)
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(
-            f"out: cannot create {str(p)!r} ({e.strerror}); choose another folder"
-        ) from None
-    if not os.access(p, os.W_OK):
-        raise UserError(
-            f"out: {str(p)!r} is not writable; choose another folder or fix permissions"
-        )
-    return p
-
 
 @contextmanager
 def locked(out: Path):
@@ -163,53 +107,6 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def load_results(*paths: str | Path, summary: bool = False) -> Any:
-    """A pandas DataFrame of the trial rows (or summary rows) of one or many result folders."""
-    import pandas as pd
-
-    name = SUMMARY_CSV if summary else RESULTS_CSV
-    frames = []
-    for p in paths:
-        p = Path(p)
-        csv_path = p if p.suffix == ".csv" else p / name
-        if not csv_path.is_file():
-            raise UserError(
-                f"results: {str(csv_path)!r} not found; give a tokenwatt results folder"
-            )
-        df = pd.read_csv(csv_path)
-        df["results_dir"] = str(csv_path.parent)
-        frames.append(df)
-    if not frames:
-        raise UserError("results: give at least one results folder")
-    _check_schema(frames)
-    return pd.concat(frames, ignore_index=True, sort=False)
-
-
-def _check_schema(frames: list[Any]) -> None:
-    """One schema_version across all folders (a file without the column counts as current)."""
-    seen: dict[int, str] = {}
-    for df in frames:
-        col = df["schema_version"] if "schema_version" in df else [SCHEMA_VERSION]
-        for v in {int(x) for x in col if x == x}:
-            seen.setdefault(v, df["results_dir"].iloc[0] if len(df) else "?")
-    if len(seen) > 1:
-        (a, da), (b, db) = sorted(seen.items())[:2]
-        raise UserError(
-            f"results: {da!r} has schema_version {a} but {db!r} has {b}; their columns do not "
-            "mean the same, so load them separately or re-measure one with this tokenwatt"
-        )
-    newer = [v for v in seen if v > SCHEMA_VERSION]
-    if newer:
-        raise UserError(
-            f"results: {seen[newer[0]]!r} has schema_version {newer[0]}, newer than this "
-            f"tokenwatt reads ({SCHEMA_VERSION}); upgrade tokenwatt"
-        )
-
-
-def load_summary(*paths: str | Path) -> Any:
-    return load_results(*paths, summary=True)
 
 
 def read_rows(path: Path) -> tuple[list[dict[str, str]], list[str]]:

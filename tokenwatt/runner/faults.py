@@ -109,27 +109,3 @@ def stopped_message(reason: str, n_ok: int, out: Any) -> str:
         f"({reason}); {n_ok} finished trial(s) are saved in {str(out)!r}; check the meter "
         "(or use --meter estimate) and rerun the same command to measure more"
     )
-
-
-def unparseable_files(out: Any) -> list[str]:
-    """Result files in `out` that do not parse strictly: a CSV row whose field count differs
-    from its header (a torn write), or JSON that does not load. Empty means all is well."""
-    import csv
-    import json
-    from pathlib import Path
-
-    bad = []
-    for p in sorted(Path(out).glob("*.csv")):
-        try:
-            with open(p, newline="", encoding="utf-8") as f:
-                rows = list(csv.reader(f, strict=True))
-            if not rows or any(len(r) != len(rows[0]) for r in rows[1:]):
-                bad.append(p.name)
-        except (csv.Error, UnicodeDecodeError):
-            bad.append(p.name)
-    for p in sorted(Path(out).glob("*.json")):
-        try:
-            json.loads(p.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            bad.append(p.name)
-    return bad

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 
 class VirtualClock:
     def __init__(self, start: float = 1000.0, call_cost_s: float = 0.0) -> None:
@@ -22,3 +25,33 @@ class VirtualClock:
 
     def advance_to(self, t: float) -> None:
         self.t = max(self.t, t)
+
+
+class VirtualDriver:
+    """Runs a `Sampler`'s own loop on a VirtualClock, without a thread (see energy/sampler.py).
+
+    Sleeping advances virtual time at once; a wait steps the loop from one wake to the next
+    until the condition holds or the deadline passes. Deterministic and fast.
+    """
+
+    def __init__(self, clock: VirtualClock) -> None:
+        self.clock = clock
+
+    def start(self, sampler: Any) -> None:
+        pass  # nothing runs until someone waits or advances time
+
+    def stop(self, sampler: Any) -> None:
+        pass
+
+    def sleep(self, sampler: Any, seconds: float) -> None:
+        self.clock.sleep(seconds)
+
+    def wait(self, sampler: Any, done: Callable[[], bool], deadline: float) -> bool:
+        while not done() and self.clock() < deadline:
+            sampler.run(until=sampler.next_lane().next_wake)
+        return done()
+
+    def advance(self, sampler: Any, t: float) -> None:
+        """Run the sampler's loop up to virtual time t, then move the clock there."""
+        sampler.run(until=t)
+        self.clock.advance_to(t)

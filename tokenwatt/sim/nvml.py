@@ -85,6 +85,10 @@ class SimGPU:
     def uuid(self) -> str:
         return f"GPU-{self.index:x}157a1e0-0000-4000-8000-{self.index:012d}"
 
+    @property
+    def pci_bus_id(self) -> str:
+        return f"00000000:{0x17 + 0x20 * self.index:02X}:00.0"
+
     def tick(self, t: float) -> float:
         """The last sensor update at or before sim time t."""
         k = (t - self.phase_s) // self.period_s
@@ -204,6 +208,21 @@ def nvmlDeviceGetHandleByUUID(uuid: str | bytes) -> SimGPU:
         if gpu.uuid == text:
             return gpu
     raise NVMLError(real.NVML_ERROR_NOT_FOUND)
+
+
+def nvmlDeviceGetHandleByPciBusId(bus_id: str | bytes) -> SimGPU:
+    _enter("nvmlDeviceGetHandleByPciBusId")
+    text = (bus_id.decode() if isinstance(bus_id, bytes) else str(bus_id)).upper()
+    for gpu in STATE.gpus:
+        if gpu.pci_bus_id == text:
+            return gpu
+    raise NVMLError(real.NVML_ERROR_NOT_FOUND)
+
+
+def nvmlDeviceGetPciInfo(handle: Any) -> Any:
+    _enter("nvmlDeviceGetPciInfo")
+    gpu = _gpu(handle)
+    return SimpleNamespace(busId=gpu.pci_bus_id, busIdLegacy=gpu.pci_bus_id[4:])
 
 
 def nvmlDeviceGetIndex(handle: Any) -> int:

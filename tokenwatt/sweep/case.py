@@ -25,16 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tokenwatt.results.store import (
-    RESULTS_CSV,
-    RUN_JSON,
-    SUMMARY_CSV,
-    TRIAL_COLUMNS,
-    append_rows,
-    locked,
-    read_rows,
-    update_json,
-)
+from tokenwatt.results.columns import RESULTS_CSV, RUN_JSON, SUMMARY_CSV, TRIAL_COLUMNS
+from tokenwatt.results.store import append_rows, locked, read_rows, update_json
 from tokenwatt.runner.faults import one_line
 
 FAILED_EXIT = 3

@@ -24,24 +24,12 @@ executor runs each case in its own process, which writes its own rows.
 from __future__ import annotations
 
 import itertools
-from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from tokenwatt.config import RunConfig, case_id, config_to_dict, read_yaml, validate
 from tokenwatt.errors import ConfigError
-from tokenwatt.results.store import (
-    RESULTS_CSV,
-    SUMMARY_CSV,
-    locked,
-    prepare_out_dir,
-    read_rows,
-    update_json,
-    write_atomic,
-)
 
 SWEEP_JSON = "sweep.json"
 SWEEP_YAML = "sweep.yaml"
@@ -69,16 +57,6 @@ class Case:
         if "turn" in self.tags:
             parts.append(f"turn {self.tags['turn']}")
         return f"{self.config['model']} " + " ".join(parts)
-
-
-@dataclass
-class SweepOutcome:
-    out: Path
-    planned: list[Case]
-    skipped: list[str]  # case ids already complete (or failed, unless retried)
-    ran: list[str]
-    failed: dict[str, str]  # case id -> one-line error, for every case failed now
-    status: dict[str, str] = field(default_factory=dict)  # case id -> complete | failed
 
 
 # --- planning --------------------------------------------------------------------------------
@@ -203,32 +181,6 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# --- state of a results folder ---------------------------------------------------------------
-
-
-def case_states(out: Path) -> dict[str, str]:
-    """case id -> "complete" or "failed", read from the folder's CSVs."""
-    states: dict[str, str] = {}
-    for row in read_rows(out / RESULTS_CSV)[0]:
-        if row.get("status") == "failed" and row.get("case_id"):
-            states[row["case_id"]] = "failed"
-    for row in read_rows(out / SUMMARY_CSV)[0]:
-        if row.get("case_id"):
-            states[row["case_id"]] = "complete"
-    return states
-
-
-def failures(out: Path) -> dict[str, str]:
-    """case id -> its latest one-line error, for cases failed and not complete."""
-    states = case_states(out)
-    errors: dict[str, str] = {}
-    for row in read_rows(out / RESULTS_CSV)[0]:
-        cid = row.get("case_id", "")
-        if row.get("status") == "failed" and states.get(cid) == "failed":
-            errors[cid] = row.get("error", "") or "unknown error"
-    return errors
-
-
 def pending(
     cases: list[Case], states: dict[str, str], force: bool, retry_failed: bool
 ) -> list[Case]:
@@ -239,118 +191,3 @@ def pending(
     return [c for c in cases if states.get(c.case_id) is None or states[c.case_id] in rerun]
 
 
-# --- running ---------------------------------------------------------------------------------
-
-
-OnEvent = Callable[[Case, dict[str, Any]], None]
-
-
-def run_sweep(
-    data: dict[str, Any],
-    cases: list[Case],
-    executor: Any = None,
-    force: bool = False,
-    retry_failed: bool = False,
-    on_event: OnEvent | None = None,
-    config_text: str | None = None,
-) -> SweepOutcome:
-    """Run the pending cases of a planned sweep through `executor` (a fresh process per case)."""
-    from tokenwatt.sweep.executors import LocalProcessExecutor
-
-    executor = executor or LocalProcessExecutor()
-    out = prepare_out_dir(data.get("out") or RunConfig().out)
-    _record_plan(out, data, cases, config_text)
-    clear_stale_staging(out)
-    todo = pending(cases, case_states(out), force, retry_failed)
-    todo_ids = {c.case_id for c in todo}
-    skipped = [c.case_id for c in cases if c.case_id not in todo_ids]
-    try:
-        executor.run_all(todo, out, on_event)
-    finally:
-        clear_stale_staging(out)  # an interrupted case process leaves its staging folder
-        _remove_empty(out)
-    states = case_states(out)
-    errors = failures(out)
-    planned = {c.case_id for c in cases}
-    return SweepOutcome(
-        out=out,
-        planned=cases,
-        skipped=skipped,
-        ran=[c.case_id for c in todo],
-        failed={k: v for k, v in errors.items() if k in planned},
-        status={k: v for k, v in states.items() if k in planned},
-    )
-
-
-def _record_plan(
-    out: Path, data: dict[str, Any], cases: list[Case], config_text: str | None
-) -> None:
-    """sweep.json keeps every invocation's plan (case ids, tags, resolved configs)."""
-    record = {
-        "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "sweep": data,
-        "cases": [{"case_id": c.case_id, "tags": c.tags, "config": c.config} for c in cases],
-    }
-    with locked(out):
-        update_json(out / SWEEP_JSON, "sweeps", record)
-        if config_text is not None:
-            write_atomic(out / SWEEP_YAML, config_text)
-
-
-def _remove_empty(out: Path) -> None:
-    from tokenwatt.sweep.case import STAGING
-
-    for name in (STAGING, ".cases"):
-        try:
-            (out / name).rmdir()
-        except OSError:
-            pass  # not there, or not empty (another sweep is using it)
-
-
-def clear_stale_staging(out: Path) -> None:
-    """Remove staging folders of case processes that are gone (interrupted or killed)."""
-    import shutil
-
-    from tokenwatt.sweep.case import STAGING
-
-    for d in (out / STAGING).glob("*-*"):
-        pid = d.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(d, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def case_tags(out: Path) -> dict[str, dict[str, Any]]:
-    """case id -> tags (agent turns), from every plan recorded in sweep.json."""
-    import json
-
-    p = out / SWEEP_JSON
-    if not p.is_file():
-        return {}
-    tags: dict[str, dict[str, Any]] = {}
-    for s in json.loads(p.read_text(encoding="utf-8")).get("sweeps", []):
-        for c in s.get("cases", []):
-            if c.get("tags"):
-                tags[c["case_id"]] = c["tags"]
-    return tags
-
-
-def failure_summary(outcome: SweepOutcome) -> list[str]:
-    """Lines saying how many cases failed and why, grouped by error."""
-    if not outcome.failed:
-        return []
-    by_error = Counter(outcome.failed.values())
-    lines = [f"{len(outcome.failed)} of {len(outcome.planned)} cases failed:"]
-    lines += [f"  {n} x {err}" for err, n in by_error.most_common()]
-    return lines

@@ -10,6 +10,7 @@ the same code path runs against real and simulated hardware.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -35,6 +36,17 @@ class Channel:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def labels(channels: Iterable[Channel]) -> dict[str, Any]:
+    """The labels every energy figure carries: what it covers, how it was obtained, and
+    whether every channel is a measurement (`+`-joined when several meters contribute)."""
+    chans = list(channels)
+    return {
+        "energy_source": "+".join(sorted({c.source for c in chans})),
+        "energy_scope": "+".join(sorted({c.scope for c in chans})),
+        "measured": bool(chans) and all(c.measured for c in chans),
+    }
 
 
 @dataclass

@@ -18,6 +18,7 @@ readings are per board, not per process.
 
 from __future__ import annotations
 
+import importlib
 import os
 import statistics
 import threading
@@ -38,21 +39,30 @@ MIG_FIX = (
 )
 
 
-def import_pynvml() -> ModuleType:
+NVML_MODULE_ENV = "TOKENWATT_NVML_MODULE"
+
+
+def import_pynvml(module: str | None = None) -> ModuleType:
+    """The NVML binding: nvidia-ml-py's `pynvml`, or the module an explicit setting names.
+
+    `TOKENWATT_NVML_MODULE=tokenwatt.sim.nvml` (or `module=`) chooses another implementation of
+    the same functions, e.g. the simulated boards; everything after this call is the same code.
+    """
+    name = module or os.environ.get(NVML_MODULE_ENV) or "pynvml"
     try:
-        import pynvml
+        nvml = importlib.import_module(name)
     except ImportError:
+        if name != "pynvml":
+            raise MeterUnavailable(f"{NVML_MODULE_ENV}={name!r} cannot be imported") from None
         raise MeterUnavailable(
             "NVML is not installed; pip install nvidia-ml-py (NVIDIA's own binding)"
         ) from None
-    if not (
-        hasattr(pynvml, "_nvmlGetFunctionPointer") or getattr(pynvml, "TOKENWATT_SIMULATED", 0)
-    ):
+    if name == "pynvml" and not hasattr(nvml, "_nvmlGetFunctionPointer"):
         raise MeterUnavailable(
             "an unofficial `pynvml` package shadows nvidia-ml-py; "
             "pip uninstall pynvml && pip install nvidia-ml-py"
         )
-    return pynvml
+    return nvml
 
 
 def nvml_init(nvml: ModuleType) -> None:
@@ -63,10 +73,6 @@ def nvml_init(nvml: ModuleType) -> None:
             f"NVML could not start ({e}); no NVIDIA driver is loaded on this machine. "
             "Install the driver or use --meter rapl/estimate"
         ) from None
-
-
-def is_simulated(nvml: ModuleType) -> bool:
-    return bool(getattr(nvml, "TOKENWATT_SIMULATED", False))
 
 
 def cuda_target(device: str, nvml: ModuleType) -> str | int:
@@ -124,8 +130,39 @@ def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def board_target(spec: str | int, nvml: ModuleType) -> int | str:
+    """A `measure.gpus` entry as NvmlMeter takes it: an NVML index, a full UUID, or a PCI bus id.
+
+    Accepts an index ("0"), a UUID or a unique UUID prefix ("GPU-5d3c..."), or a PCI bus id in
+    NVML's form ("00000000:3B:00.0") or short ("3b:00.0"). NVML indexes are NVML's own order,
+    not CUDA's: CUDA_VISIBLE_DEVICES does not renumber them.
+    """
+    text = str(spec).strip()
+    if text.isdigit():
+        return int(text)
+    if text.startswith("MIG-"):
+        raise MeterUnavailable(f"measure.gpus: {text} is a MIG instance; {MIG_FIX}")
+    if text.startswith("GPU-"):
+        return _full_uuid(text, nvml)
+    if ":" in text:
+        return _bus_id(text)
+    raise MeterUnavailable(
+        f"measure.gpus: {text!r} is not an NVML index, a GPU UUID (GPU-...) or a PCI bus id "
+        "(00000000:3B:00.0); `nvidia-smi -L` lists them"
+    )
+
+
+def _bus_id(text: str) -> str:
+    """NVML's 8-hex-digit-domain form of a PCI bus id, upper case: 00000000:3B:00.0."""
+    parts = text.upper().split(":")
+    if len(parts) == 2:
+        parts.insert(0, "0")
+    domain, bus, devfn = parts[-3:]
+    return f"{int(domain, 16):08X}:{bus.zfill(2)}:{devfn}"
+
+
 class NvmlMeter(Meter):
-    """Energy of one GPU board. `target`: NVML index or UUID ("GPU-...")."""
+    """Energy of one GPU board. `target`: NVML index, UUID ("GPU-...") or PCI bus id."""
 
     name = "nvml"
 
@@ -153,12 +190,16 @@ class NvmlMeter(Meter):
         nv = self.nvml
         if isinstance(target, str) and target.startswith("MIG-"):
             raise MeterUnavailable(f"{target} is a MIG instance; {MIG_FIX}")
-        if isinstance(target, str):
+        if isinstance(target, str) and target.startswith("GPU-"):
             self.handle = nv.nvmlDeviceGetHandleByUUID(target)
+        elif isinstance(target, str):
+            self.handle = nv.nvmlDeviceGetHandleByPciBusId(target)
         else:
             self.handle = nv.nvmlDeviceGetHandleByIndex(int(target))
         self.index = nv.nvmlDeviceGetIndex(self.handle)
         self.uuid = _text(nv.nvmlDeviceGetUUID(self.handle))
+        pci = self._optional(nv.nvmlDeviceGetPciInfo, self.handle)
+        self.pci_bus_id = _text(pci.busId) if pci is not None else None
         self.device_name = _text(nv.nvmlDeviceGetName(self.handle))
         self.arch = self._optional(nv.nvmlDeviceGetArchitecture, self.handle)
         if self._mig_enabled():
@@ -168,11 +209,15 @@ class NvmlMeter(Meter):
             self._optional(nv.nvmlDeviceGetTotalEnergyConsumption, self.handle) is not None
         )
         self.source = COUNTER if self.has_counter else self._fallback_source()
+        # A binding that declares itself simulated (tokenwatt.sim.nvml) labels its energy so:
+        # the code path is the same, but its joules are not a measurement.
+        self.simulated = bool(getattr(nv, "TOKENWATT_SIMULATED", False))
         limit = self._optional(nv.nvmlDeviceGetEnforcedPowerLimit, self.handle)
         self.power_limit_w = limit / 1000.0 if limit else None
         self.other_processes = self._other_processes()
+        source = f"simulated-{self.source}" if self.simulated else self.source
         self._channel = Channel(
-            f"gpu{self.index}", "gpu-board", self.source, True, self.device_name
+            f"gpu{self.index}", "gpu-board", source, not self.simulated, self.device_name
         )
         wall = getattr(self.clock, "wall", time.time)  # a virtual clock brings its own
         self._epoch_to_clock = self.clock() - wall()
@@ -337,6 +382,7 @@ class NvmlMeter(Meter):
         d.update(
             nvml_index=self.index,
             uuid=self.uuid,
+            pci_bus_id=self.pci_bus_id,
             device_name=self.device_name,
             architecture=self.arch,
             source=self.source,
@@ -345,7 +391,7 @@ class NvmlMeter(Meter):
             power_limit_w=self.power_limit_w,
             other_processes=self.other_processes,
             driver_reloads=self.reloads,
-            simulated=is_simulated(self.nvml),
+            simulated=self.simulated,
         )
         return d
 

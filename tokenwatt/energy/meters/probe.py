@@ -15,7 +15,7 @@ def meters_report(idle_seconds: float = 1.0) -> list[MeterInfo]:
 
 
 def nvml_report(idle_seconds: float = 1.0) -> list[MeterInfo]:
-    from tokenwatt.energy.meters.nvml import NvmlMeter, import_pynvml, is_simulated, nvml_init
+    from tokenwatt.energy.meters.nvml import NvmlMeter, import_pynvml, nvml_init
 
     try:
         nvml = import_pynvml()
@@ -28,10 +28,10 @@ def nvml_report(idle_seconds: float = 1.0) -> list[MeterInfo]:
         nvml.nvmlShutdown()
     if count == 0:
         return [MeterInfo("nvml", False, fix="NVML sees no GPU; check the driver and the board")]
-    return [_gpu_info(NvmlMeter, nvml, i, idle_seconds, is_simulated(nvml)) for i in range(count)]
+    return [_gpu_info(NvmlMeter, nvml, i, idle_seconds) for i in range(count)]
 
 
-def _gpu_info(cls: Any, nvml: Any, index: int, idle_seconds: float, sim: bool) -> MeterInfo:
+def _gpu_info(cls: Any, nvml: Any, index: int, idle_seconds: float) -> MeterInfo:
     name = f"nvml:gpu{index}"
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -41,11 +41,10 @@ def _gpu_info(cls: Any, nvml: Any, index: int, idle_seconds: float, sim: bool) -
         return MeterInfo(name, False, {"scope": "gpu-board"}, fix=str(e))
     try:
         d = meter.describe()
-        keys = ("device_name", "uuid", "source", "update_period_s", "power_limit_w",
-                "instant_power_field", "other_processes")  # fmt: skip
+        keys = ("device_name", "uuid", "pci_bus_id", "source", "update_period_s",
+                "power_limit_w", "instant_power_field", "other_processes", "simulated")  # fmt: skip
         detail = {k: d[k] for k in keys}
         detail["energy_counter"] = meter.has_counter
-        detail["simulated"] = sim
         if idle_seconds > 0:
             from tokenwatt.energy.recorder import measure_idle_power
 

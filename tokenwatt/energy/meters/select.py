@@ -1,72 +1,110 @@
-"""Choose the meters for a run: NVML on NVIDIA GPUs, RAPL where readable, else an estimate.
+"""Choose the meters for a run: NVML on NVIDIA boards, RAPL where readable, else an estimate.
 
-auto: a `cuda` device gets its GPU's NVML meter (a GPU run never falls back to a CPU estimate
-that would not cover the GPU); a CPU run gets RAPL when `energy_uj` is readable, else the
-labelled CPU estimate. Naming a meter that cannot run here is a user error with the fix.
+Which boards are measured is a setting (`measure.gpus`: NVML indexes, UUIDs or PCI bus ids),
+not a guess from where torch runs the model. Without it, the boards are those the model's CUDA
+device maps to (by UUID). With it, `--meter nvml` measures exactly those boards whatever runs
+the model: a CPU model, another process, a server.
 
-Simulation: when the imported `pynvml` is tokenwatt's simulation (tokenwatt.sim), `--meter
-nvml` measures simulated GPU 0 whatever device the model runs on, so a CPU box can exercise
-the whole GPU path end to end. A real NVML never measures a GPU for a CPU run.
+auto: boards given, or a `cuda` model, get NVML (a GPU run never falls back to a CPU estimate
+that would not cover the GPU); otherwise RAPL when `energy_uj` is readable, else the labelled
+CPU estimate. Naming a meter that cannot run here is a user error with the fix.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 from tokenwatt.energy.meters.base import Meter
 from tokenwatt.errors import MeterUnavailable, UserError
 
 
-def open_meters(measure: Any, device: str) -> list[Meter]:
-    """Meters for `measure.meter` (auto|nvml|rapl|estimate) on `device`."""
-    choice = measure.meter
+def open_meters(
+    choice: str,
+    device: str,
+    *,
+    gpus: Sequence[str] | None = None,
+    cpu_tdp_w: float | None = None,
+    nvml_module: str | None = None,
+) -> list[Meter]:
+    """Meters for `choice` (auto|nvml|rapl|estimate) for a model on `device`.
+
+    gpus: the boards NVML measures (measure.gpus); None means the boards of a cuda `device`.
+    nvml_module: the NVML binding to use (default: TOKENWATT_NVML_MODULE, else pynvml).
+    """
     try:
-        if choice != "auto":
-            return open_meters_named(choice, measure, device)
-        if device.startswith("cuda"):
-            return open_meters_named("nvml", measure, device)
-        try:
-            return open_meters_named("rapl", measure, device)
-        except MeterUnavailable:
-            return open_meters_named("estimate", measure, device)
+        if choice == "auto":
+            choice = "nvml" if gpus or device.startswith("cuda") else _cpu_meter()
+        if choice == "estimate":
+            from tokenwatt.energy.meters.estimate import CpuEstimateMeter
+
+            return [CpuEstimateMeter(tdp_w=cpu_tdp_w)]
+        if choice == "rapl":
+            from tokenwatt.energy.meters.rapl import RaplMeter
+
+            return [RaplMeter()]
+        if choice == "nvml":
+            return open_nvml(device, gpus, nvml_module)
     except MeterUnavailable as e:
         raise UserError(f"measure.meter={choice}: {e}") from None
+    raise UserError(f"measure.meter: unknown meter {choice!r}")
 
 
-def open_meters_named(name: str, measure: Any, device: str) -> list[Meter]:
-    if name == "estimate":
-        from tokenwatt.energy.meters.estimate import CpuEstimateMeter
+def _cpu_meter() -> str:
+    from tokenwatt.energy.meters.rapl import readable
 
-        return [CpuEstimateMeter(tdp_w=getattr(measure, "cpu_tdp_w", None))]
-    if name == "nvml":
-        return [open_nvml(device)]
-    if name == "rapl":
-        from tokenwatt.energy.meters.rapl import RaplMeter
-
-        return [RaplMeter()]
-    raise UserError(f"measure.meter: unknown meter {name!r}")
+    return "rapl" if readable() else "estimate"
 
 
-def open_nvml(device: str) -> Meter:
+def open_nvml(
+    device: str, gpus: Sequence[str] | None = None, nvml_module: str | None = None
+) -> list[Meter]:
+    """One NvmlMeter per board: the `gpus` given, else the board of the cuda `device`."""
     from tokenwatt.energy.meters.nvml import (
         NvmlMeter,
+        board_target,
         cuda_target,
         import_pynvml,
-        is_simulated,
         nvml_init,
     )
 
-    nvml = import_pynvml()
-    if device.startswith("cuda"):
-        nvml_init(nvml)
-        try:
-            target = cuda_target(device, nvml)
-        finally:
-            nvml.nvmlShutdown()
-        return NvmlMeter(target, nvml=nvml)
-    if is_simulated(nvml):
-        return NvmlMeter(0, nvml=nvml)
-    raise MeterUnavailable(
-        f"the model runs on {device!r} but NVML measures NVIDIA GPUs; "
-        "use --device cuda, or --meter rapl/estimate for a CPU run"
-    )
+    nvml = import_pynvml(nvml_module)
+    if not gpus and not device.startswith("cuda"):
+        raise MeterUnavailable(
+            f"the model runs on {device!r} and no boards are named; give --gpus 0 (or UUIDs) "
+            "to measure boards whatever runs the model, or use --meter rapl/estimate"
+        )
+    nvml_init(nvml)
+    try:
+        targets = [board_target(g, nvml) for g in gpus] if gpus else [cuda_target(device, nvml)]
+    finally:
+        nvml.nvmlShutdown()
+    meters: list[Meter] = []
+    try:
+        for target in dict.fromkeys(targets):  # a board named twice is measured once
+            meters.append(NvmlMeter(target, nvml=nvml))
+    except BaseException:
+        for m in meters:
+            m.close()
+        raise
+    return meters
+
+
+def boards_not_running_the_model(meters: Sequence[Meter], device: str) -> str | None:
+    """A one-line warning when `measure.gpus` names boards the model does not run on."""
+    from tokenwatt.energy.meters.nvml import NvmlMeter, cuda_target
+
+    boards = [m for m in meters if isinstance(m, NvmlMeter)]
+    if not boards:
+        return None
+    names = ", ".join(f"gpu{m.index}" for m in boards)
+    if not device.startswith("cuda"):
+        return (f"measured boards {names} do not run the model (it runs on {device}); their "
+                "energy is whatever else runs there")  # fmt: skip
+    try:
+        target = cuda_target(device, boards[0].nvml)
+    except MeterUnavailable:
+        return None
+    if all(target not in (m.index, m.uuid) for m in boards):
+        return (f"measured boards {names} are not the model's board ({device}); their energy "
+                "is whatever else runs there")  # fmt: skip
+    return None

@@ -11,7 +11,15 @@ from tokenwatt.sim.nvml import (  # noqa: F401
     configure,
     inject_error,
     install_from_env,
+    real,
     reload_driver,
 )
+
+
+def _nvmlGetFunctionPointer(name: str) -> None:
+    """nvidia-ml-py's own lookup (tools check for it to tell the official binding): a function
+    the simulation does not have is NVML_ERROR_FUNCTION_NOT_FOUND, as on an old driver."""
+    raise NVMLError(real.NVML_ERROR_FUNCTION_NOT_FOUND)
+
 
 install_from_env()

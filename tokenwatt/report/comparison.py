@@ -1,0 +1,99 @@
+"""A comparison table as people read it: formatted cells, Markdown, CSV; loaded from folders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tokenwatt.analysis.compare import CASE_KEYS, FIDELITY, LABELS, compare, ok_trials
+from tokenwatt.errors import UserError
+from tokenwatt.report.format import fmt, ratio_with_ci
+
+
+def compare_folders(paths: Sequence[str], key: str, value: str, metric: str) -> Any:
+    from tokenwatt.results.load import load_results, load_summary
+
+    trials = ok_trials(load_results(*paths), _maybe_summary(paths, load_summary))
+    return compare(trials, key, value, metric)
+
+
+def _maybe_summary(paths: Sequence[str], load_summary: Any) -> Any:
+    try:
+        return load_summary(*paths)
+    except UserError:
+        return None  # trial rows alone (e.g. a results.csv path): use every ok row
+
+
+def display_rows(table: Any) -> tuple[list[str], list[list[str]]]:
+    """Headers and formatted cells: the keys that vary, then the figures."""
+    if table.empty:
+        return [], []
+    metric, key = table.attrs["metric"], table.attrs["key"]
+    keys = [k for k in CASE_KEYS if k in table and (k == key or table[k].nunique() > 1)]
+    unit = "J" if "_j_" in metric or metric.endswith("_j") else ""
+    headers = keys + [metric_label(table), "baseline", "ratio [95% CI]"]
+    has_speed = "tokens_per_s_ratio" in table
+    has_fid = any(f in table and table[f].notna().any() for f in FIDELITY)
+    headers += ["tokens/s ratio [95% CI]"] if has_speed else []
+    headers += ["top-1 agreement vs reference", "KL vs reference (nats)"] if has_fid else []
+    rows = []
+    for _, r in table.iterrows():
+        cells = [str(r[k]) for k in keys]
+        cells += [
+            f"{fmt(r[metric])} {unit}".strip(),
+            f"{fmt(r[f'baseline_{metric}'])} {unit}".strip(),
+            ratio_with_ci(r["ratio"], r["ratio_ci95_low"], r["ratio_ci95_high"]),
+        ]
+        if has_speed:
+            cells.append(
+                ratio_with_ci(
+                    r["tokens_per_s_ratio"], r["tokens_per_s_ci95_low"], r["tokens_per_s_ci95_high"]
+                )
+            )
+        if has_fid:
+            cells += [fmt(r.get("top1_agreement")), fmt(r.get("kl_divergence"))]
+        rows.append(cells)
+    return headers, rows
+
+
+def metric_label(table: Any) -> str:
+    metric = table.attrs["metric"]
+    label = LABELS.get(metric, metric)
+    return label if table.attrs.get("measured") else f"{label} (estimate)"
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A GitHub-flavoured Markdown table (pipes in cells escaped)."""
+    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    lines = [
+        "| " + " | ".join(esc(h) for h in headers) + " |",
+        "|" + "|".join("---" for _ in headers) + "|",
+    ]
+    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def comparison_markdown(table: Any) -> str:
+    headers, rows = display_rows(table)
+    if not rows:
+        return "_No case has a baseline to compare with._\n"
+    note = (
+        f"Ratio of mean {table.attrs['metric']} to the baseline {table.attrs['baseline']} "
+        "within the same other keys; 95% CI by the delta method on the log ratio (Welch df)."
+    )
+    if not table.attrs.get("measured"):
+        note += " Energy figures are estimates, not measurements."
+    return f"{markdown_table(headers, rows)}\n\n{note}\n"
+
+
+def write_markdown(table: Any, path: Path) -> None:
+    from tokenwatt.results.store import write_atomic
+
+    write_atomic(path, comparison_markdown(table))
+
+
+def write_csv(table: Any, path: Path) -> None:
+    from tokenwatt.results.store import write_atomic
+
+    write_atomic(path, table.to_csv(index=False))

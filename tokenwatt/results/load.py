@@ -1,0 +1,56 @@
+"""Reading results folders into pandas: `tokenwatt.load_results`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tokenwatt.errors import UserError
+from tokenwatt.results.columns import RESULTS_CSV, SCHEMA_VERSION, SUMMARY_CSV
+
+
+def load_results(*paths: str | Path, summary: bool = False) -> Any:
+    """A pandas DataFrame of the trial rows (or summary rows) of one or many result folders."""
+    import pandas as pd
+
+    name = SUMMARY_CSV if summary else RESULTS_CSV
+    frames = []
+    for p in paths:
+        p = Path(p)
+        csv_path = p if p.suffix == ".csv" else p / name
+        if not csv_path.is_file():
+            raise UserError(
+                f"results: {str(csv_path)!r} not found; give a tokenwatt results folder"
+            )
+        df = pd.read_csv(csv_path)
+        df["results_dir"] = str(csv_path.parent)
+        frames.append(df)
+    if not frames:
+        raise UserError("results: give at least one results folder")
+    _check_schema(frames)
+    return pd.concat(frames, ignore_index=True, sort=False)
+
+
+def _check_schema(frames: list[Any]) -> None:
+    """One schema_version across all folders (a file without the column counts as current)."""
+    seen: dict[int, str] = {}
+    for df in frames:
+        col = df["schema_version"] if "schema_version" in df else [SCHEMA_VERSION]
+        for v in {int(x) for x in col if x == x}:
+            seen.setdefault(v, df["results_dir"].iloc[0] if len(df) else "?")
+    if len(seen) > 1:
+        (a, da), (b, db) = sorted(seen.items())[:2]
+        raise UserError(
+            f"results: {da!r} has schema_version {a} but {db!r} has {b}; their columns do not "
+            "mean the same, so load them separately or re-measure one with this tokenwatt"
+        )
+    newer = [v for v in seen if v > SCHEMA_VERSION]
+    if newer:
+        raise UserError(
+            f"results: {seen[newer[0]]!r} has schema_version {newer[0]}, newer than this "
+            f"tokenwatt reads ({SCHEMA_VERSION}); upgrade tokenwatt"
+        )
+
+
+def load_summary(*paths: str | Path) -> Any:
+    return load_results(*paths, summary=True)

@@ -1,0 +1,103 @@
+"""Everything a run's trials need, prepared once: the model at its precision, the prompts, the
+fidelity against a reference, the meters, and the columns every row of the run shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tokenwatt.config import RunConfig
+from tokenwatt.energy.meters.base import labels
+
+
+@dataclass
+class Session:
+    """Everything a trial needs, prepared once per run."""
+
+    cfg: RunConfig
+    device: str
+    model: Any
+    prompts: Any
+    meters: list[Any]
+    generate: Callable[..., Any]
+    constants: dict[str, Any]  # columns shared by every row of this run
+    model_info: dict[str, Any]
+    idle_power_w: float = float("nan")
+    meta: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # said once, before the trials
+
+
+def prepare_session(cfg: RunConfig, device: str) -> Session:
+    import torch
+
+    from tokenwatt.energy.meters.select import boards_not_running_the_model, open_meters
+    from tokenwatt.models.decode import generation_fn
+    from tokenwatt.models.fidelity import measure_fidelity
+    from tokenwatt.models.load import load_model
+    from tokenwatt.models.moe import param_counts
+    from tokenwatt.models.precision import apply_precision, base_dtype
+    from tokenwatt.models.workload import make_prompts
+    from tokenwatt.runner.environment import device_name, environment
+
+    torch.manual_seed(cfg.workload.seed)
+    loaded = load_model(
+        cfg.model,
+        device,
+        base_dtype(cfg.precision, device),
+        seed=cfg.workload.seed,
+        trust_remote_code=cfg.trust_remote_code,
+        allow_pickle=cfg.allow_pickle,
+    )
+    model = loaded.model
+    prec = apply_precision(model, cfg.precision, device)
+    vocab = model.config.get_text_config().vocab_size
+    prompts = make_prompts(cfg.workload, vocab, loaded.tokenizer, device)
+    fidelity = measure_fidelity(cfg, model, device) if cfg.fidelity.enabled else {}
+    m = cfg.measure
+    meters = open_meters(m.meter, device, gpus=m.gpus, cpu_tdp_w=m.cpu_tdp_w)
+    counts = param_counts(model)
+    constants = {
+        "name": cfg.name,
+        "model": cfg.model,
+        "precision": cfg.precision,
+        "precision_backend": prec.precision_backend,
+        "emulated": prec.emulated,
+        "compile": cfg.compile,
+        "device": device,
+        "device_name": device_name(device),
+        "batch_size": cfg.workload.batch_size,
+        "prompt_tokens": cfg.workload.prompt_tokens,
+        "new_tokens": cfg.workload.new_tokens,
+        "seed": cfg.workload.seed,
+        "weight_bytes": prec.weight_bytes,
+        "quantized_param_fraction": prec.quantized_param_fraction,
+        **counts,
+        **fidelity,
+        **labels(c for meter in meters for c in meter.channels),
+    }
+    model_info = {
+        "config": model.config.to_dict(),
+        "precision": cfg.precision,
+        "emulated": prec.emulated,
+        "weight_bytes": prec.weight_bytes,
+        "kv_bytes_per_element": _kv_bytes(model),
+        **counts,
+        **prec.detail,
+    }
+    meta = {
+        "environment": environment(device),
+        "meters": [meter.describe() for meter in meters],
+        "model_source": loaded.source,
+        "model_info": dict(loaded.info),
+        "precision_report": {"backend": prec.precision_backend, **prec.detail},
+    }
+    mismatch = boards_not_running_the_model(meters, device) if m.gpus else None
+    return Session(cfg, device, model, prompts, meters, generation_fn(cfg.compile), constants,
+                   model_info, meta=meta,
+                   warnings=[f"other-boards: {mismatch}"] if mismatch else [])  # fmt: skip
+
+
+def _kv_bytes(model: Any) -> int:
+    """Bytes per KV-cache element: the cache is kept in the model's activation dtype."""
+    return int(getattr(model.dtype, "itemsize", 2))

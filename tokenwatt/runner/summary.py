@@ -1,0 +1,85 @@
+"""A run's summary row, its warnings, and its run.json record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tokenwatt.analysis.stats import CV_WARN, describe
+from tokenwatt.config import config_to_dict
+from tokenwatt.results.columns import SUMMARY_METRICS, TRIAL_COLUMNS
+from tokenwatt.runner.session import Session
+from tokenwatt.runner.trials import enrich
+
+
+def summarise(
+    session: Session, trials: list[dict[str, Any]], routing: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    summary: dict[str, Any] = {**session.constants, "n_trials": len(trials)}
+    for col in ("prefill_s", "decode_s", "tokens_generated", "decode_tokens", "repetitions"):
+        summary[col] = sum(t[col] for t in trials)
+    means: dict[str, Any] = dict(trials[-1])
+    for metric in SUMMARY_METRICS:
+        d = describe([t[metric] for t in trials])
+        for k in ("mean", "std", "cv", "ci95_low", "ci95_high"):
+            summary[f"{metric}_{k}"] = d[k]
+        means[metric] = d["mean"]
+    summary["idle_power_w"] = session.idle_power_w
+    summary["peak_memory_mb"] = max(t["peak_memory_mb"] for t in trials)
+    summary.update({k: v for k, v in routing.items()})
+    from tokenwatt.analysis.carbon import CARBON_COLUMNS
+    from tokenwatt.analysis.floor import FLOOR_COLUMNS
+
+    # The last trial's carbon and floor columns are recomputed from the means, so keep those.
+    base = set(means) - set(CARBON_COLUMNS) - set(FLOOR_COLUMNS)
+    summary.update({k: v for k, v in enrich(means, session).items() if k not in base})
+    warnings = session.warnings + _warnings(summary) + _quality_warnings(trials)
+    summary["flags"] = ";".join(w.split(":")[0] for w in warnings)
+    return summary, warnings
+
+
+def _quality_warnings(trials: list[dict[str, Any]]) -> list[str]:
+    """The meters' own flags (short window, zero joules, below idle, above limit, ...)."""
+    seen: dict[str, int] = {}
+    for t in trials:
+        for flag in filter(None, str(t.get("quality_flags") or "").split(";")):
+            seen[flag] = seen.get(flag, 0) + 1
+    return [f"{flag}: flagged by the meter in {n} of {len(trials)} trials"
+            for flag, n in sorted(seen.items())]  # fmt: skip
+
+
+def _warnings(summary: dict[str, Any]) -> list[str]:
+    out = []
+    cv = summary.get("decode_j_per_token_cv")
+    if cv is not None and cv == cv and cv > CV_WARN:
+        out.append(
+            f"cv>5%: decode J/token varies {cv:.1%} between trials; add repeats or min_seconds"
+        )
+    if not summary.get("measured"):
+        out.append(
+            f"estimate: energy is an estimate ({summary['energy_source']}), not a measurement"
+        )
+    if summary.get("below_floor"):
+        out.append("below-floor: measured J/token is below the physical floor; check the meter")
+    return out
+
+
+def summary_header(summary: dict[str, Any]) -> list[str]:
+    head = [c for c in TRIAL_COLUMNS if c in summary and c != "trial"]
+    return head + ["n_trials"]
+
+
+def run_record(
+    session: Session, summary: dict[str, Any], details: list[dict[str, Any]], warnings: list[str]
+) -> dict[str, Any]:
+    return {
+        "run_id": session.constants["run_id"],
+        "case_id": session.constants["case_id"],
+        "config": config_to_dict(session.cfg),
+        "idle_power_w": session.idle_power_w,
+        "summary": summary,
+        "warnings": warnings,
+        "trials": details,
+        **session.meta,
+    }
+
+

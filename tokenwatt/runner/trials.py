@@ -1,0 +1,142 @@
+"""One trial: repeat prefill + decode until it lasts `measure.min_seconds`, read the meters at
+every phase mark, and make the trial's row."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from tokenwatt._util.ids import utc_now
+from tokenwatt.config import RunConfig
+from tokenwatt.energy.recorder import PhaseEnergy, PhaseRecorder, dynamic_joules
+from tokenwatt.runner.session import Session
+
+
+def pause_between_trials(cfg: RunConfig, i: int) -> None:
+    if i > 0 and cfg.measure.cooldown_s:
+        time.sleep(cfg.measure.cooldown_s)
+    if cfg.measure.random_delay_s:
+        time.sleep(random.uniform(0, cfg.measure.random_delay_s))
+
+
+def run_trial(session: Session, index: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Repeat the generation until the trial lasts at least min_seconds; one row."""
+    cfg = session.cfg
+    rec = PhaseRecorder(
+        session.meters,
+        interval_s=cfg.measure.sample_interval_ms / 1000,
+        idle_power_w=session.idle_power_w,
+    )
+    reps, start = 0, time.perf_counter()
+    edge_start = [m.edge_state() for m in session.meters]
+    try:
+        while True:
+            gen = session.generate(session.model, session.prompts, cfg.workload.new_tokens,
+                                   rec.mark)  # fmt: skip
+            reps += 1
+            if time.perf_counter() - start >= cfg.measure.min_seconds:
+                break
+        phases = rec.phases()
+    except BaseException:  # a failed trial never reaches phases(), which stops the sampler
+        if rec.sampler is not None:
+            rec.sampler.stop()
+        raise
+    quality = rec.quality()
+    row = trial_row(session, index, reps, gen, phases)
+    row["counter_vs_trace_gap_pct"] = quality.get("counter_vs_trace_gap_pct")
+    row["quality_flags"] = quality.get("flags", "")
+    row["update_period_s"] = quality.get("update_period_s")
+    detail = {
+        "trial": index,
+        "repetitions": reps,
+        "quality": quality,
+        "marks": [{"phase": m.phase, "t_s": m.t} for m in rec.marks],
+        "trace": rec.trace(),
+        "phases": {k: {"seconds": v.seconds, "joules": v.joules} for k, v in phases.items()},
+        "edge_start": edge_start,
+        "edge_end": [m.edge_state() for m in session.meters],
+    }
+    return row, detail
+
+
+def trial_row(
+    session: Session, index: int, reps: int, gen: Any, phases: dict[str, PhaseEnergy]
+) -> dict[str, Any]:
+    pre, dec = phases.get("prefill", PhaseEnergy()), phases.get("decode", PhaseEnergy())
+    tokens = reps * gen.tokens_generated
+    decode_tokens = reps * gen.decode_tokens
+    requests = reps * gen.batch_size
+    idle_w = session.idle_power_w
+    total_j, total_s = pre.total_j + dec.total_j, pre.seconds + dec.seconds
+    row = {
+        **session.constants,
+        "timestamp_utc": utc_now(),
+        "trial": index,
+        "status": "ok",
+        "tokens_generated": tokens,
+        "decode_tokens": decode_tokens,
+        "repetitions": reps,
+        "prefill_s": pre.seconds,
+        "decode_s": dec.seconds,
+        "prefill_j": pre.total_j,
+        "decode_j": dec.total_j,
+        "total_j": total_j,
+        "prefill_j_per_token": _div(pre.total_j, requests * gen.prompt_tokens),
+        "prefill_j_per_request": _div(pre.total_j, requests),
+        "decode_j_per_token": _div(dec.total_j, decode_tokens),
+        "total_j_per_token": _div(total_j, tokens),
+        "decode_tokens_per_s": _div(decode_tokens, dec.seconds),
+        "avg_power_w": _div(total_j, total_s),
+        "idle_power_w": idle_w,
+        "dynamic_decode_j_per_token": _div(
+            dynamic_joules(dec.total_j, idle_w, dec.seconds), decode_tokens
+        ),  # fmt: skip
+        "peak_memory_mb": _peak_memory_mb(session.device),
+    }
+    return enrich(row, session)
+
+
+def enrich(row: dict[str, Any], session: Session) -> dict[str, Any]:
+    from tokenwatt.analysis.carbon import carbon_columns
+    from tokenwatt.analysis.floor import floor_columns
+
+    row.update(carbon_columns(row, session.cfg.carbon))
+    row.update(floor_columns(row, session.model_info))
+    return row
+
+
+def reset_peak_memory(device: str) -> None:
+    """Start the peak at the trials, so the fidelity reference model loaded before is not in it."""
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(torch.device(device))
+        return
+    try:  # Linux >= 4.0: writing 5 resets the process's peak resident set (VmHWM)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _peak_memory_mb(device: str) -> float:
+    """Device peak allocated on a GPU; peak resident memory of the process on CPU."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated(torch.device(device)) / 2**20
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _div(a: float, b: float) -> float:
+    return a / b if b else float("nan")

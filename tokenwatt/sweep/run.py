@@ -1,0 +1,125 @@
+"""Running a planned sweep: record the plan, run the pending cases through an executor, and
+read back from the results folder what happened (the folder, not the executor, is the truth)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tokenwatt._util.ids import utc_now
+from tokenwatt.config import RunConfig
+from tokenwatt.results.folder import SWEEP_JSON, SWEEP_YAML, case_states, failures, prepare_out_dir
+from tokenwatt.results.store import locked, update_json, write_atomic
+from tokenwatt.sweep.plan import Case, pending
+
+
+@dataclass
+class SweepOutcome:
+    out: Path
+    planned: list[Case]
+    skipped: list[str]  # case ids already complete (or failed, unless retried)
+    ran: list[str]
+    failed: dict[str, str]  # case id -> one-line error, for every case failed now
+    status: dict[str, str] = field(default_factory=dict)  # case id -> complete | failed
+
+
+OnEvent = Callable[[Case, dict[str, Any]], None]
+
+
+def run_sweep(
+    data: dict[str, Any],
+    cases: list[Case],
+    executor: Any = None,
+    force: bool = False,
+    retry_failed: bool = False,
+    on_event: OnEvent | None = None,
+    config_text: str | None = None,
+) -> SweepOutcome:
+    """Run the pending cases of a planned sweep through `executor` (a fresh process per case)."""
+    from tokenwatt.sweep.executors import LocalProcessExecutor
+
+    executor = executor or LocalProcessExecutor()
+    out = prepare_out_dir(data.get("out") or RunConfig().out)
+    _record_plan(out, data, cases, config_text)
+    clear_stale_staging(out)
+    todo = pending(cases, case_states(out), force, retry_failed)
+    todo_ids = {c.case_id for c in todo}
+    skipped = [c.case_id for c in cases if c.case_id not in todo_ids]
+    try:
+        executor.run_all(todo, out, on_event)
+    finally:
+        clear_stale_staging(out)  # an interrupted case process leaves its staging folder
+        _remove_empty(out)
+    states = case_states(out)
+    errors = failures(out)
+    planned = {c.case_id for c in cases}
+    return SweepOutcome(
+        out=out,
+        planned=cases,
+        skipped=skipped,
+        ran=[c.case_id for c in todo],
+        failed={k: v for k, v in errors.items() if k in planned},
+        status={k: v for k, v in states.items() if k in planned},
+    )
+
+
+def _record_plan(
+    out: Path, data: dict[str, Any], cases: list[Case], config_text: str | None
+) -> None:
+    """sweep.json keeps every invocation's plan (case ids, tags, resolved configs)."""
+    record = {
+        "started_utc": utc_now(),
+        "sweep": data,
+        "cases": [{"case_id": c.case_id, "tags": c.tags, "config": c.config} for c in cases],
+    }
+    with locked(out):
+        update_json(out / SWEEP_JSON, "sweeps", record)
+        if config_text is not None:
+            write_atomic(out / SWEEP_YAML, config_text)
+
+
+def _remove_empty(out: Path) -> None:
+    from tokenwatt.sweep.case import STAGING
+
+    for name in (STAGING, ".cases"):
+        try:
+            (out / name).rmdir()
+        except OSError:
+            pass  # not there, or not empty (another sweep is using it)
+
+
+def clear_stale_staging(out: Path) -> None:
+    """Remove staging folders of case processes that are gone (interrupted or killed)."""
+    import shutil
+
+    from tokenwatt.sweep.case import STAGING
+
+    for d in (out / STAGING).glob("*-*"):
+        pid = d.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def failure_summary(outcome: SweepOutcome) -> list[str]:
+    """Lines saying how many cases failed and why, grouped by error."""
+    if not outcome.failed:
+        return []
+    by_error = Counter(outcome.failed.values())
+    lines = [f"{len(outcome.failed)} of {len(outcome.planned)} cases failed:"]
+    lines += [f"  {n} x {err}" for err, n in by_error.most_common()]
+    return lines
