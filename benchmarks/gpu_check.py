@@ -1,13 +1,13 @@
 """Real-GPU check of the measurement core (run on a lent GPU; see issue 3).
 
 Measures, on NVML: the energy counter's real update period (several times), idle power, and
-for decode runs of a preset at bf16 (batch 1 and 32): energy per phase with the counter, the
-counter-vs-trace gap, average power, temperature and clocks at the edges; then the sampler's
-overhead on decode tokens/s (paired on/off alternations). Writes CSVs to --out.
+decode runs of a preset (batch 1 and 32) through tokenwatt's own run (`run_config`: the trial
+loop, attribution and rows users get, written under OUT/decode); then the sampler's overhead on
+decode tokens/s (paired on/off alternations). Writes CSVs to --out.
 
     python benchmarks/gpu_check.py --out results/h100            # on the GPU box
-    PYTHONPATH=$(python -c 'import tokenwatt.sim as s; print(s.shim_dir())') \\
-        python benchmarks/gpu_check.py --device cpu --model preset:tiny-llama --out /tmp/x
+    TOKENWATT_NVML_MODULE=tokenwatt.sim.nvml python benchmarks/gpu_check.py --device cpu \\
+        --gpus 0 --precision fp32 --model preset:tiny-llama --out /tmp/x
 """
 
 from __future__ import annotations
@@ -30,47 +30,44 @@ def write(path: Path, rows: list[dict]) -> None:
     print(f"wrote {path}")
 
 
-def trial(meter, model, ids, new_tokens, min_s, generate):
-    from tokenwatt.energy.recorder import PhaseRecorder
+def decode_runs(args, out: Path) -> None:
+    """Decode energy per batch size through tokenwatt's own run (the loop users run)."""
+    from tokenwatt.config import validate
+    from tokenwatt.runner.run import run_config
 
-    rec = PhaseRecorder([meter])
-    edge0, reps, t0 = meter.edge_state(), 0, time.perf_counter()
-    while time.perf_counter() - t0 < min_s or reps == 0:
-        gen = generate(model, ids, new_tokens, rec.mark)
-        reps += 1
-    ph, q = rec.phases(), rec.quality()
-    key = meter.channels[0].key
-    pre, dec = ph["prefill"], ph["decode"]
-    return {
-        "repetitions": reps,
-        "prefill_s": pre.seconds,
-        "decode_s": dec.seconds,
-        "prefill_j": pre.joules[key],
-        "decode_j": dec.joules[key],
-        "decode_j_per_token": dec.joules[key] / (reps * gen.decode_tokens),
-        "decode_tokens_per_s": reps * gen.decode_tokens / dec.seconds,
-        "avg_power_w": q["avg_power_w"],
-        "counter_vs_trace_gap_pct": q["counter_vs_trace_gap_pct"],
-        "flags": q["flags"],
-        "temp_start_c": edge0.get("temperature_c"),
-        "temp_end_c": meter.edge_state().get("temperature_c"),
-        "sm_clock_end_mhz": meter.edge_state().get("sm_clock_mhz"),
-    }
+    for b in (int(x) for x in args.batches.split(",")):
+        cfg = validate({
+            "name": f"gpu-check-b{b}", "model": args.model, "precision": args.precision,
+            "device": args.device, "fidelity": {"enabled": False},
+            "workload": {"batch_size": b, "prompt_tokens": args.prompt_tokens,
+                         "new_tokens": args.new_tokens},
+            "measure": {"meter": "nvml", "gpus": args.gpus, "repeats": args.trials,
+                        "min_seconds": args.min_seconds, "idle_seconds": args.idle_seconds,
+                        "cooldown_s": 1.0},
+            "out": str(out / "decode"),
+        })  # fmt: skip
+        s = run_config(cfg).summary
+        print({k: s.get(k) for k in ("batch_size", "decode_j_per_token_mean",
+                                     "decode_tokens_per_s_mean", "avg_power_w_mean",
+                                     "idle_power_w", "flags")})  # fmt: skip
 
 
 def main() -> None:
     import torch
 
+    from tokenwatt._util.devices import synchronize
     from tokenwatt.energy.meters.select import open_nvml
     from tokenwatt.energy.recorder import measure_idle_power
     from tokenwatt.energy.sampler import Sampler
-    from tokenwatt.models.decode import generate, synchronize
+    from tokenwatt.models.decode import generate
     from tokenwatt.models.load import load_model
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--model", default="preset:llama-3.2-1b")
     ap.add_argument("--batches", default="1,32")
+    ap.add_argument("--precision", default="bf16")
+    ap.add_argument("--gpus", default=None, help="boards to measure (default: the model's)")
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--trials", type=int, default=3)
@@ -82,7 +79,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    meter = open_nvml(args.device)
+    (meter,) = open_nvml(args.device, args.gpus.split(",") if args.gpus else None)
     periods = [meter.update_period_s()] + [meter.measure_update_period(changes=6) for _ in range(4)]
     idle = measure_idle_power([meter], args.idle_seconds)
     d = meter.describe()
@@ -94,21 +91,11 @@ def main() -> None:
         "other_processes": d["other_processes"],
     }])  # fmt: skip
 
+    decode_runs(args, out)
+
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     model = load_model(args.model, args.device, dtype, seed=0).model.eval()
     vocab = model.config.get_text_config().vocab_size
-    rows = []
-    for b in (int(x) for x in args.batches.split(",")):
-        ids = torch.randint(0, vocab, (b, args.prompt_tokens), device=args.device)
-        generate(model, ids, args.new_tokens)  # warm-up
-        for i in range(args.trials):
-            time.sleep(1.0)  # a short cool-down between trials
-            row = {"model": args.model, "batch_size": b, "trial": i}
-            row.update(trial(meter, model, ids, args.new_tokens, args.min_seconds, generate))
-            rows.append(row)
-            print(row)
-    write(out / "gpu_decode.csv", rows)
-
     ids = torch.randint(0, vocab, (1, args.prompt_tokens), device=args.device)
     pairs = []
     for i in range(args.pairs):

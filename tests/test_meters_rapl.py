@@ -3,8 +3,8 @@
 import pytest
 
 from tokenwatt.energy.meters import rapl
-from tokenwatt.energy.meters.probe import rapl_report
 from tokenwatt.energy.meters.rapl import RaplMeter
+from tokenwatt.energy.probe import rapl_report
 from tokenwatt.errors import MeterUnavailable
 from tokenwatt.sim.powercap import add_energy, build_tree, set_energy
 

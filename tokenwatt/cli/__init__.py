@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from tokenwatt import __version__
+from tokenwatt._util.version import __version__
 from tokenwatt.errors import Terminated, TokenwattError
 
 

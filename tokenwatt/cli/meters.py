@@ -16,7 +16,7 @@ from tokenwatt.report.format import fmt
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def meters(idle_seconds: float, as_json: bool) -> None:
     """Show the energy meters available here: GPUs, RAPL, the CPU estimate."""
-    from tokenwatt.energy.meters.probe import meters_report
+    from tokenwatt.energy.probe import meters_report
 
     report = meters_report(idle_seconds)
     if as_json:

@@ -85,7 +85,7 @@ def load_folder(folder: Path) -> dict[str, Any]:
 def build(
     folder: Path, data: dict[str, Any], baseline: tuple[str, str] | None, figures: list[Any]
 ) -> list[Block]:
-    from tokenwatt import __version__
+    from tokenwatt._util.version import __version__
 
     stats = data["stats"]
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -22,11 +22,11 @@ def environment(device: str) -> dict[str, Any]:
     import torch
     import transformers
 
-    import tokenwatt
+    from tokenwatt._util.version import __version__
     from tokenwatt.energy.meters.estimate import cpu_model_name
 
     env: dict[str, Any] = {
-        "tokenwatt": tokenwatt.__version__,
+        "tokenwatt": __version__,
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "transformers": transformers.__version__,

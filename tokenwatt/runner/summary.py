@@ -54,10 +54,12 @@ def _warnings(summary: dict[str, Any]) -> list[str]:
         out.append(
             f"cv>5%: decode J/token varies {cv:.1%} between trials; add repeats or min_seconds"
         )
-    if not summary.get("measured"):
-        out.append(
-            f"estimate: energy is an estimate ({summary['energy_source']}), not a measurement"
-        )
+    source = str(summary.get("energy_source") or "")
+    if "simulated" in source:
+        out.append(f"simulated: energy comes from simulated hardware ({source}), not a "
+                   "measurement")  # fmt: skip
+    elif not summary.get("measured"):
+        out.append(f"estimate: energy is an estimate ({source}), not a measurement")
     if summary.get("below_floor"):
         out.append("below-floor: measured J/token is below the physical floor; check the meter")
     return out
