@@ -17,11 +17,23 @@ def load_results(*paths: Any, summary: bool = False) -> Any:
 
 
 def run(config: Any = None, **overrides: Any) -> Any:
-    """Run a config (a YAML path, a RunConfig, or None for the quickstart); returns the outcome."""
-    from tokenwatt.config import RunConfig, load_config
+    """Run a config (a YAML path, a RunConfig, or None for the quickstart); returns the outcome.
+
+    Overrides take the command line's flag names with underscores (`batch_size=16`) or dotted
+    paths as keys of a dict (`**{"measure.cpu_tdp_w": 95}`); a wrong name is a ConfigError that
+    names the nearest right one.
+    """
+    from tokenwatt.config import RunConfig, config_to_dict, load_config, validate
+    from tokenwatt.runner.quiet import quiet_libraries
     from tokenwatt.runner.run import run_config
 
-    cfg = config if isinstance(config, RunConfig) else load_config(config, **overrides)
+    if isinstance(config, RunConfig):
+        from tokenwatt.config import apply_overrides
+
+        cfg = validate(apply_overrides(config_to_dict(config), overrides)) if overrides else config
+    else:
+        cfg = load_config(config, **overrides)
+    quiet_libraries()
     return run_config(cfg)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from tokenwatt._util.datafiles import read_section
 from tokenwatt.analysis.floor import positive as _positive
+from tokenwatt.config import Carbon
 from tokenwatt.errors import ConfigError
 
 J_PER_KWH = 3.6e6
@@ -95,10 +96,6 @@ def _check_profile(name: str, prof: Any, path: str) -> dict[str, Any]:
 
 def _norm_profile(name: str) -> str:
     return name.strip().lower().replace("_", "-").replace(" ", "-")
-
-
-def profile_names() -> list[str]:
-    return list(load_profiles())
 
 
 # ---------------------------------------------------------------- CodeCarbon's data
@@ -267,7 +264,7 @@ def g_co2_per_1k_tokens(j_per_token: float, intensity_g_per_kwh: float, pue: flo
     return j_per_token * 1000 / J_PER_KWH * pue * intensity_g_per_kwh
 
 
-def carbon_columns(row: dict[str, Any], carbon_cfg: Any) -> dict[str, Any]:
+def carbon_columns(row: dict[str, Any], carbon_cfg: Carbon) -> dict[str, Any]:
     """Carbon and leaderboard columns for one result row.
 
     All derive from `total_j_per_token` (prefill + decode energy over generated tokens, the

@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tokenwatt.config import RunConfig
 from tokenwatt.report.format import fmt, pct
 
 err_console = Console(stderr=True)
@@ -16,7 +17,7 @@ console = Console()
 
 
 @contextlib.contextmanager
-def trial_progress(cfg: Any, disabled: bool = False) -> Iterator[Any]:
+def trial_progress(cfg: RunConfig, disabled: bool = False) -> Iterator[Any]:
     """Yields an on_trial(done, total) callback that drives a progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tokenwatt.config import RunConfig
 from tokenwatt.errors import UserError
 from tokenwatt.registry.precisions import REFERENCE_NAMES
 
@@ -47,7 +48,7 @@ def reference_precision(reference: str, device: str) -> str:
     return reference
 
 
-def measure_fidelity(cfg: Any, model: Any, device: str) -> dict[str, Any]:
+def measure_fidelity(cfg: RunConfig, model: Any, device: str) -> dict[str, Any]:
     """Columns fidelity_ref, top1_agreement, kl_divergence, fidelity_ref_top1_prob."""
     ref_prec = reference_precision(cfg.fidelity.reference, device)
     seqs, ref_logp = _reference_run(cfg, device, ref_prec)
@@ -66,7 +67,7 @@ def compare(ref_logp: Any, test_logp: Any) -> dict[str, float]:
     }
 
 
-def _reference_run(cfg: Any, device: str, ref_prec: str) -> tuple[Any, Any]:
+def _reference_run(cfg: RunConfig, device: str, ref_prec: str) -> tuple[Any, Any]:
     """Load the reference, let it write the sequences, return them and its log-probs."""
     import gc
 

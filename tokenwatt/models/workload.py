@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tokenwatt.config import Workload
 from tokenwatt.errors import UserError
 
 
-def make_prompts(workload: Any, vocab_size: int, tokenizer: Any | None, device: str) -> Any:
+def make_prompts(workload: Workload, vocab_size: int, tokenizer: Any | None, device: str) -> Any:
     """A (batch_size, prompt_tokens) tensor of token ids on `device`."""
     import torch
 

@@ -15,10 +15,10 @@ import html
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tokenwatt._util.ids import utc_now
 from tokenwatt.errors import UserError
 
 PREFERRED_BASELINE = {"precision": "bf16"}
@@ -88,7 +88,7 @@ def build(
     from tokenwatt._util.version import __version__
 
     stats = data["stats"]
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = utc_now()
     blocks = [
         Block("h1", f"tokenwatt report: {folder.name}"),
         Block(

@@ -11,9 +11,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import Any
 
+from tokenwatt._util.ids import utc_now
+from tokenwatt.config import RunConfig
 from tokenwatt.errors import MeterError
 
 MAX_CONSECUTIVE_DEGRADED = 3
@@ -57,7 +58,7 @@ def release_memory(device: str) -> None:
         torch.cuda.empty_cache()
 
 
-def oom_message(cfg: Any, device: str, error: str, out: str) -> str:
+def oom_message(cfg: RunConfig, device: str, error: str, out: str) -> str:
     w = cfg.workload
     return (
         f"out of memory on {device} at batch_size={w.batch_size}, prompt_tokens="
@@ -80,7 +81,7 @@ def guarded_trial(
         reason = one_line(e)
         row = {
             **session.constants,
-            "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "timestamp_utc": utc_now(),
             "trial": index,
             "status": DEGRADED,
             "status_reason": reason,

@@ -47,18 +47,6 @@ class PiecewiseProfile:
     def energy(self, t0: float, t1: float) -> float:
         return self.cumulative(t1) - self.cumulative(t0)
 
-    def label_seconds(self, t0: float, t1: float) -> dict[str, tuple[float, float]]:
-        """(seconds, joules) per label inside [t0, t1]: ground truth for attribution."""
-        out: dict[str, tuple[float, float]] = {}
-        labels = self.labels or ["all"] * len(self.times)
-        ends = self.times[1:] + [float("inf")]
-        for start, end, w, lab in zip(self.times, ends, self.watts, labels):
-            a, b = max(start, t0), min(end, t1)
-            if b > a:
-                s, j = out.get(lab, (0.0, 0.0))
-                out[lab] = (s + b - a, j + w * (b - a))
-        return out
-
 
 def constant(watts: float) -> PiecewiseProfile:
     return PiecewiseProfile([0.0], [float(watts)], name="steady")

@@ -19,12 +19,11 @@ import os
 import shutil
 import signal
 import sys
-import uuid
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tokenwatt._util.ids import new_run_id, utc_now
 from tokenwatt.results.columns import RESULTS_CSV, RUN_JSON, SUMMARY_CSV, TRIAL_COLUMNS
 from tokenwatt.results.store import append_rows, locked, read_rows, update_json
 from tokenwatt.runner.faults import one_line
@@ -102,9 +101,9 @@ def _on_trial(done: int, total: int) -> None:
 def failed_row(spec: dict[str, Any], error: str) -> dict[str, Any]:
     cfg, w = spec["config"], spec["config"]["workload"]
     return {
-        "run_id": datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6],
+        "run_id": new_run_id(),
         "case_id": spec["case_id"],
-        "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp_utc": utc_now(),
         "name": cfg["name"],
         "model": cfg["model"],
         "precision": cfg["precision"],
