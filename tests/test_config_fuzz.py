@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import string
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -140,10 +141,17 @@ def test_generated_command_line_overrides(overrides):
 
 
 def test_known_crashers_are_one_line(tmp_path):
-    """What the fuzzing found: an impossible date, deep nesting, bytes that are not UTF-8."""
-    for text in ("name: 2001-02-30\n", "[" * 1200, "workload: {batch_size: .nan}\n"):
-        p = tmp_path / "c.yaml"
-        p.write_text(text)
-        accepted_or_one_line(load_config, p)
-    p.write_bytes(b"\xff\xfe\x00name: x")
-    accepted_or_one_line(load_config, p)
+    """What the fuzzing found: an impossible date, deep nesting, bytes that are not UTF-8.
+
+    None of them is a valid config: each must be refused, in one line saying why."""
+    p = tmp_path / "c.yaml"
+    for content, needle in (
+        ("name: 2001-02-30\n", "out of range"),
+        ("[" * 1200, "malformed YAML"),
+        ("workload: {batch_size: .nan}\n", "workload.batch_size"),
+        (b"\xff\xfe\x00name: x", "not UTF-8"),
+    ):
+        p.write_bytes(content if isinstance(content, bytes) else content.encode())
+        with pytest.raises(ConfigError, match=needle) as e:
+            load_config(p)
+        assert "\n" not in str(e.value) and "Traceback" not in str(e.value)

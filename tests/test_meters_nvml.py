@@ -46,11 +46,14 @@ def test_driver_reload_keeps_the_channel_monotonic_and_counts_it():
 
 
 def test_nvml_errors_become_meter_errors_with_the_nvml_text():
-    _, (m,) = virtual_board(300.0)
+    clock, (m,) = virtual_board(300.0)
+    before = m.read_joules()["gpu0"]
     sim.inject_error("nvmlDeviceGetTotalEnergyConsumption", sim.NVML_ERROR_GPU_IS_LOST)
     with pytest.raises(MeterError, match="GPU is lost"):
         m.read_joules()
-    m.read_joules()  # the next read works again
+    clock.sleep(1.0)
+    # the next read works again and the failed one lost nothing: 1 s at 300 W (updates 100 ms)
+    assert m.read_joules()["gpu0"] - before == pytest.approx(300.0, rel=0.11)
     sim.inject_error("nvmlDeviceGetTotalEnergyConsumption", sim.NVML_ERROR_UNKNOWN)
     with pytest.raises(MeterError, match="Unknown"):
         m.read_joules()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -80,12 +81,18 @@ def test_trial_rows_are_averaged_per_case_and_a_country_has_no_racks() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [dict(tokens_per_s=-1.0), dict(load_factor=0.0), dict(load_factor=1.5), dict(pue=0.9)],
+    "kwargs, flag",
+    [
+        (dict(tokens_per_s=-1.0), "--tokens-per-s"),
+        (dict(load_factor=0.0), "--load-factor"),
+        (dict(load_factor=1.5), "--load-factor"),
+        (dict(pue=0.9), "--pue"),
+    ],
 )
-def test_bad_inputs_are_user_errors(kwargs) -> None:
+def test_bad_inputs_are_user_errors(kwargs, flag) -> None:
     args = dict(tokens_per_s=None, load_factor=1.0) | kwargs
-    with pytest.raises(UserError):
+    (value,) = kwargs.values()
+    with pytest.raises(UserError, match=re.escape(flag) + ".*" + re.escape(f"got {value}")):
         plan_table(_summary(), "DEU", **args)
     with pytest.raises(UserError, match="total_j_per_token"):
         plan_table(pd.DataFrame({"model": ["m"]}), "DEU", None)

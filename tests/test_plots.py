@@ -1,7 +1,6 @@
 """plots: every figure is written as PNG and SVG, axes carry units, estimates say so."""
 
 import json
-import math
 
 import pytest
 from synth_results import write_folder
@@ -97,7 +96,17 @@ def test_power_trace_fallback_says_phase_average(grid):
     assert "idle 2 W" in svg
 
 
-def test_power_trace_from_samples_with_marks(tmp_path):
+def test_power_trace_from_samples_with_marks(tmp_path, monkeypatch):
+    from tokenwatt.report import plots
+
+    axes = []
+    real_draw = plots._draw_trace
+
+    def draw(ax, trial):
+        axes.append(ax)
+        return real_draw(ax, trial)
+
+    monkeypatch.setattr(plots, "_draw_trace", draw)
     trace = [
         {"t_s": 10 + 0.01 * i, "channel": "gpu0", "joules": 3.0 * i, "power_w": None}
         for i in range(60)
@@ -116,4 +125,13 @@ def test_power_trace_from_samples_with_marks(tmp_path):
     fig = plot_power_trace(run, tmp_path)
     svg = _svg_text(fig)
     assert "power trace, trial 0" in svg and "power (W)" in svg and "estimate" not in svg
-    assert "gpu0" in svg and math.isfinite(fig.png.stat().st_size)
+    assert "gpu0" in svg
+    (ax,) = axes
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label() == "gpu0"]
+    # 3 J every 10 ms on the counter is 300 W, on a time axis that starts at the first mark
+    assert list(line.get_ydata()) == pytest.approx([300.0] * 59)
+    assert list(line.get_xdata()) == pytest.approx([0.01 * i for i in range(59)])
+    spans = {p.get_label(): (p.get_x(), p.get_x() + p.get_width()) for p in ax.patches}
+    assert spans["prefill"] == pytest.approx((0.0, 0.1))
+    assert spans["decode"] == pytest.approx((0.1, 0.5))
+    assert ax.get_ylim()[1] == pytest.approx(1.15 * 300.0)  # the peak, not the 70 W idle

@@ -140,4 +140,6 @@ def _cpu_name() -> str:
 
 
 def readable(root: str | Path = POWERCAP) -> bool:
-    return any(os.access(d.path / "energy_uj", os.R_OK) for d in discover(root) if d.key)
+    """True when RaplMeter can open here: every package and dram counter is readable."""
+    domains = [d for d in discover(root) if d.key]
+    return bool(domains) and all(os.access(d.path / "energy_uj", os.R_OK) for d in domains)

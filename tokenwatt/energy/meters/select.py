@@ -31,6 +31,7 @@ def open_meters(
     gpus: the boards NVML measures (measure.gpus); None means the boards of a cuda `device`.
     nvml_module: the NVML binding to use (default: TOKENWATT_NVML_MODULE, else pynvml).
     """
+    asked = choice
     try:
         if choice == "auto":
             choice = "nvml" if gpus or device.startswith("cuda") else _cpu_meter()
@@ -45,7 +46,8 @@ def open_meters(
         if choice == "nvml":
             return open_nvml(device, gpus, nvml_module)
     except MeterUnavailable as e:
-        raise UserError(f"measure.meter={choice}: {e}") from None
+        chosen = asked if asked == choice else f"{asked} (chose {choice})"
+        raise UserError(f"measure.meter={chosen}: {e}") from None
     raise UserError(f"measure.meter: unknown meter {choice!r}")
 
 
