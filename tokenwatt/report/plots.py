@@ -12,6 +12,7 @@ joules and seconds imply, and says so in the title.
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,14 +195,11 @@ def plot_j_per_token_cases(stats: Any, folder: Path, stem: str = "j_per_token") 
     ax.bar(x, dec, bottom=pre, color=PHASE_COLOURS["decode"], label="decode")
     if "total_j_per_token_mean" in stats:
         mean = stats["total_j_per_token_mean"]
-        err = _yerr(mean, stats["total_j_per_token_ci95_low"], stats["total_j_per_token_ci95_high"])
-        ax.errorbar(x, mean, yerr=err, fmt="none", ecolor="black", capsize=4, label="95% CI")
-    ax.set_xticks(
-        list(x),
-        labels,
-        rotation=30 if len(stats) > 4 else 0,
-        ha="right" if len(stats) > 4 else "center",
-    )
+        err = _yerr(mean, stats["total_j_per_token_ci95_low"], stats["total_j_per_token_ci95_high"],
+                    stats.get("n_trials"))  # fmt: skip
+        ax.errorbar(x, mean, yerr=err, fmt="none", ecolor="black", capsize=4,
+                    label="95% CI (none below 3 trials)")  # fmt: skip
+    _case_ticks(ax, list(x), labels)
     ax.set_xlabel("case (" + ", ".join(keys) + ")" if keys else "case")
     ax.set_ylabel(f"energy per generated token ({energy_unit(_all_measured(stats))})")
     ax.set_title("Energy per generated token: prefill + decode", fontsize=10)
@@ -209,11 +207,24 @@ def plot_j_per_token_cases(stats: Any, folder: Path, stem: str = "j_per_token") 
     return _save(fig, folder, stem, "Energy per generated token per case, prefill and decode")
 
 
-def _yerr(mean: Any, lo: Any, hi: Any) -> list[list[float]]:
-    """Error bar lengths; an undefined CI (one trial) draws none; a bar never goes below 0."""
+def _case_ticks(ax: Any, x: list[int], labels: list[str]) -> None:
+    """Case labels that never overlap: wrapped at spaces, and slanted when they are many or
+    long (a bar is about 0.7 inch wide, a dozen characters of 8-point text)."""
+    wrapped = [textwrap.fill(t, 16, break_long_words=False) for t in labels]
+    slant = len(labels) > 4 or any(len(t) > 12 for t in labels)
+    ax.set_xticks(x, wrapped, rotation=30 if slant else 0, ha="right" if slant else "center",
+                  rotation_mode="anchor", fontsize=8)  # fmt: skip
+
+
+def _yerr(mean: Any, lo: Any, hi: Any, n: Any = None) -> list[list[float]]:
+    """Error bar lengths; an undefined CI, or one from fewer than 3 trials (not informative),
+    draws none; a bar never goes below 0."""
+    from tokenwatt.report.format import informative
+
     down, up = [], []
-    for m, a, b in zip(mean, lo, hi):
-        ok = all(math.isfinite(_num(v)) for v in (m, a, b))
+    ns = list(n) if n is not None else [None] * len(list(mean))
+    for m, a, b, k in zip(mean, lo, hi, ns):
+        ok = all(math.isfinite(_num(v)) for v in (m, a, b)) and informative(k)
         down.append(min(m, m - a) if ok else 0.0)
         up.append(b - m if ok else 0.0)
     return [down, up]
@@ -238,7 +249,7 @@ def plot_vs(stats: Any, x: str, folder: Path, metric: str = "decode_j_per_token"
     for _key, g in lines:
         g = g.assign(_x=g[x].map(_num)).sort_values("_x")
         row = g.iloc[0]
-        err = _yerr(g[col], g[f"{metric}_ci95_low"], g[f"{metric}_ci95_high"])
+        err = _yerr(g[col], g[f"{metric}_ci95_low"], g[f"{metric}_ci95_high"], g.get("n_trials"))
         ax.errorbar(g["_x"], g[col], yerr=err, marker="o", capsize=3, label=case_label(row, others))
     xs = sorted({_num(v) for v in stats[x]})
     if xs[0] > 0 and xs[-1] / xs[0] >= 4:
