@@ -19,7 +19,8 @@ from tokenwatt.cli.options import given, parse_set, run_options
 def run(config: str | None, settings: tuple[str, ...], quiet: bool, **overrides: Any) -> None:
     """Measure one CONFIG (default: the embedded quickstart) and append its results to --out.
 
-    Flags override the file; every field of the config has a flag (shown in brackets).
+    Flags override the file; every field of the config has a flag (its path in brackets).
+    The defaults shown are the embedded quickstart's; with a CONFIG, its values are.
     """
     from tokenwatt.cli.console import print_outcome, run_progress
     from tokenwatt.config import load_config
