@@ -98,3 +98,10 @@ def test_compare_command_with_two_trials(two_trial_folder, invoke):
     r = invoke("compare", str(two_trial_folder), "--baseline", "precision=bf16")
     assert r.exit_code == 0, r.output
     assert "informative" in r.output  # wrapped in an 80-column table: "not / informative"
+
+
+def test_console_says_simulated_for_the_simulated_nvml(capsys):
+    s = _summary(energy_source="simulated-nvml-energy-counter", measured=False)
+    print_outcome(SimpleNamespace(summary=s, warnings=[], out="/tmp/x"))
+    out = capsys.readouterr().out
+    assert "energy: SIMULATED" in out and "source simulated-nvml-energy-counter" in out

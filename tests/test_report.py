@@ -200,3 +200,12 @@ def test_measured_run_indistinguishable_from_idle_says_so(tmp_path):
     (block,) = _idle_like(stats)
     assert "In 1 of 2 cases" in block.text and "indistinguishable from idle" in block.text
     assert _idle_like(stats.assign(idle_power_w_mean=[2.0, 2.0])) == []
+
+
+def test_results_table_keeps_only_the_keys_that_vary(wide):
+    out, _ = wide
+    md = (out / "report.md").read_text()
+    section = md.split("## Results per case")[1].split("##")[0]
+    header = next(ln for ln in section.splitlines() if ln.startswith("| precision"))
+    assert "batch_size" not in header and "prompt_tokens" not in header
+    assert "Every case: model `preset:tiny-llama`, batch_size `1`, prompt_tokens `8`" in section

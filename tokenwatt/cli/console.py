@@ -167,7 +167,8 @@ def idle_note(s: dict[str, Any]) -> str | None:
 
 def print_outcome(outcome: Any) -> None:
     s = outcome.summary
-    label = "measured" if s.get("measured") else "ESTIMATE"
+    label = ("SIMULATED" if "simulated" in str(s.get("energy_source")) else
+             "measured" if s.get("measured") else "ESTIMATE")  # fmt: skip
     console.print(summary_table(s))
     console.print(
         f"energy: {label} · scope {s['energy_scope']} · source {s['energy_source']} · "

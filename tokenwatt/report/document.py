@@ -203,11 +203,7 @@ SUMMARY_COLUMNS = [
 def _summary(stats: Any) -> list[Block]:
     from tokenwatt.report.format import fmt
 
-    keys = [
-        k
-        for k in ("model", "precision", "batch_size", "prompt_tokens", "new_tokens", "device_name")
-        if k in stats
-    ]
+    keys, same = _varying_keys(stats)
     headers = keys + ["trials"] + [t for m, t in SUMMARY_COLUMNS if f"{m}_mean" in stats]
     headers += ["Wh/1k queries", "idle W", "energy source"]
     rows = []
@@ -229,11 +225,23 @@ def _summary(stats: Any) -> list[Block]:
         "repetitions)); Wh/1k queries is the same x 1000 / 3600 (AI Energy Score's unit, "
         "in this folder's energy scope). Column meanings: the README, section 'Results schema'."
     )
-    return [
-        Block("h2", "Results per case"),
-        Block("table", headers=headers, rows=rows),
-        Block("p", note),
-    ]
+    blocks = [Block("h2", "Results per case")]
+    if same:  # said once above the table, which then fits the page better
+        blocks.append(Block("p", "Every case: " + ", ".join(f"{k} `{v}`" for k, v in same) + "."))
+    return [*blocks, Block("table", headers=headers, rows=rows), Block("p", note)]
+
+
+SUMMARY_KEYS = ("model", "precision", "batch_size", "prompt_tokens", "new_tokens", "device_name")
+
+
+def _varying_keys(stats: Any) -> tuple[list[str], list[tuple[str, str]]]:
+    """The case keys that tell cases apart (table columns), and those every case shares."""
+    present = [k for k in SUMMARY_KEYS if k in stats]
+    if len(stats) < 2:
+        return present, []
+    keys = [k for k in present if stats[k].astype(str).nunique() > 1]
+    same = [(k, str(stats[k].iloc[0])) for k in present if k not in keys]
+    return keys or present[:1], [kv for kv in same if kv[0] not in (keys or present[:1])]
 
 
 def _mean_ci(r: Any, m: str) -> str:
@@ -472,7 +480,8 @@ CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;
 color:#222}table{border-collapse:collapse;margin:1em 0;font-size:0.9em}td,th{border:1px solid
 #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}pre{background:#f6f6f6;padding:1em;
 overflow-x:auto;font-size:0.85em}img{max-width:100%}figure{margin:1.5em 0}
-.wide{overflow-x:auto;max-width:100%}.wide table{margin:0.5em 0}details{margin:0.3em 0}
+.wide{overflow-x:auto;max-width:100%}.wide table{margin:0.5em 0}.wide td{white-space:nowrap}
+.wide td.long{white-space:normal;min-width:24em}details{margin:0.3em 0}
 summary{cursor:pointer}details pre{margin:0.3em 0 0.8em}"""
 
 
@@ -486,9 +495,8 @@ def to_html(blocks: list[Block], title: str) -> str:
             body.append(f"<p>{_inline(b.text)}</p>")
         elif b.kind == "table":
             head = "".join(f"<th>{e(h)}</th>" for h in b.headers or [])
-            rows = "".join(
-                "<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in b.rows or []
-            )
+            rows = "".join("<tr>" + "".join(_cell_html(c) for c in r) + "</tr>"
+                           for r in b.rows or [])  # fmt: skip
             body.append(_scrolling(f"<table><tr>{head}</tr>{rows}</table>"))
         elif b.kind == "img" and b.path:
             data = base64.b64encode(b.path.read_bytes()).decode()
@@ -504,6 +512,16 @@ def to_html(blocks: list[Block], title: str) -> str:
         f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{e(title)}</title>"
         f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
+
+
+LONG_CELL = 60  # characters: a cell longer than this (an error, a path) may wrap
+
+
+def _cell_html(c: Any) -> str:
+    """A figure never breaks across lines ("0.0928 [0.0151, 0.17]" stays whole): the table
+    scrolls instead; only long text wraps."""
+    text = html.escape(str(c))
+    return f'<td class="long">{text}</td>' if len(str(c)) > LONG_CELL else f"<td>{text}</td>"
 
 
 def _scrolling(table: str) -> str:
