@@ -127,3 +127,21 @@ def test_user_warning_shows_after_a_run_through_the_api(tmp_path):
                       out=str(tmp_path / "o"))  # fmt: skip
         warnings.warn("after the run 4e2a", UserWarning, stacklevel=1)
     assert "after the run 4e2a" in [str(w.message) for w in caught]
+
+
+def test_every_flag_the_docs_name_exists():
+    """A flag the README or docs promise is an option of some tokenwatt command."""
+    import re
+    from pathlib import Path
+
+    from tokenwatt.cli import cli
+
+    root = Path(__file__).parents[1]
+    options = {"--help", "--version"}
+    for command in cli.commands.values():
+        for p in command.params:
+            options.update(p.opts, p.secondary_opts)
+    pip_flags = {"--index-url"}
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", doc.read_text()))
+        assert named - options - pip_flags == set(), doc.name

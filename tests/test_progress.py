@@ -108,3 +108,22 @@ def test_slow_warning_is_printed_before_the_work(tmp_path, invoke, fast_args, mo
     text = " ".join(r.output.split())
     assert "warning slow run: mxfp4-emulated on CPU emulates FP4" in text
     assert text.index("warning slow run") < text.index("stopped before loading")
+
+
+def test_api_says_a_slow_run_as_a_warning_before_the_work(tmp_path, monkeypatch):
+    import warnings
+
+    import tokenwatt
+    import tokenwatt.runner.run as runner
+    import tokenwatt.runner.slow as slow
+    from tokenwatt.errors import UserError
+
+    def no_work(*args, **kwargs):
+        raise UserError("stopped before loading")
+
+    monkeypatch.setattr(slow, "EMULATED_CPU_PARAMS", 1.0)
+    monkeypatch.setattr(runner, "_prepare_and_measure", no_work)
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(UserError):
+        warnings.simplefilter("always")
+        tokenwatt.run(precision="nvfp4-emulated", device="cpu", out=str(tmp_path / "o"))
+    assert any("slow run: nvfp4-emulated on CPU" in str(w.message) for w in caught)
