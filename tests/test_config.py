@@ -43,7 +43,7 @@ def test_overrides_win_over_file():
         ({"workload": {"batch_size": 0}}, "workload.batch_size"),
         ({"workload": {"new_tokens": -3}}, "workload.new_tokens"),
         ({"measure": {"repeats": 0}}, "measure.repeats"),
-        ({"precision": "fp7"}, "choose one of fp32"),
+        ({"precision": "fp7"}, "choose one of auto, fp32"),
         ({"measure": {"meter": "wattmeter"}}, "choose one of auto"),
         ({"model": "preset:tiny-lama"}, "did you mean 'tiny-llama'"),
         ({"workload": {"batch_sise": 2}}, "did you mean 'batch_size'"),

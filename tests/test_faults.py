@@ -96,7 +96,7 @@ def test_nvml_error_mid_run_marks_trial_degraded(tmp_path, monkeypatch, sim_gpu,
     assert set(df["energy_source"]) == {"simulated-nvml-energy-counter"}
     summary = pd.read_csv(tmp_path / "o" / "summary.csv").iloc[0]
     assert summary["n_trials"] == 3 and summary["n_degraded"] == 1
-    assert "degraded" in summary["flags"]
+    assert "degraded" in summary["summary_flags"]
     assert any(w.startswith("degraded") for w in outcome.warnings)
     runs = json.loads((tmp_path / "o" / "run.json").read_text())["runs"]
     assert runs[0]["trials"][1]["status"] == "degraded"

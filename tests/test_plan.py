@@ -147,3 +147,22 @@ def test_quickstart_run_with_a_region_then_plan(tmp_path, fast_args) -> None:
     res = CliRunner().invoke(plan, [str(out), "--tokens-per-s", "1000"])
     assert res.exit_code == 0, res.output
     assert "west-texas" in res.output
+
+
+def _header(output: str) -> str:
+    return next(ln for ln in output.splitlines() if "J/token" in ln and "Model" in ln)
+
+
+def test_relative_column_names_its_real_reference(tmp_path) -> None:
+    """With a bf16 case the column is "vs bf16"; without one, the precision it divides by."""
+    out = _results_dir(tmp_path)
+    res = CliRunner(env={"COLUMNS": "200"}).invoke(plan, [str(out), "--region", "frankfurt"])
+    assert "vs bf16" in _header(res.output)
+    no_bf16 = _summary().assign(precision=["int8-weight", "fp32"])
+    no_bf16.to_csv(out / "summary.csv", index=False)
+    table = plan_table(no_bf16, "frankfurt", None)
+    assert set(table["relative_to"]) == {"int8-weight"}  # the first case measured
+    res = CliRunner(env={"COLUMNS": "200"}).invoke(plan, [str(out), "--region", "frankfurt"])
+    assert res.exit_code == 0, res.output
+    header = _header(res.output)
+    assert "vs int8-weight" in header and "bf16" not in res.output

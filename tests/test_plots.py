@@ -135,3 +135,45 @@ def test_power_trace_from_samples_with_marks(tmp_path, monkeypatch):
     assert spans["prefill"] == pytest.approx((0.0, 0.1))
     assert spans["decode"] == pytest.approx((0.1, 0.5))
     assert ax.get_ylim()[1] == pytest.approx(1.15 * 300.0)  # the peak, not the 70 W idle
+
+
+@pytest.mark.parametrize("n", [2, 4, 9])
+def test_case_labels_of_the_bar_chart_never_overlap(tmp_path, monkeypatch, n):
+    import pandas as pd
+
+    from tokenwatt.report import plots
+
+    models = ["preset:qwen3-moe-30b-a3b", "preset:llama-3.1-8b", "preset:mixtral-8x7b"]
+    precisions = ["nvfp4-emulated", "int8-dynamic", "bf16"]
+    rows = [{"model": models[i % 3], "precision": precisions[i // 3 % 3], "batch_size": "1",
+             "prefill_j_per_gen_token_mean": 0.01, "decode_j_per_gen_token_mean": 0.1 + i / 100,
+             "total_j_per_token_mean": 0.11, "total_j_per_token_ci95_low": 0.1,
+             "total_j_per_token_ci95_high": 0.12, "n_trials": 3, "measured": True}
+            for i in range(n)]  # fmt: skip
+    seen = {}
+    real_save = plots._save
+
+    def save(fig, folder, stem, title):
+        fig.tight_layout()
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        seen["boxes"] = [t.get_window_extent() for t in ax.get_xticklabels()]
+        seen["labels"] = [t.get_text() for t in ax.get_xticklabels()]
+        seen["figure"] = fig.bbox
+        return real_save(fig, folder, stem, title)
+
+    monkeypatch.setattr(plots, "_save", save)
+    assert plots.plot_j_per_token_cases(pd.DataFrame(rows), tmp_path) is not None
+    boxes = seen["boxes"]
+    assert len(boxes) == n and all("qwen3" in t or "llama" in t or "mixtral" in t
+                                   for t in seen["labels"])  # fmt: skip
+    for i in range(n - 1):
+        assert not boxes[i].overlaps(boxes[i + 1]), (seen["labels"][i], seen["labels"][i + 1])
+    assert all(b.x0 >= seen["figure"].x0 - 1 and b.y0 >= seen["figure"].y0 - 1 for b in boxes)
+
+
+def test_error_bars_need_three_trials():
+    from tokenwatt.report.plots import _yerr
+
+    down, up = _yerr([1.0, 1.0], [0.9, -0.5], [1.1, 2.5], [2, 3])
+    assert (down, up) == ([0.0, 1.0], [0.0, 1.5])  # n=2: none; n=3: never below 0

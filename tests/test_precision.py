@@ -105,3 +105,14 @@ def test_precision_names_import_without_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_auto_precision_suits_the_device():
+    from tokenwatt.config import load_config
+    from tokenwatt.registry.precisions import resolve
+
+    assert load_config(None).precision == "auto"  # the quickstart
+    assert load_config(None, precision=None).precision == "auto"
+    assert (resolve("auto", "cpu"), resolve("auto", "cuda"), resolve("auto", "cuda:1")) == (
+        "fp32", "bf16", "bf16")  # fmt: skip
+    assert resolve("fp16", "cpu") == "fp16"

@@ -1,6 +1,7 @@
 """report: Markdown + self-contained HTML with every section, from a synthetic folder."""
 
 import base64
+import json
 
 import pytest
 from synth_results import write_folder
@@ -146,3 +147,65 @@ def test_planned_cases_not_measured_are_listed(folder, tmp_path):
     plan = [{"case_id": c, "config": {"precision": c}, "tags": {}} for c in ("a", "b")]
     update_json(out / "sweep.json", "sweeps", {"cases": plan})
     assert [c["case_id"] for c in not_run(out)] == ["b"]
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    """A folder whose meter has a long description (an NVML board's is ~600 characters)."""
+    import json
+
+    out = tmp_path_factory.mktemp("wide") / "res"
+    cases = [{"case_id": p, "precision": p, "batch_size": 1, "prompt_tokens": 8,
+              "new_tokens": 6, "decode_j_per_token": j, "measured": True,
+              "source": "nvml-energy-counter", "scope": "gpu-board"}
+             for p, j in (("bf16", 0.1), ("int8-weight", 0.08))]  # fmt: skip
+    write_folder(out, cases, trials=3)
+    meter = {"meter": "nvml", "device_name": "NVIDIA H100 80GB HBM3",
+             "channels": [{"scope": "gpu-board", "source": "nvml-energy-counter",
+                           "measured": True}],
+             "uuid": "GPU-" + "0123456789abcdef" * 4, "architecture": "hopper",
+             "other_processes": [f"pid {i}: python train.py" for i in range(12)],
+             "the_last_key": "the end of the description"}  # fmt: skip
+    data = json.loads((out / "run.json").read_text())
+    for run in data["runs"]:
+        run["meters"] = [meter]
+    write_atomic(out / "run.json", json.dumps(data))
+    write_report(out)
+    return out, meter
+
+
+def test_meter_description_is_shown_whole_and_collapsed(wide):
+    out, meter = wide
+    assert len(json.dumps(meter)) > 600
+    for name in ("report.md", "report.html"):
+        text = (out / name).read_text()
+        assert "<details><summary>meter 0: nvml NVIDIA H100 80GB HBM3: gpu-board from " \
+               "nvml-energy-counter</summary>" in text  # fmt: skip
+        assert "the end of the description" in text and "pid 11: python train.py" in text
+
+
+def test_wide_html_tables_scroll_inside_their_box(wide):
+    out, _ = wide
+    page = (out / "report.html").read_text()
+    assert page.count("<table>") == page.count('<div class="wide"><table>') >= 3
+    assert ".wide{overflow-x:auto" in page
+
+
+def test_measured_run_indistinguishable_from_idle_says_so(tmp_path):
+    import pandas as pd
+
+    from tokenwatt.report.document import _idle_like
+
+    stats = pd.DataFrame({"idle_power_w_mean": [8.0, 2.0], "avg_power_w_mean": [8.1, 10.0]})
+    (block,) = _idle_like(stats)
+    assert "In 1 of 2 cases" in block.text and "indistinguishable from idle" in block.text
+    assert _idle_like(stats.assign(idle_power_w_mean=[2.0, 2.0])) == []
+
+
+def test_results_table_keeps_only_the_keys_that_vary(wide):
+    out, _ = wide
+    md = (out / "report.md").read_text()
+    section = md.split("## Results per case")[1].split("##")[0]
+    header = next(ln for ln in section.splitlines() if ln.startswith("| precision"))
+    assert "batch_size" not in header and "prompt_tokens" not in header
+    assert "Every case: model `preset:tiny-llama`, batch_size `1`, prompt_tokens `8`" in section

@@ -62,3 +62,19 @@ def test_bad_flag_value_is_one_line_exit_2(tmp_path, invoke):
     assert r.output.strip().count("\n") == 0
     assert "workload.batch_size" in r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_default_results_folder_is_ignored_by_git():
+    """The quickstart writes results/quickstart inside the clone: git must not see it."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in ("results/quickstart/results.csv", "results/run/summary.csv"):
+        p = subprocess.run(["git", "check-ignore", "-q", path], cwd=root)
+        assert p.returncode == 0, f"{path} is not ignored"
+    tracked = subprocess.run(["git", "check-ignore", "-q", "results/cpu-context/summary.csv"],
+                             cwd=root)  # fmt: skip
+    assert tracked.returncode == 1  # published results stay visible

@@ -34,7 +34,15 @@ def run(config: Any = None, **overrides: Any) -> Any:
     else:
         cfg = load_config(config, **overrides)
     quiet_libraries()
-    return run_config(cfg)
+    return run_config(cfg, on_phase=_warn)
+
+
+def _warn(event: str, text: str) -> None:
+    """A run's one-line warnings (e.g. a very slow run), said before the work as a UserWarning."""
+    if event == "warning":
+        import warnings
+
+        warnings.warn(text, UserWarning, stacklevel=4)
 
 
 def __getattr__(name: str) -> Any:

@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from tokenwatt.errors import ConfigError
-from tokenwatt.registry.precisions import PRECISION_NAMES, REFERENCE_NAMES
+from tokenwatt.registry.precisions import PRECISION_CHOICES, REFERENCE_NAMES
 from tokenwatt.registry.presets import PRESETS
 
 METERS = ("auto", "nvml", "rapl", "estimate")
@@ -125,7 +125,11 @@ class RunConfig(_Strict):
     model: str = Field(
         "preset:tiny-llama", description="preset:NAME, a local checkpoint directory, or a hub id."
     )
-    precision: str = Field("bf16", description="Number format of the weights and the matmuls.")
+    precision: str = Field(
+        "auto",
+        description="Number format of the weights and the matmuls (auto: fp32 on CPU, bf16 on "
+        "GPU; recorded as resolved).",
+    )
     compile: bool = Field(False, description="Static KV cache + torch.compile of the decode step.")
     device: str = Field("auto", description="Where the model runs.")
     trust_remote_code: bool = Field(
@@ -161,8 +165,10 @@ class RunConfig(_Strict):
     @field_validator("precision")
     @classmethod
     def _precision(cls, v: str) -> str:
-        if v not in PRECISION_NAMES:
-            raise ValueError(f"unknown precision {v!r}; choose one of {', '.join(PRECISION_NAMES)}")
+        if v not in PRECISION_CHOICES:
+            raise ValueError(
+                f"unknown precision {v!r}; choose one of {', '.join(PRECISION_CHOICES)}"
+            )
         return v
 
     @field_validator("model")

@@ -32,7 +32,7 @@ CASE_COLUMNS = (
 )  # fmt: skip
 J_COLUMNS = ("total_j_per_token_mean", "total_j_per_token")
 PLAN_COLUMNS = (
-    "region", "j_per_token", "relative_j_per_token", "tokens_per_s_per_kw",
+    "region", "j_per_token", "relative_j_per_token", "relative_to", "tokens_per_s_per_kw",
     "rack_kw_low", "rack_kw_high", "tokens_per_s_per_rack_low", "tokens_per_s_per_rack_high",
     "pue", "carbon_intensity_g_per_kwh", "g_co2_per_1k_tokens", "target_tokens_per_s",
     "load_factor", "it_mw", "facility_mw", "racks_min", "racks_max", "annual_mwh",
@@ -93,12 +93,13 @@ def _cases(df: Any) -> Any:
     # Trial rows (and repeated runs of one case) are averaged per case.
     cases = data.groupby(keys, dropna=False, sort=False, as_index=False)[col].mean()
     cases = cases.rename(columns={col: "j_per_token"})
-    cases["relative_j_per_token"] = _relative(cases, keys)
+    cases["relative_j_per_token"], cases["relative_to"] = _relative(cases, keys)
     return cases
 
 
-def _relative(cases: Any, keys: list[str]) -> list[float]:
-    """J/token over the reference case of the same model, batch and device (bf16, else first)."""
+def _relative(cases: Any, keys: list[str]) -> tuple[list[float], list[str]]:
+    """J/token over the reference case of the same model, batch and device (bf16, else first),
+    and the reference's precision (what a "vs ..." column is relative to)."""
     group = [k for k in ("model", "batch_size", "device_name", "prompt_tokens", "new_tokens")
              if k in keys]  # fmt: skip
     records = cases.to_dict("records")
@@ -106,13 +107,14 @@ def _relative(cases: Any, keys: list[str]) -> list[float]:
     def key(r: dict[str, Any]) -> str:
         return repr([r[k] for k in group])
 
-    refs: dict[str, float] = {}
+    refs: dict[str, tuple[float, str]] = {}
     for r in records:
-        refs.setdefault(key(r), float(r["j_per_token"]))
+        refs.setdefault(key(r), (float(r["j_per_token"]), str(r.get("precision", "first case"))))
     for r in reversed(records):  # the group's first bf16 case, where it has one
         if r.get("precision") == "bf16":
-            refs[key(r)] = float(r["j_per_token"])
-    return [float(r["j_per_token"]) / refs[key(r)] for r in records]
+            refs[key(r)] = (float(r["j_per_token"]), "bf16")
+    return ([float(r["j_per_token"]) / refs[key(r)][0] for r in records],
+            [refs[key(r)][1] for r in records])  # fmt: skip
 
 
 def _plan_row(

@@ -110,13 +110,12 @@ class _CcKey:
 
 
 def _codecarbon() -> Any:
-    try:
-        import codecarbon
-        from codecarbon.input import DataSource
-    except ImportError:
-        raise ConfigError(
-            "carbon.region needs CodeCarbon's bundled grid data: pip install 'tokenwatt[carbon]'"
-        ) from None
+    from tokenwatt._util.extras import require
+
+    require("carbon", "carbon.region")  # its bundled grid data; one line with the pip command
+    import codecarbon
+    from codecarbon.input import DataSource
+
     return codecarbon, DataSource()
 
 

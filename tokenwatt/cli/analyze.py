@@ -70,6 +70,7 @@ def report(results_dir: str, baseline: str | None, out: str | None) -> None:
 
 def print_comparison(table: Any) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from tokenwatt.cli.console import console, err_console
     from tokenwatt.report.comparison import display_rows, metric_label
@@ -83,8 +84,8 @@ def print_comparison(table: Any) -> None:
         first_figure = headers.index(metric_label(table))
         for i, h in enumerate(headers):
             t.add_column(h, justify="left" if i < first_figure else "right")
-        for cells in rows:
-            t.add_row(*cells)
+        for cells in rows:  # as Text: "[interval not informative, n=2]" is not rich markup
+            t.add_row(*(Text(c) for c in cells))
         console.print(t)
     for m in table.attrs.get("missing", []):
         err_console.print(f"no baseline for: {m}", highlight=False)

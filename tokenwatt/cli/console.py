@@ -1,64 +1,183 @@
-"""Terminal output: a progress bar over trials and a short summary table (rich)."""
+"""Terminal output: progress over every phase of a run, and a short summary table (rich)."""
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tokenwatt.config import RunConfig
-from tokenwatt.report.format import fmt, pct
+from tokenwatt.report.format import fmt, interval, near_idle, pct
 
 err_console = Console(stderr=True)
 console = Console()
 
 
+def warn(text: str) -> None:
+    err_console.print(f"[yellow]warning[/yellow] {text}", highlight=False)
+
+
+class RunProgress:
+    """One line per phase with its elapsed time (frozen when the phase ends), a bar over the
+    trials with an ETA from the trials done so far. Drives a rich Progress."""
+
+    def __init__(self, progress: Any, name: str, repeats: int) -> None:
+        self.progress, self.name, self.repeats = progress, name, repeats
+        self.task: Any = None
+        self.trials_started = 0.0
+
+    def on_phase(self, event: str, text: str) -> None:
+        if event == "warning":
+            self.progress.console.print(f"[yellow]warning[/yellow] {text}", highlight=False)
+            return
+        self._finish()
+        trials = event == "trials"
+        self.task = self.progress.add_task(f"{self.name}: {text}", trials=trials,
+                                           total=self.repeats if trials else None,
+                                           trial_s=None, last=None)  # fmt: skip
+        self.trials_started = time.monotonic()
+
+    def on_trial(self, done: int, total: int) -> None:
+        if self.task is None or not self.progress.tasks[self.task].fields.get("trials"):
+            self.on_phase("trials", f"trials: {total}")
+        now = time.monotonic()
+        trial_s = (now - self.trials_started) / done if done else None
+        self.progress.update(self.task, completed=done, total=total, trial_s=trial_s, last=now)
+
+    def close(self) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        if self.task is not None:
+            task = self.progress.tasks[self.task]
+            if not task.fields.get("trials"):
+                self.progress.update(self.task, total=1, completed=1)
+            self.progress.stop_task(self.task)
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def _seconds(seconds: float | None) -> str:
+    """`0.4 s`, `12 s`, then `0:03:25`: a short phase's time is worth its decimal."""
+    if seconds is None:
+        return ""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    return f"{seconds:.0f} s" if seconds < 60 else _clock(seconds)
+
+
+def _progress_columns() -> list[Any]:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        ProgressColumn,
+        SpinnerColumn,
+        TextColumn,
+    )
+    from rich.table import Column
+
+    class Eta(ProgressColumn):
+        """Trials left x the mean time of the trials done, counting down between trials."""
+
+        def render(self, task: Any) -> Any:
+            per, last = task.fields.get("trial_s"), task.fields.get("last")
+            if not per or task.finished or task.total is None:
+                return Text("")
+            left = per * (task.total - task.completed) - (time.monotonic() - last)
+            return Text(f"ETA {_clock(max(left, 0.0))}", style="progress.remaining")
+
+    class Elapsed(ProgressColumn):
+        def render(self, task: Any) -> Any:
+            return Text(_seconds(task.finished_time if task.finished else task.elapsed),
+                        style="progress.elapsed")  # fmt: skip
+
+    class TrialsOnly(ProgressColumn):
+        """A column shown on the trials line only (a phase has no bar or count)."""
+
+        def __init__(self, column: Any) -> None:
+            super().__init__()
+            self.column = column
+
+        def render(self, task: Any) -> Any:
+            return self.column.render(task) if task.fields.get("trials") else Text("")
+
+    # The description gives way (ellipsis) before the numbers do on a narrow terminal.
+    text = Column(no_wrap=True, overflow="ellipsis", ratio=1)
+    return [SpinnerColumn(finished_text="[green]✓[/green]"),
+            TextColumn("{task.description}", table_column=text),
+            TrialsOnly(BarColumn(bar_width=20)), TrialsOnly(MofNCompleteColumn()), Elapsed(),
+            Eta()]  # fmt: skip
+
+
 @contextlib.contextmanager
-def trial_progress(cfg: RunConfig, disabled: bool = False) -> Iterator[Any]:
-    """Yields an on_trial(done, total) callback that drives a progress bar."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def run_progress(cfg: RunConfig, disabled: bool = False) -> Iterator[tuple[Any, Any]]:
+    """Yields (on_trial, on_phase) for `run_config`. Disabled: warnings still print."""
+    from rich.progress import Progress
 
     if disabled:
-        yield None
+        yield None, lambda event, text: warn(text) if event == "warning" else None
         return
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn()]  # fmt: skip
-    with Progress(*columns, console=err_console, transient=True) as progress:
-        task = progress.add_task(f"{cfg.name}: loading {cfg.model}", total=cfg.measure.repeats)
-
-        def on_trial(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total,
-                            description=f"{cfg.name}: trials")  # fmt: skip
-
-        yield on_trial
+    with Progress(*_progress_columns(), console=err_console) as progress:
+        tracker = RunProgress(progress, cfg.name, cfg.measure.repeats)
+        try:
+            yield tracker.on_trial, tracker.on_phase
+        finally:
+            tracker.close()
 
 
-def print_outcome(outcome: Any) -> None:
-    s = outcome.summary
-    label = "measured" if s.get("measured") else "ESTIMATE"
+METRICS = [
+    ("decode_j_per_token", "decode J/token"),
+    ("prefill_j_per_token", "prefill J/prompt token"),
+    ("total_j_per_token", "total J/generated token"),
+    ("decode_tokens_per_s", "decode tokens/s"),
+    ("avg_power_w", "average power W"),
+]
+
+
+def summary_table(s: dict[str, Any]) -> Table:
     t = Table(title=f"{s['name']}: {s['model']} {s['precision']} on {s['device_name']}")
     t.add_column("figure")
     t.add_column("mean", justify="right")
     t.add_column("95% CI", justify="right")
     t.add_column("CV", justify="right")
-    for metric, title in [
-        ("decode_j_per_token", "decode J/token"),
-        ("prefill_j_per_token", "prefill J/prompt token"),
-        ("total_j_per_token", "total J/generated token"),
-        ("decode_tokens_per_s", "decode tokens/s"),
-        ("avg_power_w", "average power W"),
-    ]:
-        lo, hi = s.get(f"{metric}_ci95_low"), s.get(f"{metric}_ci95_high")
-        t.add_row(title, fmt(s.get(f"{metric}_mean")), f"{fmt(lo)} – {fmt(hi)}",
-                  pct(s.get(f"{metric}_cv")))  # fmt: skip
-    console.print(t)
+    n = s.get("n_trials")
+    for metric, title in METRICS:  # every one is a positive quantity
+        ci = interval(s.get(f"{metric}_ci95_low"), s.get(f"{metric}_ci95_high"), n)
+        t.add_row(title, fmt(s.get(f"{metric}_mean")), ci, pct(s.get(f"{metric}_cv")))
+    return t
+
+
+def idle_note(s: dict[str, Any]) -> str | None:
+    """A note when the load power cannot be told from idle power."""
+    avg, idle = s.get("avg_power_w_mean"), s.get("idle_power_w")
+    if not near_idle(avg, idle):
+        return None
+    return (f"average power {fmt(avg)} W is within {abs(avg / idle - 1):.1%} of idle "
+            f"{fmt(idle)} W: this run is indistinguishable from idle, so the dynamic (above "
+            "idle) figures are meaningless and the totals are mostly idle power")  # fmt: skip
+
+
+def print_outcome(outcome: Any) -> None:
+    s = outcome.summary
+    label = ("SIMULATED" if "simulated" in str(s.get("energy_source")) else
+             "measured" if s.get("measured") else "ESTIMATE")  # fmt: skip
+    console.print(summary_table(s))
     console.print(
         f"energy: {label} · scope {s['energy_scope']} · source {s['energy_source']} · "
-        f"idle {fmt(s.get('idle_power_w'))} W · {s['n_trials']} trials"
+        f"idle {fmt(s.get('idle_power_w'))} W · {s['n_trials']} trials",
+        highlight=False,
     )
+    note = idle_note(s)
+    if note:
+        err_console.print(f"[yellow]note[/yellow] {note}", highlight=False)
     for w in outcome.warnings:
-        err_console.print(f"[yellow]warning[/yellow] {w}")
+        warn(w)
     console.print(f"results: {outcome.out}/results.csv, summary.csv, run.json")

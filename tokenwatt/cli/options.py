@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from tokenwatt.config import FIDELITY_REFERENCES, FLAGS, METERS, leaf_fields
-from tokenwatt.registry.precisions import PRECISION_NAMES
+from tokenwatt.registry.precisions import PRECISION_CHOICES
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:0", "cuda:1")
 
@@ -59,7 +59,7 @@ class DeviceType(click.ParamType):
 
 
 CHOICES: dict[str, click.ParamType] = {
-    "precision": FieldChoice(PRECISION_NAMES, "precision"),
+    "precision": FieldChoice(PRECISION_CHOICES, "precision"),
     "measure.meter": FieldChoice(METERS, "measure.meter"),
     "fidelity.reference": FieldChoice(FIDELITY_REFERENCES, "fidelity.reference"),
     "device": DeviceType(),
@@ -73,18 +73,34 @@ def _base_type(annotation: Any) -> Any:
     return ann if ann in (int, float, bool, str) else str
 
 
-def field_option(path: str, flag: str, info: Any) -> Callable[[Any], Any]:
-    """One click option for the config field at `path`."""
+def field_option(path: str, flag: str, info: Any, default: Any) -> Callable[[Any], Any]:
+    """One click option for the config field at `path`, showing `default` in --help."""
     kind = _base_type(info.annotation)
     dest = flag.replace("-", "_")
     help_text = f"{info.description or path} [{path}]"
-    shown = info.default is not None
+    shown = default is not None
+    if isinstance(default, list):
+        default = ",".join(map(str, default))
     if kind is bool:
-        return click.option(f"--{flag}/--no-{flag}", dest, default=info.default, help=help_text,
+        return click.option(f"--{flag}/--no-{flag}", dest, default=default, help=help_text,
                             show_default=shown)  # fmt: skip
     ptype = CHOICES.get(path) or {int: int, float: float}.get(kind, str)
-    return click.option(f"--{flag}", dest, type=ptype, default=info.default, help=help_text,
+    return click.option(f"--{flag}", dest, type=ptype, default=default, help=help_text,
                         show_default=shown)  # fmt: skip
+
+
+def quickstart_defaults() -> dict[str, Any]:
+    """Dotted path -> value in the embedded quickstart (what `tokenwatt run` alone runs), so
+    --help shows what a flag left out means there (out: results/quickstart, not results/run)."""
+    from tokenwatt.config import config_to_dict, load_config
+
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    return flat(config_to_dict(load_config(None)))
 
 
 def given(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:
@@ -97,10 +113,10 @@ def given(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:
 
 def run_options(f: Any) -> Any:
     """Decorate a command with one option per flag of the table, in the table's order."""
-    fields = leaf_fields()
+    fields, defaults = leaf_fields(), quickstart_defaults()
     for path, flag in reversed(list(FLAGS.items())):
         if flag is not None:
-            f = field_option(path, flag, fields[path])(f)
+            f = field_option(path, flag, fields[path], defaults.get(path))(f)
     return f
 
 

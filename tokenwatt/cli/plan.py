@@ -77,7 +77,7 @@ def _write_csv(table: Any, path: str) -> None:
 # (column, header). The first table holds what does not depend on the region, the second what
 # does; a *_low / *_min cell shows the "low-high" range with its partner column.
 CASE_CELLS = [("model", "Model"), ("precision", "Precision"), ("batch_size", "Batch")]
-CASE_NUMBERS = [("j_per_token", "J/token"), ("relative_j_per_token", "vs bf16"),
+CASE_NUMBERS = [("j_per_token", "J/token"), ("relative_j_per_token", "vs {ref}"),
                 ("tokens_per_s_per_kw", "tok/s per kW IT")]  # fmt: skip
 REGION_NUMBERS = [("tokens_per_s_per_rack_low", "tok/s/rack"), ("pue", "PUE"),
                   ("g_co2_per_1k_tokens", "gCO2/1k")]  # fmt: skip
@@ -94,7 +94,8 @@ def _print(table: Any, tokens_per_s: float | None, csv_path: str | None) -> None
     case_cells = [c for c in CASE_CELLS if c[0] in table]
     case_keys = [k for k, _ in case_cells]
     cases = table.drop_duplicates(case_keys) if case_keys else table.head(1)
-    numbers = [c for c in CASE_NUMBERS if c[0] != "relative_j_per_token" or len(cases) > 1]
+    numbers = [(k, h.format(ref=reference_name(table))) for k, h in CASE_NUMBERS
+               if k != "relative_j_per_token" or len(cases) > 1]  # fmt: skip
     console = Console()
     console.print(_table("Measured cases", cases, case_cells + numbers))
     target = TARGET_NUMBERS if tokens_per_s else []
@@ -105,6 +106,15 @@ def _print(table: Any, tokens_per_s: float | None, csv_path: str | None) -> None
         title = f"Region {region}" + (f", for {tokens_per_s:,.0f} tokens/s" if tokens_per_s else "")
         console.print(_table(title, rows, cells))
     console.print(_footnote(table, tokens_per_s, csv_path))
+
+
+def reference_name(table: Any) -> str:
+    """What the relative column is relative to: the reference precision, when every group
+    has the same one; otherwise "ref" (the footnote names each)."""
+    refs = sorted({str(r) for r in table.get("relative_to", [])}) if "relative_to" in table else []
+    if not refs:
+        return "bf16"
+    return refs[0] if len(refs) == 1 else "ref"
 
 
 def _table(title: str, df: Any, cells: list[tuple[str, str]]) -> Any:
@@ -139,7 +149,10 @@ def _footnote(table: Any, tokens_per_s: float | None, csv_path: str | None) -> s
         f"J/token: prefill + decode energy per generated token (scope: {scopes}); IT power "
         "leaves out what the meter does not see, so racks and MW are lower bounds.",
     ]
-    if "measured" in table and not table["measured"].astype(bool).all():
+    if reference_name(table) == "ref":
+        lines.append("vs ref: J/token over the same model and batch at bf16, or at the first "
+                     "precision measured where a group has no bf16 case.")  # fmt: skip
+    if "measured" in table and not table["measured"].fillna(False).astype(bool).all():
         lines.append("Some J/token figures are estimates (measured=False), not measurements.")
     if not tokens_per_s:
         lines.append("Give --tokens-per-s for facility MW, racks and annual MWh / t CO2.")

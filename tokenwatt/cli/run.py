@@ -19,9 +19,10 @@ from tokenwatt.cli.options import given, parse_set, run_options
 def run(config: str | None, settings: tuple[str, ...], quiet: bool, **overrides: Any) -> None:
     """Measure one CONFIG (default: the embedded quickstart) and append its results to --out.
 
-    Flags override the file; every field of the config has a flag (shown in brackets).
+    Flags override the file; every field of the config has a flag (its path in brackets).
+    The defaults shown are the embedded quickstart's; with a CONFIG, its values are.
     """
-    from tokenwatt.cli.console import print_outcome, trial_progress
+    from tokenwatt.cli.console import print_outcome, run_progress
     from tokenwatt.config import load_config
 
     flags = given(click.get_current_context(), overrides)
@@ -31,7 +32,7 @@ def run(config: str | None, settings: tuple[str, ...], quiet: bool, **overrides:
     quiet_libraries(whole_process=True)
     from tokenwatt.runner.run import run_config
 
-    with trial_progress(cfg, disabled=quiet) as on_trial:
-        outcome = run_config(cfg, on_trial=on_trial)
+    with run_progress(cfg, disabled=quiet) as (on_trial, on_phase):
+        outcome = run_config(cfg, on_trial=on_trial, on_phase=on_phase)
     if not quiet:
         print_outcome(outcome)

@@ -95,8 +95,13 @@ def sweep_progress(cases: list[Any], disabled: bool = False) -> Iterator[Any]:
                     trials,
                     total=case.config["measure"]["repeats"],
                     visible=True,
-                    description="  trials (loading)",
+                    description="  starting",
                 )
+            elif kind == "phase" and event.get("phase") == "warning":
+                progress.console.print(f"[yellow]warning[/yellow] {case.label}: {event['text']}",
+                                       highlight=False)  # fmt: skip
+            elif kind == "phase":
+                progress.update(trials, description=f"  {event.get('text', '')}")
             elif kind == "trial":
                 progress.update(
                     trials, completed=event["done"], total=event["total"], description="  trials"

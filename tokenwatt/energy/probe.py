@@ -101,5 +101,5 @@ def estimate_report() -> MeterInfo:
     fix = "an estimate, labelled estimate-tdp-utilisation and measured=False (-57%..+187% vs RAPL)"
     if not tdp.source.startswith("codecarbon-table"):
         fix += (f"; CodeCarbon's table has no entry for {tdp.cpu_model!r}, so the TDP is a "
-                "guess: set measure.cpu_tdp_w to your CPU's TDP")  # fmt: skip
+                "guess: set measure.cpu_tdp_w (--cpu-tdp-w) to your CPU's TDP")  # fmt: skip
     return MeterInfo("estimate", True, detail, fix)

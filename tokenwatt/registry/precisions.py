@@ -52,6 +52,11 @@ class Precision:
     def native_compute_format(self) -> str:
         return self.native_format or self.compute_format
 
+    @property
+    def extra(self) -> str | None:
+        """The optional extra it needs: every precision that is not a dtype cast uses torchao."""
+        return None if self.is_dtype else "quant"
+
 
 _ALL = [
     Precision("fp32", "float32", 32, 32, "fp32", "dtype cast"),
@@ -79,6 +84,17 @@ _ALL = [
 PRECISIONS: dict[str, Precision] = {p.name: p for p in _ALL}
 PRECISION_NAMES: tuple[str, ...] = tuple(PRECISIONS)
 REFERENCE_NAMES: tuple[str, ...] = tuple(p.name for p in _ALL if p.is_dtype)
+# "auto", the default: the precision that suits the device (see resolve).
+AUTO = "auto"
+PRECISION_CHOICES: tuple[str, ...] = (AUTO, *PRECISION_NAMES)
+
+
+def resolve(name: str, device: str) -> str:
+    """`auto` -> fp32 on a CPU, bf16 on a GPU; any other name as it is. Most CPUs have no
+    native bf16/fp16 matmul, so there they run slower than fp32 (2.2x on a 2-vCPU EPYC)."""
+    if name != AUTO:
+        return name
+    return "fp32" if str(device).split(":")[0] == "cpu" else "bf16"
 
 
 def get(name: str) -> Precision:

@@ -39,22 +39,26 @@ def display_rows(table: Any) -> tuple[list[str], list[list[str]]]:
     headers += ["top-1 agreement vs reference", "KL vs reference (nats)"] if has_fid else []
     rows = []
     for _, r in table.iterrows():
+        n = _fewer_trials(r)
         cells = [str(r[k]) for k in keys]
         cells += [
             f"{fmt(r[metric])} {unit}".strip(),
             f"{fmt(r[f'baseline_{metric}'])} {unit}".strip(),
-            ratio_with_ci(r["ratio"], r["ratio_ci95_low"], r["ratio_ci95_high"]),
+            ratio_with_ci(r["ratio"], r["ratio_ci95_low"], r["ratio_ci95_high"], n),
         ]
         if has_speed:
-            cells.append(
-                ratio_with_ci(
-                    r["tokens_per_s_ratio"], r["tokens_per_s_ci95_low"], r["tokens_per_s_ci95_high"]
-                )
-            )
+            speed = [r[f"tokens_per_s_{k}"] for k in ("ratio", "ci95_low", "ci95_high")]
+            cells.append(ratio_with_ci(*speed, n))
         if has_fid:
             cells += [fmt(r.get("top1_agreement")), fmt(r.get("kl_divergence"))]
         rows.append(cells)
     return headers, rows
+
+
+def _fewer_trials(r: Any) -> Any:
+    """The trials of the side with fewer (the interval is no better than that side's)."""
+    ns = [r.get(k) for k in ("n", "baseline_n") if r.get(k) == r.get(k) and r.get(k) is not None]
+    return min(ns) if ns else None
 
 
 def metric_label(table: Any) -> str:

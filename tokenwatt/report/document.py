@@ -27,23 +27,27 @@ BASELINE_KEYS = ("precision", "batch_size", "prompt_tokens", "model", "device_na
 
 @dataclass
 class Block:
-    kind: str  # h1 h2 p table img code
+    kind: str  # h1 h2 p table img code details
     text: str = ""
     rows: list[list[str]] | None = None
     headers: list[str] | None = None
     path: Path | None = None
+    body: str = ""  # details: what the collapsed block holds (shown whole, preformatted)
 
 
 def write_report(
     folder: Path, baseline: tuple[str, str] | None = None, out: Path | None = None
 ) -> list[Path]:
     """Write report.md, report.html and figures/ for a results folder; returns the paths."""
+    from tokenwatt._util.extras import require
+
+    require("plots", "tokenwatt report")  # before anything is read or any folder is made
     from tokenwatt.report.plots import all_plots
     from tokenwatt.results.store import write_atomic
 
     out = out or folder
-    out.mkdir(parents=True, exist_ok=True)
     data = load_folder(folder)
+    out.mkdir(parents=True, exist_ok=True)
     figures = all_plots(data["stats"], data["runs"], out / "figures")
     blocks = build(folder, data, baseline, figures)
     md, page = out / "report.md", out / "report.html"
@@ -115,7 +119,7 @@ def _label_block(stats: Any) -> list[Block]:
     scopes = sorted(set(stats["energy_scope"])) if "energy_scope" in stats else []
     what = f"source {', '.join(s for s in sources if s)}; scope {', '.join(scopes)}"
     if stats["measured"].astype(bool).all():
-        return [Block("p", f"**Energy is measured** ({what}).")]
+        return [Block("p", f"**Energy is measured** ({what})."), *_idle_like(stats)]
     text = (
         f"**Energy figures are ESTIMATES, not measurements** ({what}). "
         "An estimate from TDP and CPU utilisation can be off by -57% to +187% "
@@ -129,6 +133,20 @@ def _label_block(stats: Any) -> list[Block]:
             "energy is near zero, and energy differences mostly reflect differences in time."
         )
     return [Block("p", text)]
+
+
+def _idle_like(stats: Any) -> list[Block]:
+    """A note naming the cases whose power under load cannot be told from idle power."""
+    from tokenwatt.report.format import IDLE_CLOSE, near_idle
+
+    if "idle_power_w_mean" not in stats or "avg_power_w_mean" not in stats:
+        return []
+    close = [near_idle(a, i) for a, i in zip(stats["avg_power_w_mean"], stats["idle_power_w_mean"])]
+    if not any(close):
+        return []
+    return [Block("p", f"In {sum(close)} of {len(close)} cases the average power under load is "
+                  f"within {IDLE_CLOSE:.0%} of idle power: those runs are indistinguishable from "
+                  "idle, so their dynamic (above idle) figures are meaningless.")]  # fmt: skip
 
 
 def _idle_as_busy(stats: Any) -> bool:
@@ -149,9 +167,27 @@ def _environment(runs: list[dict[str, Any]]) -> list[Block]:
             if s not in values.setdefault(k, []):
                 values[k].append(s)
     rows = [[k, "; ".join(v)] for k, v in values.items()]
-    meters = runs[-1].get("meters") or []
-    rows += [[f"meter {i}", json.dumps(m, default=str)[:300]] for i, m in enumerate(meters)]
-    return [Block("h2", "Environment"), Block("table", headers=["item", "value"], rows=rows)]
+    return [
+        Block("h2", "Environment"),
+        Block("table", headers=["item", "value"], rows=rows),
+        *_meter_blocks(runs[-1].get("meters") or []),
+    ]
+
+
+def _meter_blocks(meters: list[dict[str, Any]]) -> list[Block]:
+    """Each meter's whole description, collapsed under a one-line summary."""
+    blocks = []
+    for i, m in enumerate(meters):
+        channels = m.get("channels") or []
+        what = ", ".join(
+            f"{c.get('scope')} from {c.get('source')}"
+            + ("" if c.get("measured") else " (not measured)")
+            for c in channels
+        )
+        name = m.get("device_name") or m.get("cpu_model") or ""
+        summary = f"meter {i}: {m.get('meter', '?')} {name}".strip() + (f": {what}" if what else "")
+        blocks.append(Block("details", summary, body=json.dumps(m, indent=2, default=str)))
+    return blocks
 
 
 SUMMARY_COLUMNS = [
@@ -167,11 +203,7 @@ SUMMARY_COLUMNS = [
 def _summary(stats: Any) -> list[Block]:
     from tokenwatt.report.format import fmt
 
-    keys = [
-        k
-        for k in ("model", "precision", "batch_size", "prompt_tokens", "new_tokens", "device_name")
-        if k in stats
-    ]
+    keys, same = _varying_keys(stats)
     headers = keys + ["trials"] + [t for m, t in SUMMARY_COLUMNS if f"{m}_mean" in stats]
     headers += ["Wh/1k queries", "idle W", "energy source"]
     rows = []
@@ -187,25 +219,37 @@ def _summary(stats: Any) -> list[Block]:
         ]
         rows.append(cells)
     note = (
-        "Mean over trials with its 95% Student-t confidence interval in brackets. "
+        "Mean over trials with its 95% confidence interval in brackets; below 3 trials an "
+        "interval says nothing and is not shown ('interval not informative'). "
         "J/request: prefill + decode energy of one sequence (total_j / (batch_size x "
         "repetitions)); Wh/1k queries is the same x 1000 / 3600 (AI Energy Score's unit, "
         "in this folder's energy scope). Column meanings: the README, section 'Results schema'."
     )
-    return [
-        Block("h2", "Results per case"),
-        Block("table", headers=headers, rows=rows),
-        Block("p", note),
-    ]
+    blocks = [Block("h2", "Results per case")]
+    if same:  # said once above the table, which then fits the page better
+        blocks.append(Block("p", "Every case: " + ", ".join(f"{k} `{v}`" for k, v in same) + "."))
+    return [*blocks, Block("table", headers=headers, rows=rows), Block("p", note)]
+
+
+SUMMARY_KEYS = ("model", "precision", "batch_size", "prompt_tokens", "new_tokens", "device_name")
+
+
+def _varying_keys(stats: Any) -> tuple[list[str], list[tuple[str, str]]]:
+    """The case keys that tell cases apart (table columns), and those every case shares."""
+    present = [k for k in SUMMARY_KEYS if k in stats]
+    if len(stats) < 2:
+        return present, []
+    keys = [k for k in present if stats[k].astype(str).nunique() > 1]
+    same = [(k, str(stats[k].iloc[0])) for k in present if k not in keys]
+    return keys or present[:1], [kv for kv in same if kv[0] not in (keys or present[:1])]
 
 
 def _mean_ci(r: Any, m: str) -> str:
-    from tokenwatt.report.format import fmt
+    """Every summary figure is positive: the display never shows a negative lower bound."""
+    from tokenwatt.report.format import mean_with_ci
 
-    mean, lo, hi = r.get(f"{m}_mean"), r.get(f"{m}_ci95_low"), r.get(f"{m}_ci95_high")
-    if lo is None or lo != lo:
-        return fmt(mean)
-    return f"{fmt(mean)} [{fmt(lo, 3)}, {fmt(hi, 3)}]"
+    return mean_with_ci(r.get(f"{m}_mean"), r.get(f"{m}_ci95_low"), r.get(f"{m}_ci95_high"),
+                        n=r.get("n_trials"))  # fmt: skip
 
 
 def auto_baseline(stats: Any) -> tuple[str, str] | None:
@@ -250,7 +294,7 @@ def _comparison(trials: Any, stats: Any, baseline: tuple[str, str] | None) -> li
 
 def _agentic(stats: Any, tags: dict[str, dict[str, Any]]) -> list[Block]:
     """Energy per agentic request: the sum over its turns (each turn a case)."""
-    from tokenwatt.report.format import fmt
+    from tokenwatt.report.format import MIN_INTERVAL_N, NOT_INFORMATIVE, fmt
 
     if not tags or "case_id" not in stats:
         return []
@@ -274,6 +318,7 @@ def _agentic(stats: Any, tags: dict[str, dict[str, Any]]) -> list[Block]:
                 if h == h
             )
         )
+        few = (g["n_trials"].astype(int) < MIN_INTERVAL_N).any() if "n_trials" in g else False
         generated = g["new_tokens"].astype(int).sum()
         prefilled = g["prompt_tokens"].astype(int).sum()
         complete = f"{len(g)}/{int(max(tags[c].get('turns', 0) for c in g['case_id']))}"
@@ -283,7 +328,7 @@ def _agentic(stats: Any, tags: dict[str, dict[str, Any]]) -> list[Block]:
                 complete,
                 str(prefilled),
                 str(generated),
-                f"{fmt(j)} ± {fmt(half, 3)}",
+                f"{fmt(j)} [{NOT_INFORMATIVE}]" if few else f"{fmt(j)} ± {fmt(half, 3)}",
                 fmt(j / generated),
             ]
         )
@@ -420,13 +465,24 @@ def to_markdown(blocks: list[Block], out: Path) -> str:
             )
         elif b.kind == "code":
             parts.append(f"```yaml\n{b.text.rstrip()}\n```")
+        elif b.kind == "details":
+            parts.append(_details_markdown(b))
     return "\n\n".join(parts) + "\n"
+
+
+def _details_markdown(b: Block) -> str:
+    """A collapsed block (GitHub renders <details>); the body shown whole as a code block."""
+    return (f"<details><summary>{html.escape(b.text)}</summary>\n\n```json\n"
+            f"{b.body.rstrip()}\n```\n\n</details>")  # fmt: skip
 
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#222}table{border-collapse:collapse;margin:1em 0;font-size:0.9em}td,th{border:1px solid
 #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}pre{background:#f6f6f6;padding:1em;
-overflow-x:auto;font-size:0.85em}img{max-width:100%}figure{margin:1.5em 0}"""
+overflow-x:auto;font-size:0.85em}img{max-width:100%}figure{margin:1.5em 0}
+.wide{overflow-x:auto;max-width:100%}.wide table{margin:0.5em 0}.wide td{white-space:nowrap}
+.wide td.long{white-space:normal;min-width:24em}details{margin:0.3em 0}
+summary{cursor:pointer}details pre{margin:0.3em 0 0.8em}"""
 
 
 def to_html(blocks: list[Block], title: str) -> str:
@@ -439,10 +495,9 @@ def to_html(blocks: list[Block], title: str) -> str:
             body.append(f"<p>{_inline(b.text)}</p>")
         elif b.kind == "table":
             head = "".join(f"<th>{e(h)}</th>" for h in b.headers or [])
-            rows = "".join(
-                "<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in b.rows or []
-            )
-            body.append(f"<table><tr>{head}</tr>{rows}</table>")
+            rows = "".join("<tr>" + "".join(_cell_html(c) for c in r) + "</tr>"
+                           for r in b.rows or [])  # fmt: skip
+            body.append(_scrolling(f"<table><tr>{head}</tr>{rows}</table>"))
         elif b.kind == "img" and b.path:
             data = base64.b64encode(b.path.read_bytes()).decode()
             body.append(
@@ -451,10 +506,32 @@ def to_html(blocks: list[Block], title: str) -> str:
             )
         elif b.kind == "code":
             body.append(f"<pre><code>{e(b.text)}</code></pre>")
+        elif b.kind == "details":
+            body.append(_details_html(b))
     return (
         f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{e(title)}</title>"
         f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
+
+
+LONG_CELL = 60  # characters: a cell longer than this (an error, a path) may wrap
+
+
+def _cell_html(c: Any) -> str:
+    """A figure never breaks across lines ("0.0928 [0.0151, 0.17]" stays whole): the table
+    scrolls instead; only long text wraps."""
+    text = html.escape(str(c))
+    return f'<td class="long">{text}</td>' if len(str(c)) > LONG_CELL else f"<td>{text}</td>"
+
+
+def _scrolling(table: str) -> str:
+    """A table wider than the page scrolls inside its own box, not the page."""
+    return f'<div class="wide">{table}</div>'
+
+
+def _details_html(b: Block) -> str:
+    e = html.escape
+    return f"<details><summary>{e(b.text)}</summary><pre><code>{e(b.body)}</code></pre></details>"
 
 
 def _inline(text: str) -> str:

@@ -12,6 +12,7 @@ joules and seconds imply, and says so in the title.
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,32 +189,54 @@ def plot_j_per_token_cases(stats: Any, folder: Path, stem: str = "j_per_token") 
     keys = varying(stats)
     labels = [case_label(r, keys) for _, r in stats.iterrows()]
     pre, dec = stats[need[0]].to_numpy(), stats[need[1]].to_numpy()
-    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(stats) + 2), 4))
-    x = range(len(stats))
+    ticks, rotation, per_case = _case_ticks(labels)
+    # Vertical labels take height, not width: the plot keeps its 3 inches above them.
+    below = TICK_CHAR_IN * max(map(len, ticks)) if rotation else 0.0
+    fig, ax = plt.subplots(figsize=(max(5.0, per_case * len(stats) + 3), 4 + below))
+    x = list(range(len(stats)))
     ax.bar(x, pre, color=PHASE_COLOURS["prefill"], label="prefill")
     ax.bar(x, dec, bottom=pre, color=PHASE_COLOURS["decode"], label="decode")
     if "total_j_per_token_mean" in stats:
-        mean = stats["total_j_per_token_mean"]
-        err = _yerr(mean, stats["total_j_per_token_ci95_low"], stats["total_j_per_token_ci95_high"])
-        ax.errorbar(x, mean, yerr=err, fmt="none", ecolor="black", capsize=4, label="95% CI")
-    ax.set_xticks(
-        list(x),
-        labels,
-        rotation=30 if len(stats) > 4 else 0,
-        ha="right" if len(stats) > 4 else "center",
-    )
+        mean = stats["total_j_per_token_mean"].to_numpy()
+        down, up = _yerr(mean, stats["total_j_per_token_ci95_low"],
+                         stats["total_j_per_token_ci95_high"], stats.get("n_trials"))  # fmt: skip
+        has = [i for i in x if down[i] or up[i]]  # no bar where no interval (n < 3)
+        ax.errorbar([x[i] for i in has], [mean[i] for i in has], fmt="none", ecolor="black",
+                    yerr=[[down[i] for i in has], [up[i] for i in has]], capsize=4,
+                    label="95% CI (none below 3 trials)")  # fmt: skip
+    ax.set_xticks(x, ticks, rotation=rotation, fontsize=8)
     ax.set_xlabel("case (" + ", ".join(keys) + ")" if keys else "case")
     ax.set_ylabel(f"energy per generated token ({energy_unit(_all_measured(stats))})")
     ax.set_title("Energy per generated token: prefill + decode", fontsize=10)
-    ax.legend(fontsize=8)
+    # Beside the axes, where it never hides a bar.
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     return _save(fig, folder, stem, "Energy per generated token per case, prefill and decode")
 
 
-def _yerr(mean: Any, lo: Any, hi: Any) -> list[list[float]]:
-    """Error bar lengths; an undefined CI (one trial) draws none; a bar never goes below 0."""
+TICK_CHAR_IN = 0.075  # width of one character of 8-point tick text, in inches
+WRAP = 14
+
+
+def _case_ticks(labels: list[str]) -> tuple[list[str], int, float]:
+    """Case labels that never overlap: (tick texts, rotation, inches per case). Up to 8 cases,
+    horizontal and wrapped at spaces, each case as wide as its longest line; more, vertical
+    on one line each (a text line's height is well under the 0.45 inch a case gets)."""
+    if len(labels) > 8:
+        return labels, 90, 0.45
+    wrapped = [textwrap.fill(t, WRAP, break_long_words=False) for t in labels]
+    longest = max((len(line) for t in wrapped for line in t.splitlines()), default=1)
+    return wrapped, 0, max(0.7, TICK_CHAR_IN * longest + 0.25)
+
+
+def _yerr(mean: Any, lo: Any, hi: Any, n: Any = None) -> list[list[float]]:
+    """Error bar lengths; an undefined CI, or one from fewer than 3 trials (not informative),
+    draws none; a bar never goes below 0."""
+    from tokenwatt.report.format import informative
+
     down, up = [], []
-    for m, a, b in zip(mean, lo, hi):
-        ok = all(math.isfinite(_num(v)) for v in (m, a, b))
+    ns = list(n) if n is not None else [None] * len(list(mean))
+    for m, a, b, k in zip(mean, lo, hi, ns):
+        ok = all(math.isfinite(_num(v)) for v in (m, a, b)) and informative(k)
         down.append(min(m, m - a) if ok else 0.0)
         up.append(b - m if ok else 0.0)
     return [down, up]
@@ -238,7 +261,7 @@ def plot_vs(stats: Any, x: str, folder: Path, metric: str = "decode_j_per_token"
     for _key, g in lines:
         g = g.assign(_x=g[x].map(_num)).sort_values("_x")
         row = g.iloc[0]
-        err = _yerr(g[col], g[f"{metric}_ci95_low"], g[f"{metric}_ci95_high"])
+        err = _yerr(g[col], g[f"{metric}_ci95_low"], g[f"{metric}_ci95_high"], g.get("n_trials"))
         ax.errorbar(g["_x"], g[col], yerr=err, marker="o", capsize=3, label=case_label(row, others))
     xs = sorted({_num(v) for v in stats[x]})
     if xs[0] > 0 and xs[-1] / xs[0] >= 4:

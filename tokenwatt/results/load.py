@@ -10,7 +10,12 @@ from tokenwatt.results.columns import RESULTS_CSV, SCHEMA_VERSION, SUMMARY_CSV
 
 
 def load_results(*paths: str | Path, summary: bool = False) -> Any:
-    """A pandas DataFrame of the trial rows (or summary rows) of one or many result folders."""
+    """A pandas DataFrame of the trial rows (or summary rows) of one or many result folders.
+
+    Ready for a notebook as it is (see `tidy`): `measured`, `emulated`, ... are nullable
+    booleans, so `df[df.measured]` works with failed rows; `timestamp_utc` is a UTC datetime;
+    the summary's flags are `summary_flags` in old and new files alike.
+    """
     import pandas as pd
 
     name = SUMMARY_CSV if summary else RESULTS_CSV
@@ -22,13 +27,49 @@ def load_results(*paths: str | Path, summary: bool = False) -> Any:
             raise UserError(
                 f"results: {str(csv_path)!r} not found; give a tokenwatt results folder"
             )
-        df = pd.read_csv(csv_path)
+        df = tidy(pd.read_csv(csv_path))
         df["results_dir"] = str(csv_path.parent)
         frames.append(df)
     if not frames:
         raise UserError("results: give at least one results folder")
     _check_schema(frames)
     return pd.concat(frames, ignore_index=True, sort=False)
+
+
+# Column names of older files -> today's. `flags` shadowed pandas' DataFrame.flags.
+RENAMED = {"flags": "summary_flags"}
+# True/False columns; empty on a failed row, so they load as pandas' nullable boolean.
+BOOLEAN_COLUMNS = ("measured", "emulated", "compile", "floor_fits_in_cache", "below_floor")
+
+
+def tidy(df: Any) -> Any:
+    """Old column names renamed, booleans as nullable booleans, timestamp_utc as datetime."""
+    import pandas as pd
+
+    for old, new in RENAMED.items():
+        if old in df:  # both, in a folder appended to across versions: the old fills the gaps
+            df[new] = df[new].combine_first(df[old]) if new in df else df[old]
+            df = df.drop(columns=old)
+    for col in BOOLEAN_COLUMNS:
+        if col in df:
+            df[col] = df[col].map(_boolean).astype("boolean")
+    if "timestamp_utc" in df:
+        df["timestamp_utc"] = pd.to_datetime(df["timestamp_utc"], utc=True, errors="coerce",
+                                             format="ISO8601")  # fmt: skip
+    return df
+
+
+def _boolean(v: Any) -> Any:
+    """True/False from a bool, "True"/"False" (any case) or 1/0; pandas' NA otherwise."""
+    import pandas as pd
+
+    if isinstance(v, str):
+        return {"true": True, "false": False, "1": True, "0": False}.get(v.strip().lower(), pd.NA)
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return pd.NA
+    return pd.NA if f != f else bool(f)
 
 
 def _check_schema(frames: list[Any]) -> None:

@@ -101,7 +101,8 @@ def note_degraded(
         f"degraded: {len(bad)} trial(s) lost their energy reading "
         f"({bad[-1]['status_reason']}); the summary uses the {summary['n_trials']} good ones"
     )
-    summary["flags"] = ";".join(f for f in (summary.get("flags"), "degraded") if f)
+    flags = (summary.get("summary_flags"), "degraded")
+    summary["summary_flags"] = ";".join(f for f in flags if f)
 
 
 def stopped_message(reason: str, n_ok: int, out: Any) -> str:

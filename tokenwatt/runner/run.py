@@ -38,6 +38,10 @@ from tokenwatt.runner.summary import run_record, summarise, summary_header
 from tokenwatt.runner.trials import pause_between_trials, reset_peak_memory, run_trial
 
 OnTrial = Callable[[int, int], None]  # (trials done, trials total)
+# (event, text): each phase as it starts (PHASES, in that order, those the config has), and
+# "warning" for a note said before any work (e.g. a run that will be very slow).
+OnPhase = Callable[[str, str], None]
+PHASES = ("load", "precision", "fidelity", "meters", "warmup", "idle", "trials")
 
 
 @dataclass
@@ -49,11 +53,15 @@ class RunOutcome:
     warnings: list[str]
 
 
-def run_config(cfg: RunConfig, on_trial: OnTrial | None = None) -> RunOutcome:
+def run_config(
+    cfg: RunConfig, on_trial: OnTrial | None = None, on_phase: OnPhase | None = None
+) -> RunOutcome:
     """Measure one config and append its rows to cfg.out.
 
-    Every check that can reject the inputs (out folder, region, device, model, prompts,
-    meters) runs before OUT is created, so a bad input leaves the results folder untouched.
+    Every check that can reject the inputs (out folder, region, device, precision and its
+    extra, model, prompts, meters) runs before OUT is created, so a bad input leaves the
+    results folder untouched. precision "auto" is resolved here, so rows and run.json record
+    the precision that ran.
     """
     check_out_dir(cfg.out)
     if cfg.carbon.region:
@@ -61,11 +69,19 @@ def run_config(cfg: RunConfig, on_trial: OnTrial | None = None) -> RunOutcome:
 
         resolve_region(cfg.carbon.region)
     device = resolve_device(cfg.device)
+    cfg = _resolve_precision(cfg, device)
     from tokenwatt.models.precision import check_supported
 
     check_supported(cfg.precision, device)  # before loading a model it could not run
+    _require_extra(cfg.precision)
+    phase = on_phase or _no_phase
+    from tokenwatt.runner.slow import slow_reason
+
+    reason = slow_reason(cfg, device)
+    if reason:
+        phase("warning", reason)
     try:
-        return _prepare_and_measure(cfg, device, on_trial)
+        return _prepare_and_measure(cfg, device, on_trial, phase)
     except MeterError as e:  # outside a trial (idle baseline): nothing to mark degraded
         raise RunStopped(f"meter failed: {one_line(e)}; check the meter or use --meter "
                          "estimate; finished trials are kept") from None  # fmt: skip
@@ -77,24 +93,54 @@ def run_config(cfg: RunConfig, on_trial: OnTrial | None = None) -> RunOutcome:
     raise CaseOutOfMemory(oom_message(cfg, device, error, cfg.out))
 
 
-def _prepare_and_measure(cfg: RunConfig, device: str, on_trial: OnTrial | None) -> RunOutcome:
-    session = prepare_session(cfg, device)
+def _no_phase(event: str, text: str) -> None:
+    pass
+
+
+def _resolve_precision(cfg: RunConfig, device: str) -> RunConfig:
+    from tokenwatt.registry.precisions import resolve
+
+    precision = resolve(cfg.precision, device)
+    return cfg if precision == cfg.precision else cfg.model_copy(update={"precision": precision})
+
+
+def _require_extra(precision: str) -> None:
+    from tokenwatt._util.extras import require
+    from tokenwatt.registry.precisions import get
+
+    extra = get(precision).extra
+    if extra:
+        require(extra, f"precision {precision}")
+
+
+def _prepare_and_measure(
+    cfg: RunConfig, device: str, on_trial: OnTrial | None, phase: OnPhase
+) -> RunOutcome:
+    session = prepare_session(cfg, device, phase)
     try:
-        return measure_session(session, prepare_out_dir(cfg.out), on_trial)
+        return measure_session(session, prepare_out_dir(cfg.out), on_trial, phase)
     finally:
         for m in session.meters:
             m.close()
 
 
-def measure_session(session: Session, out: Path, on_trial: OnTrial | None) -> RunOutcome:
+def measure_session(
+    session: Session, out: Path, on_trial: OnTrial | None, on_phase: OnPhase | None = None
+) -> RunOutcome:
     cfg = session.cfg
+    phase = on_phase or _no_phase
     run_id = new_run_id()
     session.constants["run_id"] = run_id
     session.constants["case_id"] = case_id(cfg)
+    if cfg.measure.warmup:
+        phase("warmup", f"warm-up: {cfg.measure.warmup} unmeasured generation(s)")
     for _ in range(cfg.measure.warmup):
         session.generate(session.model, session.prompts, cfg.workload.new_tokens)
+    if cfg.measure.idle_seconds > 0:
+        phase("idle", f"idle baseline: {cfg.measure.idle_seconds:g} s with nothing running")
     session.idle_power_w = measure_idle_w(session.meters, cfg.measure.idle_seconds)
     reset_peak_memory(session.device)
+    phase("trials", f"trials (each at least {cfg.measure.min_seconds:g} s)")
     trials: list[dict[str, Any]] = []
     details: list[dict[str, Any]] = []
     from tokenwatt.models.moe import track_routing

@@ -28,19 +28,24 @@ class Session:
     warnings: list[str] = field(default_factory=list)  # said once, before the trials
 
 
-def prepare_session(cfg: RunConfig, device: str) -> Session:
+def prepare_session(
+    cfg: RunConfig, device: str, on_phase: Callable[[str, str], None] | None = None
+) -> Session:
     import torch
 
     from tokenwatt.energy.meters.select import boards_not_running_the_model, open_meters
     from tokenwatt.models.decode import generation_fn
-    from tokenwatt.models.fidelity import measure_fidelity
+    from tokenwatt.models.fidelity import measure_fidelity, reference_precision
     from tokenwatt.models.load import load_model
     from tokenwatt.models.moe import param_counts
     from tokenwatt.models.precision import apply_precision, base_dtype
     from tokenwatt.models.workload import make_prompts
     from tokenwatt.runner.environment import device_name, environment
 
+    phase = on_phase or (lambda event, text: None)
     torch.manual_seed(cfg.workload.seed)
+    build = "building" if cfg.model.startswith("preset:") else "loading"
+    phase("load", f"{build} {cfg.model}")
     loaded = load_model(
         cfg.model,
         device,
@@ -50,11 +55,16 @@ def prepare_session(cfg: RunConfig, device: str) -> Session:
         allow_pickle=cfg.allow_pickle,
     )
     model = loaded.model
+    phase("precision", f"applying {cfg.precision}")
     prec = apply_precision(model, cfg.precision, device)
     vocab = model.config.get_text_config().vocab_size
     prompts = make_prompts(cfg.workload, vocab, loaded.tokenizer, device)
+    if cfg.fidelity.enabled:
+        ref = reference_precision(cfg.fidelity.reference, device)
+        phase("fidelity", f"fidelity reference: {cfg.model} at {ref}")
     fidelity = measure_fidelity(cfg, model, device) if cfg.fidelity.enabled else {}
     m = cfg.measure
+    phase("meters", f"opening meters ({m.meter})")
     meters = open_meters(m.meter, device, gpus=m.gpus, cpu_tdp_w=m.cpu_tdp_w)
     counts = param_counts(model)
     constants = {

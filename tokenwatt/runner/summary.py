@@ -33,7 +33,7 @@ def summarise(
     base = set(means) - set(CARBON_COLUMNS) - set(FLOOR_COLUMNS)
     summary.update({k: v for k, v in enrich(means, session).items() if k not in base})
     warnings = session.warnings + _warnings(summary) + _quality_warnings(trials)
-    summary["flags"] = ";".join(w.split(":")[0] for w in warnings)
+    summary["summary_flags"] = ";".join(w.split(":")[0] for w in warnings)
     return summary, warnings
 
 

@@ -74,7 +74,7 @@ def run_case(spec: dict[str, Any]) -> int:
 
         cfg = validate(local, f"case {spec['case_id']}")
         emit({"event": "start", "case_id": spec["case_id"]})
-        outcome = run_config(cfg, on_trial=_on_trial)
+        outcome = run_config(cfg, on_trial=_on_trial, on_phase=_on_phase)
     except Exception as e:  # OOM, unsupported precision, a model that does not load, ...
         staged = read_rows(stage / SUMMARY_CSV)[0]
         if staged:  # stopped after its summary (e.g. a meter degraded): keep what it measured
@@ -96,6 +96,10 @@ def emit(event: dict[str, Any]) -> None:
 
 def _on_trial(done: int, total: int) -> None:
     emit({"event": "trial", "done": done, "total": total})
+
+
+def _on_phase(phase: str, text: str) -> None:
+    emit({"event": "phase", "phase": phase, "text": text})
 
 
 def failed_row(spec: dict[str, Any], error: str) -> dict[str, Any]:
