@@ -9,6 +9,7 @@ from typing import Any
 
 from tokenwatt.config import RunConfig
 from tokenwatt.energy.meters.base import labels
+from tokenwatt.registry.precisions import PRECISIONS
 
 
 @dataclass
@@ -50,7 +51,7 @@ def prepare_session(cfg: RunConfig, device: str) -> Session:
         allow_pickle=cfg.allow_pickle,
     )
     model = loaded.model
-    prec = apply_precision(model, cfg.precision, device)
+    prec = apply_precision(model, cfg.precision, device, cfg.experts)
     vocab = model.config.get_text_config().vocab_size
     prompts = make_prompts(cfg.workload, vocab, loaded.tokenizer, device)
     fidelity = measure_fidelity(cfg, model, device) if cfg.fidelity.enabled else {}
@@ -72,6 +73,9 @@ def prepare_session(cfg: RunConfig, device: str) -> Session:
         "seed": cfg.workload.seed,
         "weight_bytes": prec.weight_bytes,
         "quantized_param_fraction": prec.quantized_param_fraction,
+        "weight_bits": PRECISIONS[cfg.precision].weight_bits,
+        "activation_bits": PRECISIONS[cfg.precision].activation_bits,
+        "experts_impl": prec.detail.get("experts_impl", ""),
         **counts,
         **fidelity,
         **labels(c for meter in meters for c in meter.channels),

@@ -250,12 +250,16 @@ class NvmlMeter(Meter):
             "integrated; update the NVIDIA driver or use --meter estimate"
         )
 
-    def _other_processes(self) -> list[int]:
+    def other_pids(self) -> list[int]:
+        """Other processes computing on this board now (NVML reads the whole board)."""
         try:
             procs = self.nvml.nvmlDeviceGetComputeRunningProcesses(self.handle)
         except self.nvml.NVMLError:
             return []
-        pids = sorted({p.pid for p in procs} - {os.getpid()})
+        return sorted({p.pid for p in procs} - {os.getpid()})
+
+    def _other_processes(self) -> list[int]:
+        pids = self.other_pids()
         if pids:
             warnings.warn(
                 f"GPU {self.index}: other processes use this board (pids {pids}); NVML reads the "
