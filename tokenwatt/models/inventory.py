@@ -13,12 +13,20 @@ from __future__ import annotations
 from typing import Any
 
 
+def tensor_bytes(t: Any) -> int:
+    """Bytes a tensor stores: torchao tensor subclasses sum their inner tensors."""
+    inner = getattr(t, "__tensor_flatten__", None)
+    if inner is not None:
+        names, _ = t.__tensor_flatten__()
+        return sum(tensor_bytes(getattr(t, n)) for n in names if getattr(t, n) is not None)
+    return t.numel() * t.element_size()
+
+
 def weight_inventory(model: Any) -> dict[str, Any]:
     """params_total, weight_bytes and per-role *_params / *_bytes of a model."""
     import torch
 
     from tokenwatt.models.moe import expert_modules
-    from tokenwatt.models.precision import tensor_bytes
 
     emb = model.get_input_embeddings()
     head = model.get_output_embeddings()

@@ -292,6 +292,8 @@ def _cuda_capability(device: str) -> tuple[int, int] | None:
 
 def weight_bytes(model: Any) -> int:
     """Bytes of the model's parameters and buffers as stored (quantised tensors included)."""
+    from tokenwatt.models.inventory import tensor_bytes
+
     total = 0
     seen: set[int] = set()
     for t in list(model.parameters()) + list(model.buffers()):
@@ -300,12 +302,3 @@ def weight_bytes(model: Any) -> int:
         seen.add(id(t))
         total += tensor_bytes(t)
     return total
-
-
-def tensor_bytes(t: Any) -> int:
-    """Bytes a tensor stores: torchao tensor subclasses sum their inner tensors."""
-    inner = getattr(t, "__tensor_flatten__", None)
-    if inner is not None:
-        names, _ = t.__tensor_flatten__()
-        return sum(tensor_bytes(getattr(t, n)) for n in names if getattr(t, n) is not None)
-    return t.numel() * t.element_size()
