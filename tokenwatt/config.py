@@ -122,8 +122,12 @@ class Carbon(_Strict):
     region: str | None = Field(
         None, description="Carbon region (ISO3 country, grid region or named profile)."
     )
-    pue: float = Field(
-        1.0, ge=1.0, le=5.0, description="Power usage effectiveness of the facility."
+    pue: float | None = Field(
+        None,
+        ge=1.0,
+        le=5.0,
+        description="Power usage effectiveness of the facility (default: the region profile's "
+        "typical PUE, else 1.0; the same rule as tokenwatt plan).",
     )
 
 
