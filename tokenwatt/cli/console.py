@@ -55,9 +55,10 @@ def print_outcome(outcome: Any) -> None:
         t.add_row(title, fmt(s.get(f"{metric}_mean")), f"{fmt(lo)} – {fmt(hi)}",
                   pct(s.get(f"{metric}_cv")))  # fmt: skip
     console.print(t)
+    contended = " · [bold red]CONTENDED[/bold red]" if s.get("contended") else ""
     console.print(
         f"energy: {label} · scope {s['energy_scope']} · source {s['energy_source']} · "
-        f"idle {fmt(s.get('idle_power_w'))} W · {s['n_trials']} trials"
+        f"idle {fmt(s.get('idle_power_w'))} W · {s['n_trials']} trials{contended}"
     )
     for w in outcome.warnings:
         err_console.print(f"[yellow]warning[/yellow] {w}")

@@ -47,16 +47,19 @@ COLUMNS = ("other_cpu_cores", "other_runnable", "cpu_steal_pct", "gpu_other_proc
 
 @dataclass
 class Readings:
-    """Where the load comes from (the OS by default; tests pass their own)."""
+    """Where the load comes from: the OS by default (looked up when made, so a test can patch
+    this module's functions), or whatever a test passes."""
 
-    machine: Callable[[], MachineCpu] = machine_cpu
+    machine: Callable[[], MachineCpu] | None = None
     tree_cpu_s: Callable[[], float] | None = None
-    system_runnable: Callable[[], int | None] = system_runnable
+    system_runnable: Callable[[], int | None] | None = None
     tree_runnable: Callable[[], int | None] | None = None
     gpu_other_pids: Callable[[], list[int]] = list
     clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
+        self.machine = self.machine or machine_cpu
+        self.system_runnable = self.system_runnable or system_runnable
         if self.tree_cpu_s is None or self.tree_runnable is None:
             tree = ProcessTree()
             self.tree_cpu_s = self.tree_cpu_s or tree.cpu_seconds
