@@ -115,7 +115,7 @@ def test_a_run_beside_a_busy_process_is_flagged_everywhere(tmp_path, fast_args) 
     try:
         time.sleep(0.5)
         cmd = [sys.executable, "-m", "tokenwatt.cli", "run", *fast_args, "--device", "cpu",
-               "--precision", "fp32", "--meter", "estimate", "--min-seconds", "1.5",
+               "--precision", "fp32", "--meter", "estimate", "--min-seconds", "1",
                "--no-fidelity", "--out", str(out)]  # fmt: skip
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     finally:
