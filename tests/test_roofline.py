@@ -31,7 +31,7 @@ def test_7b_fp16_batch1_on_h100_is_set_by_memory_traffic() -> None:
     hw = load_hardware()["h100-sxm"]
     f = decode_floor(7e9, 16, 1, 0, 0, hw, compute_format="fp16")
     assert f.bytes_per_token == pytest.approx(14e9)
-    assert 0.2 <= f.j_per_token <= 0.45  # 14 GB x 8 bit x 2-4 pJ/bit (METHOD.md)
+    assert 0.2 <= f.j_per_token <= 0.45  # 14 GB x 8 bit x 2-4 pJ/bit
     assert f.bound == "memory"
     assert 1 / f.s_per_token == pytest.approx(3.35e12 / 14e9)  # about 240 tokens/s at most
     assert f.j_per_token == pytest.approx(f.memory_j_per_token + f.compute_j_per_token)

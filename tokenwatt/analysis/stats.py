@@ -19,7 +19,7 @@ import math
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
-CV_WARN = 0.05  # METHOD.md: flag a coefficient of variation above 5%
+CV_WARN = 0.05  # tokenwatt's flag: trial-to-trial spread above the power sensor's own +-5%
 LEVEL = 0.95
 
 # Metrics that are positive by nature: their intervals are computed on the log scale.

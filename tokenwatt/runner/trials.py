@@ -13,9 +13,9 @@ from tokenwatt.energy.recorder import PhaseEnergy, PhaseRecorder, dynamic_joules
 from tokenwatt.runner.contention import ContentionMonitor, Readings, gpu_pids_of
 from tokenwatt.runner.session import Session
 
-# Between GPU trials by default: back-to-back trials heat the board, and leakage grows with
-# temperature (METHOD.md), so each trial starts after a pause; 2 s also lets the driver's 1 s
-# power average settle. tokenwatt's choice, recorded per row as `cooldown_s`.
+# Between GPU trials by default: back-to-back trials heat the board and leakage power grows
+# with temperature, so each trial starts after a pause; 2 s also lets the driver's 1 s power
+# average settle. tokenwatt's choice (not a measured optimum), recorded per row as `cooldown_s`.
 GPU_COOLDOWN_S = 2.0
 
 
