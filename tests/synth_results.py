@@ -16,7 +16,9 @@ from tokenwatt.results.store import append_rows, update_json
 
 def trial_row(case: dict[str, Any], i: int, rng: random.Random) -> dict[str, Any]:
     b, p, n = case["batch_size"], case["prompt_tokens"], case["new_tokens"]
-    dec_jpt = case["decode_j_per_token"] * (1 + rng.gauss(0, case.get("cv", 0.03)))
+    # run_shift: this run's offset from the case mean (what a fresh process changes)
+    run_mean = case["decode_j_per_token"] * (1 + case.get("run_shift", 0.0))
+    dec_jpt = run_mean * (1 + rng.gauss(0, case.get("cv", 0.03)))
     tps = case.get("tokens_per_s", 100.0) * (1 + rng.gauss(0, 0.02))
     decode_tokens, tokens = b * (n - 1), b * n
     decode_j = dec_jpt * decode_tokens
@@ -51,11 +53,13 @@ def trial_row(case: dict[str, Any], i: int, rng: random.Random) -> dict[str, Any
         "avg_power_w": 10.0,
         "idle_power_w": 2.0,
         "dynamic_decode_j_per_token": dec_jpt * 0.8,
-        "energy_source": case.get("source", "estimate-tdp-utilisation"),
+        "energy_source": case.get("source", "estimate-tdp-process-cpu"),
         "energy_scope": case.get("scope", "cpu-package"),
         "measured": case.get("measured", False),
         "top1_agreement": case.get("top1"),
         "kl_divergence": case.get("kl"),
+        "experts_impl": case.get("experts_impl", ""),
+        "contended": case.get("contended", False),
     }
 
 

@@ -36,7 +36,7 @@ def test_decorator_keeps_one_measurement_per_call_and_labels_estimates():
     assert len(work.measurements) == 2
     m = work.measurements[-1]
     assert m.joules > 0 and m.labels["measured"] is False
-    assert m.labels["source"] == "estimate-tdp-utilisation"
+    assert m.labels["source"] == "estimate-tdp-process-cpu"
 
 
 def test_nvml_on_a_cpu_region_without_boards_is_a_user_error(monkeypatch):

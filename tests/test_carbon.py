@@ -46,12 +46,12 @@ def test_two_regions_differ_by_the_ratio_of_their_intensities() -> None:
     ratio = nova["carbon_intensity_g_per_kwh"] / ice["carbon_intensity_g_per_kwh"]
     assert nova["g_co2_per_1k_tokens"] / ice["g_co2_per_1k_tokens"] == pytest.approx(ratio)
     assert ratio > 5  # a fossil-heavy grid against hydro and geothermal
-    # The profiles' intensities are CodeCarbon's figures: eGRID lbs/MWh for Virginia, the mean
-    # of the Icelandic and Norwegian country figures for iceland-norway.
-    usa = _codecarbon_json("data/private_infra/2023/usa_emissions.json")
-    va = usa["virginia"]["emissions"] * LBS_PER_MWH_TO_G_PER_KWH
-    assert nova["carbon_intensity_g_per_kwh"] == pytest.approx(va, rel=1e-4)
+    # The profiles' intensities are CodeCarbon's lifecycle figures: the US national one for
+    # northern-virginia (no lifecycle state figure is bundled), the mean of the Icelandic and
+    # Norwegian ones for iceland-norway.
     mix = _codecarbon_json("data/private_infra/global_energy_mix.json")
+    assert nova["carbon_intensity_g_per_kwh"] == pytest.approx(mix["USA"]["carbon_intensity"])
+    assert nova["carbon_basis"] == ice["carbon_basis"] == "lifecycle"
     isl_nor = (mix["ISL"]["carbon_intensity"] + mix["NOR"]["carbon_intensity"]) / 2
     assert ice["carbon_intensity_g_per_kwh"] == pytest.approx(isl_nor)
 
@@ -126,3 +126,35 @@ def test_user_region_file_extends_and_must_cite(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TOKENWATT_REGIONS", str(tmp_path / "missing.yaml"))
     with pytest.raises(ConfigError, match="does not exist"):
         resolve_region("DEU")
+
+
+def test_named_regions_share_one_carbon_basis_and_say_it() -> None:
+    bases = {name: resolve_region(name).basis for name in load_profiles()}
+    assert set(bases.values()) == {"lifecycle"}, bases
+    va = resolve_region("USA/virginia")  # EPA eGRID: plant combustion only
+    usa = _codecarbon_json("data/private_infra/2023/usa_emissions.json")
+    assert va.basis == "direct"
+    assert va.carbon_intensity_g_per_kwh == pytest.approx(
+        usa["virginia"]["emissions"] * LBS_PER_MWH_TO_G_PER_KWH, rel=1e-4
+    )
+    assert resolve_region("DEU").basis == "lifecycle"
+
+
+def test_a_profile_mixing_bases_is_refused(tmp_path, monkeypatch) -> None:
+    f = tmp_path / "r.yaml"
+    f.write_text("regions:\n  mixed:\n    grid: {codecarbon: [DEU, USA/texas]}\n"
+                 "    sources: {grid: test}\n")
+    monkeypatch.setenv("TOKENWATT_REGIONS", str(f))
+    with pytest.raises(ConfigError, match="mix carbon bases"):
+        resolve_region("mixed")
+
+
+def test_run_and_plan_use_one_pue_rule() -> None:
+    from tokenwatt.analysis.carbon import resolve_pue
+
+    fr = resolve_region("frankfurt")
+    assert carbon_columns(ROW, Carbon(region="frankfurt"))["pue"] == fr.pue_typical == 1.2
+    assert carbon_columns(ROW, Carbon(region="frankfurt", pue=1.5))["pue"] == 1.5
+    assert carbon_columns(ROW, Carbon(region="DEU"))["pue"] == 1.0  # no profile: IT energy
+    assert carbon_columns(ROW, Carbon())["pue"] == 1.0
+    assert resolve_pue(None, fr) == 1.2 and resolve_pue(1.4, fr) == 1.4

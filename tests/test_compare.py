@@ -5,6 +5,7 @@ import random
 
 import pandas as pd
 import pytest
+from scipy import stats as sps
 from synth_results import write_folder
 
 from tokenwatt.analysis.compare import compare, ok_trials, ratio_ci
@@ -19,8 +20,8 @@ def test_ratio_ci_matches_hand_computed_delta_method():
     va = (sum((x - ma) ** 2 for x in a) / 4) / (5 * ma**2)
     vb = (sum((x - mb) ** 2 for x in b) / 4) / (5 * mb**2)
     df = (va + vb) ** 2 / (va**2 / 4 + vb**2 / 4)
-    assert math.floor(df) == 7
-    half = 2.365 * math.sqrt(va + vb)  # t(0.975, 7)
+    assert 7 < df < 8  # Welch df is fractional: the exact t quantile at it, not at floor(df)
+    half = sps.t.ppf(0.975, df) * math.sqrt(va + vb)
     assert r == pytest.approx(2.0)
     assert lo == pytest.approx(2.0 * math.exp(-half))
     assert hi == pytest.approx(2.0 * math.exp(half))
@@ -192,3 +193,60 @@ def test_compare_combines_folders(tmp_path):
     b = write_folder(tmp_path / "b", [dict(CASES[1])], seed=2)
     table = compare_folders([str(a), str(b)], "precision", "bf16", "decode_j_per_token")
     assert len(table) == 1 and table.loc[0, "ratio"] == pytest.approx(0.6, rel=0.05)
+
+
+def _runs(case_id, precision, mean, shifts, **kw):
+    """One case measured in several runs (fresh processes), each shifted by run-to-run noise."""
+    return [dict(case_id=case_id, run_id=f"2025-01-0{i + 1}T00-{case_id}", precision=precision,
+                 batch_size=1, prompt_tokens=8, new_tokens=6, decode_j_per_token=mean,
+                 run_shift=s, cv=0.01, **kw) for i, s in enumerate(shifts)]  # fmt: skip
+
+
+def test_compare_aggregates_per_run_and_pairs_rounds(tmp_path):
+    drift = [0.10, -0.08, 0.02]  # shared by the two cases of a round (interleaved sweep)
+    cases = _runs("q", "int8-weight", 0.6, drift) + _runs("b", "bf16", 1.0, drift)
+    folder = write_folder(tmp_path / "r", cases)
+    row = compare(_trials(folder), "precision", "bf16").iloc[0]
+    assert (row["n_runs"], row["n_trials"], row["baseline_n_runs"]) == (3, 15, 3)
+    assert row["ci_basis"] == "paired runs"
+    assert row["ratio_ci95_low"] < 0.6 < row["ratio_ci95_high"]
+    # the drift cancels in pairs: the interval is narrow although runs differ by 18%
+    assert row["ratio_ci95_high"] / row["ratio_ci95_low"] < 1.1
+
+
+def test_compare_intervals_rest_on_runs_not_trials(tmp_path):
+    # runs differ by +-10% while trials inside a run differ by 1%: pooling trials would claim
+    # a precision 10x too good; per-run means show the real spread
+    a = _runs("q", "int8-weight", 0.6, [0.1, -0.1, 0.0, 0.05])
+    b = _runs("b", "bf16", 1.0, [-0.1, 0.1, 0.0])
+    folder = write_folder(tmp_path / "r", a + b)
+    row = compare(_trials(folder), "precision", "bf16").iloc[0]
+    assert row["ci_basis"] == "runs" and (row["n_runs"], row["baseline_n_runs"]) == (4, 3)
+    pooled = ratio_ci(_trials(folder).query("precision == 'int8-weight'")["decode_j_per_token"],
+                      _trials(folder).query("precision == 'bf16'")["decode_j_per_token"])
+    assert (row["ratio_ci95_high"] - row["ratio_ci95_low"]) > 3 * (pooled[2] - pooled[1])
+
+
+def test_a_single_run_says_its_interval_is_within_process(folder):
+    table = compare(_trials(folder), "precision", "bf16")
+    assert set(table["ci_basis"]) == {"trials of one run"}
+    assert (table["n_runs"] == 1).all() and (table["n_trials"] == 5).all()
+    from tokenwatt.report.comparison import comparison_markdown
+
+    assert "single run" in comparison_markdown(table)
+
+
+def test_compare_refuses_to_mix_expert_implementations(tmp_path):
+    q = dict(CASES[1], experts_impl="tokenwatt-loop")
+    b = dict(CASES[0], experts_impl="transformers-grouped_mm")
+    folder = write_folder(tmp_path / "m", [q, b])
+    with pytest.raises(UserError, match="--allow-mixed-impl"):
+        compare(_trials(folder), "precision", "bf16")
+    table = compare(_trials(folder), "precision", "bf16", allow_mixed_impl=True)
+    assert bool(table.iloc[0]["mixed_impl"]) and table.iloc[0]["ratio"] == pytest.approx(0.6, 0.05)
+    from tokenwatt.report.comparison import display_rows
+
+    _, rows = display_rows(table)
+    assert "tokenwatt-loop vs transformers-grouped_mm" in " ".join(rows[0])
+    same = write_folder(tmp_path / "s", [dict(q), dict(b, experts_impl="tokenwatt-loop")])
+    assert not compare(_trials(same), "precision", "bf16").iloc[0]["mixed_impl"]

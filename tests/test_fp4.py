@@ -105,3 +105,65 @@ def test_emulated_mx_linear_equals_our_qdq_matmul() -> None:
 def test_block_size_must_divide() -> None:
     with pytest.raises(ValueError, match="multiple of block size"):
         fp4.mx_quantize(torch.ones(4, 40))
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal values, NaN where the other has NaN, Inf where the other has Inf."""
+    return torch.equal(a.isnan(), b.isnan()) and torch.equal(
+        torch.nan_to_num(a.float(), nan=0.0), torch.nan_to_num(b.float(), nan=0.0)
+    )
+
+
+@pytest.mark.parametrize(
+    "scaling,mode", [("rceil", ScaleCalculationMode.RCEIL), ("floor", ScaleCalculationMode.FLOOR)]
+)
+def test_mxfp4_nan_and_inf_blocks_as_torchao(scaling, mode) -> None:
+    x = _weights((3, 64), torch.bfloat16, seed=4)
+    x[0, 3], x[1, 40], x[2, 7] = float("nan"), float("inf"), float("-inf")
+    t = MXTensor.to_mx(x, FP4, 32, scaling_mode=mode)
+    packed, exps = fp4.mx_quantize(x, scaling=scaling)
+    ours = fp4.mx_dequantize(packed, exps, torch.bfloat16)
+    assert torch.equal(exps, t.scale.view(torch.uint8))  # NaN -> 0xFF, Inf as torchao codes it
+    assert _same(ours, t.dequantize(torch.bfloat16))
+    assert ours[0, :32].isnan().all() and not ours[0, 32:].isnan().any()  # NaN poisons its block
+    assert ours[1, 40] == float("inf") and ours[2, 7] == float("-inf")  # never silently zeroed
+
+
+def test_nvfp4_nan_and_inf_blocks_as_torchao() -> None:
+    x = _weights((2, 32), torch.bfloat16, seed=5)
+    x[0, 2], x[1, 5] = float("nan"), float("inf")
+    ref = NVFP4Tensor.to_nvfp4(x).dequantize(torch.bfloat16)
+    one = torch.tensor(1.0)
+    packed, scales = fp4.nv_quantize(x, one)
+    ours = fp4.nv_dequantize(packed, scales, one, torch.bfloat16)
+    assert _same(ours, ref) and ours[0, :16].isnan().all()
+
+
+def test_nvfp4_all_zero_tensor_stays_zero() -> None:
+    z = torch.zeros(4, 32, dtype=torch.bfloat16)
+    ts = per_tensor_amax_to_scale(z.abs().amax())
+    assert NVFP4Tensor.to_nvfp4(z, per_tensor_scale=ts).dequantize(torch.bfloat16).isnan().all()
+    ours_ts = fp4.nv_tensor_scale(z)  # torchao's per-tensor path gives NaN; ours must not
+    packed, scales = fp4.nv_quantize(z, ours_ts)
+    assert torch.equal(fp4.nv_dequantize(packed, scales, ours_ts, torch.bfloat16), z)
+    experts = torch.randn(3, 16, 32)
+    experts[1] = 0  # one all-zero expert among normal ones
+    ts = fp4.nv_tensor_scale(experts, dims=(1, 2))
+    packed, scales = fp4.nv_quantize(experts, ts)
+    out = fp4.nv_dequantize(packed, scales, ts, torch.float32)
+    assert torch.isfinite(out).all() and torch.equal(out[1], experts[1])
+
+
+def test_nvfp4_precision_leaves_an_all_zero_weight_unquantised() -> None:
+    from tokenwatt.models.load import load_model
+    from tokenwatt.models.precision import apply_precision
+
+    model = load_model("preset:tiny-llama", "cpu", torch.bfloat16, seed=0).model
+    layer = model.model.layers[0].mlp.down_proj
+    with torch.no_grad():
+        layer.weight.zero_()
+    rep = apply_precision(model, "nvfp4-emulated", "cpu")
+    ids = torch.randint(0, 4096, (1, 8))
+    with torch.inference_mode():
+        assert torch.isfinite(model(ids).logits.float()).all()
+    assert not hasattr(layer.weight, "__tensor_flatten__") and rep.quantized_param_fraction < 1

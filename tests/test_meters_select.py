@@ -21,7 +21,7 @@ needs_no_rapl = pytest.mark.skipif(readable(), reason="this machine can read RAP
 @needs_no_rapl
 def test_auto_on_cpu_without_rapl_is_the_labelled_estimate():
     (m,) = open_meters("auto", "cpu")
-    assert m.channels[0].source == "estimate-tdp-utilisation" and not m.channels[0].measured
+    assert m.channels[0].source == "estimate-tdp-process-cpu" and not m.channels[0].measured
 
 
 @pytest.fixture

@@ -58,22 +58,26 @@ def test_routing_stats_count_every_token_choice() -> None:
     def one_call(ids):
         with torch.inference_mode(), track_routing(moe) as s:
             moe(ids)
-        return s["routing_tokens_per_expert"]
+        return s["routing_decode_tokens_per_expert"]
 
     a, b = one_call(IDS), one_call(IDS[:, :3])
     with torch.inference_mode(), track_routing(moe) as stats:
         moe(IDS)
         moe(IDS[:, :3])
-    per_layer = stats["routing_tokens_per_expert"]
+    per_layer = stats["routing_decode_tokens_per_expert"]
     assert len(per_layer) == 4 and all(len(c) == 8 for c in per_layer)
     assert all(sum(c) == (16 + 6) * 2 for c in per_layer)  # tokens x top-2
     assert per_layer == [[x + y for x, y in zip(ca, cb)] for ca, cb in zip(a, b)]  # both calls
     ratios = [max(c) / (sum(c) / len(c)) for c in per_layer]
-    assert stats["routing_imbalance_max_over_mean"] == pytest.approx(sum(ratios) / len(ratios))
-    assert stats["routing_imbalance_worst_layer"] == pytest.approx(max(ratios))
+    assert stats["routing_decode_imbalance_max_over_mean"] == pytest.approx(
+        sum(ratios) / len(ratios)
+    )
+    assert stats["routing_decode_imbalance_worst_layer"] == pytest.approx(max(ratios))
     # distinct experts per forward call, averaged over the two calls and then over layers
     touched = [(sum(x > 0 for x in ca) + sum(y > 0 for y in cb)) / 2 for ca, cb in zip(a, b)]
-    assert stats["routing_experts_touched_mean"] == pytest.approx(sum(touched) / len(touched))
+    assert stats["routing_decode_experts_touched_mean"] == pytest.approx(
+        sum(touched) / len(touched)
+    )
     json.dumps(stats)
     with track_routing(load_model("preset:tiny-llama", "cpu", torch.float32).model) as dense:
         pass
@@ -127,3 +131,33 @@ def test_quantized_forward_equals_eager_forward_on_dequantized_weights() -> None
         ref_mod.gate_up_proj.copy_(deq["gate_up_proj"])
         ref_mod.down_proj.copy_(deq["down_proj"])
     torch.testing.assert_close(ours, ref_mod(x, idx, wts), rtol=1e-5, atol=1e-6)
+
+
+def test_routing_separates_decode_steps_from_prefill() -> None:
+    """Prefill touches every expert; the decode floor must read the decode steps alone."""
+    moe = _tiny_moe()
+    batch = IDS.shape[0]
+    with torch.inference_mode(), track_routing(moe, decode_tokens=batch) as stats:
+        moe(IDS)  # prefill: 16 tokens
+        for _ in range(3):
+            moe(IDS[:, :1])  # decode steps: one token per sequence
+    dec, pre = stats["routing_decode_tokens_per_expert"], stats["routing_prefill_tokens_per_expert"]
+    assert all(sum(c) == 3 * batch * 2 for c in dec)  # 3 steps x 2 tokens x top-2
+    assert all(sum(c) == IDS.numel() * 2 for c in pre)
+    decode_touched = stats["routing_decode_experts_touched_mean"]
+    assert decode_touched <= batch * 2
+    assert stats["routing_prefill_experts_touched_mean"] > decode_touched
+
+
+def test_baseline_and_quantised_experts_share_one_implementation() -> None:
+    from tokenwatt.models.moe import experts_impl, use_expert_loop
+
+    eager, loop = _tiny_moe(torch.float32), _tiny_moe(torch.float32)
+    assert experts_impl(eager).startswith("transformers-")
+    assert use_expert_loop(loop) == 4 and experts_impl(loop) == "tokenwatt-loop"
+    with torch.inference_mode():
+        ref, got = eager(IDS).logits, loop(IDS).logits
+    assert torch.allclose(ref, got, atol=1e-5)  # same numbers, only the code path differs
+    quantize_experts(loop, "int8")
+    assert experts_impl(loop) == "tokenwatt-loop"
+    assert experts_impl(load_model("preset:tiny-llama", "cpu", torch.float32).model) == ""

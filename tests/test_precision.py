@@ -61,7 +61,9 @@ def test_precision_runs_on_cpu(spec: str, precision: str) -> None:
     assert rep.emulated == emulated
     assert ("fp4-emulated" in rep.precision_backend) == emulated
     if experts:  # tiny-moe: routing went through the (quantised) experts
-        assert sum(routing["routing_tokens_per_expert"][0]) == IDS.numel() * 2
+        assert sum(routing["routing_decode_tokens_per_expert"][0]) == IDS.numel() * 2
+        # every precision, the dtype casts too, runs the experts through the same loop
+        assert rep.detail["experts_impl"] == "tokenwatt-loop"
     if experts and not dtype_only:  # the experts themselves were quantised, not skipped
         assert "experts:" in rep.precision_backend and rep.quantized_param_fraction > 0.9
         stored = experts[0][1]._tokenwatt_qexperts["down_proj"]

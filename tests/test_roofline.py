@@ -31,7 +31,7 @@ def test_7b_fp16_batch1_on_h100_is_set_by_memory_traffic() -> None:
     hw = load_hardware()["h100-sxm"]
     f = decode_floor(7e9, 16, 1, 0, 0, hw, compute_format="fp16")
     assert f.bytes_per_token == pytest.approx(14e9)
-    assert 0.2 <= f.j_per_token <= 0.45  # 14 GB x 8 bit x 2-4 pJ/bit (METHOD.md)
+    assert 0.2 <= f.j_per_token <= 0.45  # 14 GB x 8 bit x 2-4 pJ/bit
     assert f.bound == "memory"
     assert 1 / f.s_per_token == pytest.approx(3.35e12 / 14e9)  # about 240 tokens/s at most
     assert f.j_per_token == pytest.approx(f.memory_j_per_token + f.compute_j_per_token)
@@ -53,8 +53,12 @@ def test_batch_shares_the_weights_until_compute_binds() -> None:
     [
         (H100, "cuda", "h100-sxm"),
         ("NVIDIA H100 PCIe", "cuda:0", "h100-pcie"),
-        ("NVIDIA H200", "cuda", "h200"),
-        ("NVIDIA A100-SXM4-80GB", "cuda", "a100"),
+        ("NVIDIA H200", "cuda", "h200-sxm"),
+        ("NVIDIA H200 NVL", "cuda", "h200-nvl"),
+        ("NVIDIA A100-SXM4-80GB", "cuda", "a100-sxm-80gb"),
+        ("NVIDIA A100-SXM4-40GB", "cuda", "a100-sxm-40gb"),
+        ("NVIDIA A100 80GB PCIe", "cuda", "a100-pcie-80gb"),
+        ("NVIDIA A100-PCIE-40GB", "cuda", "a100-pcie-40gb"),
         ("NVIDIA B200", "cuda", "b200"),
         ("NVIDIA GH200 480GB", "cuda", None),  # not an H200: no silent mismatch
         ("AMD EPYC 7B13", "cpu", "generic-cpu"),
@@ -69,9 +73,56 @@ def test_every_profile_number_has_a_source() -> None:
     for hw in load_hardware().values():
         for key in ("memory_bandwidth_bytes_per_s", "memory_pj_per_bit", "tdp_w", "precisions"):
             assert len(hw.sources[key]) > 15, (hw.name, key)
-        # Not given in the file: pJ/FLOP is the board's energy per FLOP at its peak.
-        bf16 = hw.precisions["bf16"]
-        assert bf16.pj_per_flop == pytest.approx(hw.tdp_w / bf16.peak_flops_per_s * 1e12)
+            assert "METHOD.md" not in hw.sources[key]  # no reference to a file not shipped
+        # No built-in arithmetic-only energy per FLOP: the energy floor is memory traffic only.
+        assert all(c.arith_pj_per_flop is None for c in hw.precisions.values())
+
+
+def test_hbm_energy_is_the_low_end_of_the_range() -> None:
+    for hw in load_hardware().values():
+        if hw.name != "generic-cpu":
+            assert hw.memory_pj_per_bit == 2.0, hw.name
+            assert "10.1145/3123939.3124545" in hw.sources["memory_pj_per_bit"]
+
+
+def test_variants_with_other_memory_or_power_are_other_profiles() -> None:
+    hw = load_hardware()
+    bandwidth = {k: v.memory_bandwidth_bytes_per_s for k, v in hw.items()}
+    assert bandwidth["a100-sxm-40gb"] < bandwidth["a100-sxm-80gb"]
+    assert hw["a100-pcie-40gb"].tdp_w < hw["a100-pcie-80gb"].tdp_w < hw["a100-sxm-80gb"].tdp_w
+    assert (hw["h200-nvl"].tdp_w, hw["h200-sxm"].tdp_w) == (600, 700)
+    assert match_hardware("NVIDIA A100 Something", "cuda") is None  # no guess among variants
+
+
+def test_compute_term_is_never_the_boards_tdp_over_peak() -> None:
+    """Llama-3.1-8B at batch 256 on an H100: TDP/peak made compute 76% of the 'floor'."""
+    hw = load_hardware()["h100-sxm"]
+    cols = floor_columns(_row(batch_size=256), _llama8b_info())
+    assert cols["floor_compute_j_per_token"] == 0.0
+    assert "not counted" in cols["floor_compute_energy_basis"]
+    assert cols["floor_j_per_token"] == pytest.approx(cols["floor_memory_j_per_token"])
+    peak = hw.precisions["bf16"].peak_flops_per_s
+    tdp_over_peak = cols["floor_flops_per_token"] * hw.tdp_w / peak
+    assert cols["floor_j_per_token"] < 0.5 * (cols["floor_j_per_token"] + tdp_over_peak)
+    # compute still sets the time floor where it binds
+    assert decode_floor(7e9, 16, 4096, 0, 0, hw).bound == "compute"
+
+
+def test_a_sourced_arithmetic_energy_is_counted(tmp_path, monkeypatch) -> None:
+    f = tmp_path / "hw.yaml"
+    f.write_text("profiles:\n  h100-sxm:\n    precisions:\n      bf16: {peak_flops_per_s: 9.894e14,"
+                 " arith_pj_per_flop: 0.1}\n    sources: {arith_pj_per_flop: 'my measurement'}\n")
+    monkeypatch.setenv("TOKENWATT_HARDWARE", str(f))
+    hw = match_hardware(H100, "cuda")
+    fl = decode_floor(7e9, 16, 1, 0, 0, hw)
+    assert fl.compute_j_per_token == pytest.approx(2 * 7e9 * 0.1e-12)
+    assert "my measurement" in fl.compute_energy_basis
+    g = tmp_path / "unsourced.yaml"
+    g.write_text("profiles:\n  h100-sxm:\n    precisions:\n      bf16: {peak_flops_per_s: 1.0e15,"
+                 " arith_pj_per_flop: 0.1}\n")
+    monkeypatch.setenv("TOKENWATT_HARDWARE", str(g))
+    with pytest.raises(ConfigError, match="arith_pj_per_flop has no source"):
+        match_hardware(H100, "cuda")
 
 
 def _llama8b_info(**kw):
@@ -91,7 +142,7 @@ def _row(**kw):
 
 
 def test_floor_columns_count_weights_once_per_step_and_the_kv_cache() -> None:
-    info = _llama8b_info()
+    info = _llama8b_info()  # no inventory: the embedding at the dtype's size
     cols = floor_columns(_row(), info)
     embed = 128256 * 4096  # untied input embedding: one row read per token, not the matrix
     kv_per_pos = 2 * 32 * 8 * 128 * 2  # K and V x layers x KV heads x head dim x bf16
@@ -115,14 +166,48 @@ def test_unknown_hardware_gives_empty_columns() -> None:
     assert cols["floor_hardware"] is None and cols["floor_ratio"] is None
 
 
-def test_moe_counts_only_routed_experts() -> None:
-    dense = floor_columns(_row(batch_size=1), _llama8b_info())
-    n = 8_030_261_248
-    moe = floor_columns(_row(batch_size=1), _llama8b_info(params_active=n // 2 + 128256 * 4096))
-    weights = dense["floor_bytes_per_token"] - (512 + 128) * 131072
-    moe_weights = moe["floor_bytes_per_token"] - (512 + 128) * 131072
-    assert moe_weights == pytest.approx(weights * (n // 2) / (n - 128256 * 4096))
-    assert moe["floor_flops_per_token"] < dense["floor_flops_per_token"]
+def _mixtral_info(**kw):
+    cfg = dict(PRESETS["mixtral-8x7b"].config)
+    layers, e, h, i = cfg["num_hidden_layers"], 8, cfg["hidden_size"], cfg["intermediate_size"]
+    experts = layers * e * 3 * h * i
+    total = 46_702_792_704  # Mixtral-8x7B
+    embed = cfg["vocab_size"] * h
+    info = dict(config=cfg, params_total=total, weight_bytes=2 * total, embedding_params=embed,
+                embedding_bytes=2 * embed, expert_params=experts, expert_bytes=2 * experts,
+                kv_bytes_per_element=2, precision="bf16")  # fmt: skip
+    info.update(kw)
+    return info, experts, total - embed - experts
+
+
+def test_moe_batch_reads_the_union_of_experts_it_touches() -> None:
+    from tokenwatt.analysis.floor import expected_experts_touched, moved_weights
+
+    info, experts, dense = _mixtral_info()
+    assert expected_experts_touched(8, 2, 8) / 2 == pytest.approx(3.6, abs=0.01)  # Mixtral B=8
+    assert expected_experts_touched(128, 8, 64) / 8 == pytest.approx(15.7, abs=0.05)  # Qwen3 B=64
+    one, eight = (moved_weights(info["config"], info, b) for b in (1, 8))
+    assert one.bytes_per_step == pytest.approx(2 * (dense + experts * 2 / 8))  # top-2 at B=1
+    touched = expected_experts_touched(8, 2, 8)
+    assert eight.bytes_per_step == pytest.approx(2 * (dense + experts * touched / 8))
+    assert eight.experts_basis == "uniform-routing-expectation"
+    assert eight.flop_params == one.flop_params == pytest.approx(dense + experts * 2 / 8)
+    measured = moved_weights(info["config"], dict(info, experts_touched_per_layer=5.0), 8)
+    assert measured.bytes_per_step == pytest.approx(2 * (dense + experts * 5 / 8))
+    assert measured.experts_basis == "measured-decode-routing"
+    cols = floor_columns(_row(batch_size=8), info)
+    assert cols["floor_experts_touched"] == pytest.approx(touched)
+
+
+def test_quantised_floor_subtracts_the_embedding_at_its_real_size() -> None:
+    """Embeddings are never quantised: at int4 the old average-bytes rule took 4x too little."""
+    n, embed = 8_030_261_248, 128256 * 4096
+    int4 = _llama8b_info(precision="int4-weight", weight_bytes=(n - embed) // 2 + 2 * embed,
+                         embedding_params=embed, embedding_bytes=2 * embed)  # fmt: skip
+    cols = floor_columns(_row(batch_size=1), int4)
+    kv = (512 + 128) * 131072
+    assert cols["floor_bytes_per_token"] - kv == pytest.approx((n - embed) // 2)
+    old_rule = int4["weight_bytes"] - embed * int4["weight_bytes"] / n
+    assert old_rule > 1.15 * (n - embed) / 2  # what the issue measured as 17-18% too high
 
 
 def test_emulated_fp4_reports_what_the_real_format_would_cost() -> None:

@@ -21,7 +21,7 @@ def test_run_twice_appends_trial_rows(tmp_path, invoke, fast_args):
     assert df["run_id"].nunique() == 2
     assert (df["decode_j_per_token"] > 0).all() and (df["decode_tokens_per_s"] > 0).all()
     assert (df["tokens_generated"] == df["repetitions"] * 6).all()
-    assert set(df["energy_source"]) == {"estimate-tdp-utilisation"}
+    assert set(df["energy_source"]) == {"estimate-tdp-process-cpu"}
     assert not df["measured"].any()
     summary = pd.read_csv(out / "summary.csv")
     assert len(summary) == 2
@@ -53,7 +53,7 @@ def test_console_script_prints_summary_and_labels_estimate(tmp_path, fast_args):
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert "decode J/token" in p.stdout
-    assert "ESTIMATE" in p.stdout and "source estimate-tdp-utilisation" in p.stdout
+    assert "ESTIMATE" in p.stdout and "source estimate-tdp-process-cpu" in p.stdout
 
 
 def test_bad_flag_value_is_one_line_exit_2(tmp_path, invoke):

@@ -23,6 +23,7 @@ from tokenwatt.registry.precisions import PRECISION_CHOICES, REFERENCE_NAMES
 from tokenwatt.registry.presets import PRESETS
 
 METERS = ("auto", "nvml", "rapl", "estimate")
+EXPERTS = ("tokenwatt", "transformers")
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
@@ -60,7 +61,13 @@ class Measure(_Strict):
     sample_interval_ms: float = Field(
         20.0, gt=0, le=10000, description="Power trace sampling interval."
     )
-    cooldown_s: float = Field(0.0, ge=0, le=3600, description="Pause between trials.")
+    cooldown_s: float | None = Field(
+        None,
+        ge=0,
+        le=3600,
+        description="Pause between trials (default: 2 s on a GPU, so each trial starts from a "
+        "settled board; 0 on CPU).",
+    )
     random_delay_s: float = Field(
         0.0, ge=0, le=3600, description="Random extra pause (0..x s) before each trial."
     )
@@ -115,8 +122,12 @@ class Carbon(_Strict):
     region: str | None = Field(
         None, description="Carbon region (ISO3 country, grid region or named profile)."
     )
-    pue: float = Field(
-        1.0, ge=1.0, le=5.0, description="Power usage effectiveness of the facility."
+    pue: float | None = Field(
+        None,
+        ge=1.0,
+        le=5.0,
+        description="Power usage effectiveness of the facility (default: the region profile's "
+        "typical PUE, else 1.0; the same rule as tokenwatt plan).",
     )
 
 
@@ -131,6 +142,12 @@ class RunConfig(_Strict):
         "GPU; recorded as resolved).",
     )
     compile: bool = Field(False, description="Static KV cache + torch.compile of the decode step.")
+    experts: str = Field(
+        "tokenwatt",
+        description="MoE models: tokenwatt runs every precision's experts through one loop (so a "
+        "bf16 baseline and a quantised case differ only in the format); transformers keeps "
+        "transformers' own for dtype precisions.",
+    )
     device: str = Field("auto", description="Where the model runs.")
     trust_remote_code: bool = Field(
         False, description="Allow a checkpoint's own Python code to run."
@@ -154,6 +171,13 @@ class RunConfig(_Strict):
                 "the compilation"
             )
         return self
+
+    @field_validator("experts")
+    @classmethod
+    def _experts(cls, v: str) -> str:
+        if v not in EXPERTS:
+            raise ValueError(f"unknown experts implementation {v!r}; use {' or '.join(EXPERTS)}")
+        return v
 
     @field_validator("device")
     @classmethod
@@ -191,6 +215,7 @@ FLAGS: dict[str, str | None] = {
     "model": "model",
     "precision": "precision",
     "compile": "compile",
+    "experts": "experts",
     "device": "device",
     "trust_remote_code": "trust-remote-code",
     "allow_pickle": "allow-pickle",

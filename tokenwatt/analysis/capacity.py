@@ -21,7 +21,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from tokenwatt.analysis.carbon import Region, g_co2_per_1k_tokens, load_profiles, resolve_region
+from tokenwatt.analysis.carbon import (
+    Region,
+    g_co2_per_1k_tokens,
+    load_profiles,
+    resolve_pue,
+    resolve_region,
+)
 from tokenwatt.errors import UserError
 
 HOURS_PER_YEAR = 8760.0
@@ -36,7 +42,8 @@ PLAN_COLUMNS = (
     "rack_kw_low", "rack_kw_high", "tokens_per_s_per_rack_low", "tokens_per_s_per_rack_high",
     "pue", "carbon_intensity_g_per_kwh", "g_co2_per_1k_tokens", "target_tokens_per_s",
     "load_factor", "it_mw", "facility_mw", "racks_min", "racks_max", "annual_mwh",
-    "annual_t_co2", "grid_queue_years_low", "grid_queue_years_high", "carbon_source",
+    "annual_t_co2", "grid_queue_years_low", "grid_queue_years_high", "carbon_basis",
+    "carbon_source",
 )  # fmt: skip
 
 
@@ -125,7 +132,7 @@ def _plan_row(
     pue_override: float | None,
 ) -> dict[str, Any]:
     j = float(case["j_per_token"])
-    pue = pue_override or r.pue_typical or 1.0
+    pue = resolve_pue(pue_override, r)
     per_kw = 1000.0 / j
     low, high = r.rack_kw or (math.nan, math.nan)
     row: dict[str, Any] = {
@@ -144,6 +151,7 @@ def _plan_row(
         "grid_queue_years_low": r.grid_queue_years[0] if r.grid_queue_years else math.nan,
         "grid_queue_years_high": r.grid_queue_years[1] if r.grid_queue_years else math.nan,
         "carbon_source": r.carbon_source,
+        "carbon_basis": r.basis,
     }
     if tokens_per_s:
         it_kw = tokens_per_s * j / 1000.0

@@ -6,6 +6,16 @@ CHN/<province>, a Nordic bidding zone (NO1) or a cloud region (gcp/us-east4). Co
 DataSource loads the files and its Emissions class turns them into g/kWh, so tokenwatt applies
 the same conversions as CodeCarbon (lbs/MWh for eGRID, fossil shares for Canada) and never
 touches the network.
+
+Every intensity says its basis (`carbon_basis`): "lifecycle" (Ember's country figures, which
+count upstream fuel supply, construction and methane; CodeCarbon's per-source factors for the
+Nordic zones and Canadian provinces), "direct" (EPA eGRID's state output rates and China's
+provincial figures: combustion at the plant only), or "unstated" (cloud providers' figures).
+The built-in named profiles are all lifecycle, so they compare with each other; a table that
+mixes bases says so.
+
+PUE: `carbon.pue` (or `plan --pue`) when given, else the region profile's typical PUE, else
+1.0: one rule for `run` and `plan` (`resolve_pue`).
 """
 
 from __future__ import annotations
@@ -28,8 +38,11 @@ ENV_REGIONS = "TOKENWATT_REGIONS"
 PROFILE_FIELDS = ("grid", "rack_kw", "grid_queue_years", "pue_typical")
 CARBON_COLUMNS = (
     "wh_per_1k_queries", "tokens_per_kwh", "pue", "carbon_intensity_g_per_kwh", "carbon_source",
-    "g_co2_per_1k_tokens",
+    "carbon_basis", "g_co2_per_1k_tokens",
 )  # fmt: skip
+BASES = ("lifecycle", "direct", "unstated")
+KIND_BASIS = {"country": "lifecycle", "nordic-zone": "lifecycle", "ca-province": "lifecycle",
+              "us-state": "direct", "cn-province": "direct", "cloud": "unstated"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,7 @@ class Region:
     grid_queue_years: tuple[float, float] | None = None
     pue_typical: float | None = None
     sources: dict[str, str] = field(default_factory=dict)
+    basis: str = "unstated"  # lifecycle | direct | unstated (see the module docstring)
 
 
 # ---------------------------------------------------------------- named profiles
@@ -212,7 +226,7 @@ def resolve_region(name: str) -> Region:
     if key is None:
         raise ConfigError(f"carbon.region: unknown region {name!r}{_suggest(wanted, cat)}")
     g, source = codecarbon_intensity(key)
-    return Region(key.canonical, key.kind, g, source)
+    return Region(key.canonical, key.kind, g, source, basis=KIND_BASIS.get(key.kind, "unstated"))
 
 
 def _suggest(wanted: str, cat: dict[str, _CcKey]) -> str:
@@ -230,10 +244,19 @@ def _profile_region(prof: dict[str, Any]) -> Region:
     if "g_per_kwh" in grid:
         g = float(grid["g_per_kwh"])
         source = f"profile {prof['name']}: {prof['sources']['grid']}"
+        basis = str(grid.get("basis") or "unstated")
+        if basis not in BASES:
+            raise ConfigError(f"region {prof['name']!r}: grid.basis must be one of "
+                              f"{', '.join(BASES)} (got {basis!r})")  # fmt: skip
     else:
         keys = grid.get("codecarbon")
         keys = keys if isinstance(keys, list) else [keys]
         parts = [resolve_region(str(k)) for k in keys]
+        bases = {p.basis for p in parts}
+        if len(bases) > 1:
+            raise ConfigError(f"region {prof['name']!r}: grid keys {keys} mix carbon bases "
+                              f"({', '.join(sorted(bases))}); average figures of one basis")
+        basis = bases.pop()
         g = sum(p.carbon_intensity_g_per_kwh for p in parts) / len(parts)
         joined = "; ".join(f"{p.carbon_source} = {p.carbon_intensity_g_per_kwh:.1f}" for p in parts)
         how = "mean of " if len(parts) > 1 else ""
@@ -248,6 +271,7 @@ def _profile_region(prof: dict[str, Any]) -> Region:
         grid_queue_years=_pair(prof.get("grid_queue_years")),
         pue_typical=prof.get("pue_typical"),
         sources={k: " ".join(str(v).split()) for k, v in (prof.get("sources") or {}).items()},
+        basis=basis,
     )
 
 
@@ -263,6 +287,14 @@ def g_co2_per_1k_tokens(j_per_token: float, intensity_g_per_kwh: float, pue: flo
     return j_per_token * 1000 / J_PER_KWH * pue * intensity_g_per_kwh
 
 
+def resolve_pue(pue: float | None, region: Region | None) -> float:
+    """The PUE `run` and `plan` use: the one given, else the region profile's typical PUE,
+    else 1.0 (IT energy as measured)."""
+    if pue is not None:
+        return float(pue)
+    return float(region.pue_typical) if region is not None and region.pue_typical else 1.0
+
+
 def carbon_columns(row: dict[str, Any], carbon_cfg: Carbon) -> dict[str, Any]:
     """Carbon and leaderboard columns for one result row.
 
@@ -272,7 +304,8 @@ def carbon_columns(row: dict[str, Any], carbon_cfg: Carbon) -> dict[str, Any]:
     carbon.region; g_co2_per_1k_tokens includes the facility overhead (x pue).
     """
     region = getattr(carbon_cfg, "region", None)
-    pue = float(getattr(carbon_cfg, "pue", 1.0) or 1.0)
+    r = resolve_region(region) if region else None
+    pue = resolve_pue(getattr(carbon_cfg, "pue", None), r)
     j_tok = _positive(row.get("total_j_per_token"))
     out: dict[str, Any] = {
         "wh_per_1k_queries": _wh_per_1k_queries(row, j_tok),
@@ -280,12 +313,13 @@ def carbon_columns(row: dict[str, Any], carbon_cfg: Carbon) -> dict[str, Any]:
         "pue": pue,
         "carbon_intensity_g_per_kwh": None,
         "carbon_source": None,
+        "carbon_basis": None,
         "g_co2_per_1k_tokens": None,
     }
-    if region:
-        r = resolve_region(region)
+    if r is not None:
         out["carbon_intensity_g_per_kwh"] = r.carbon_intensity_g_per_kwh
         out["carbon_source"] = r.carbon_source
+        out["carbon_basis"] = r.basis
         if j_tok:
             out["g_co2_per_1k_tokens"] = g_co2_per_1k_tokens(
                 j_tok, r.carbon_intensity_g_per_kwh, pue

@@ -1,7 +1,7 @@
 """The command line: parse, call the library, print. No logic of its own.
 
 One module per command family: run.py, sweep.py, analyze.py (compare, report), plan.py,
-meters.py; options.py builds `run`'s flags from the config schema; console.py prints.
+meters.py, floor.py; options.py builds `run`'s flags from the config schema; console.py prints.
 """
 
 from __future__ import annotations
@@ -57,10 +57,10 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from tokenwatt.cli import analyze, meters, plan, run, sweep
+    from tokenwatt.cli import analyze, floor, meters, plan, run, sweep
 
     for command in (run.run, sweep.sweep, analyze.compare, analyze.report, meters.meters,
-                    plan.plan):  # fmt: skip
+                    plan.plan, floor.floor):  # fmt: skip
         cli.add_command(command)
 
 

@@ -35,18 +35,29 @@ def _baseline(value: str | None) -> tuple[str, str] | None:
     help="Also write the table as Markdown.",
 )
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write a CSV.")
+@click.option(
+    "--allow-mixed-impl",
+    is_flag=True,
+    help="Also ratio MoE cases whose experts ran through another implementation than the "
+    "baseline's (experts_impl); the table says so.",
+)
 def compare(
     results: tuple[str, ...],
     baseline: str,
     metric: str,
     markdown_path: str | None,
     csv_path: str | None,
+    allow_mixed_impl: bool,
 ) -> None:
-    """Each case of RESULTS against its baseline within the same other keys."""
+    """Each case of RESULTS against its baseline within the same other keys.
+
+    Each case is reduced to one mean per run (a fresh process is the unit of replication);
+    the table says how many runs and trials each ratio stands on.
+    """
     from tokenwatt.report.comparison import compare_folders, write_csv, write_markdown
 
     key, value = _baseline(baseline)  # type: ignore[misc]
-    table = compare_folders(results, key, value, metric)
+    table = compare_folders(results, key, value, metric, allow_mixed_impl)
     print_comparison(table)
     if markdown_path:
         write_markdown(table, Path(markdown_path))
@@ -73,13 +84,14 @@ def print_comparison(table: Any) -> None:
     from rich.text import Text
 
     from tokenwatt.cli.console import console, err_console
-    from tokenwatt.report.comparison import display_rows, metric_label
+    from tokenwatt.report.comparison import basis_note, display_rows, metric_label
 
     headers, rows = display_rows(table)
     if not rows:
         err_console.print("no case has a baseline to compare with")
     else:
         label = "" if table.attrs.get("measured") else " · energy is an ESTIMATE"
+        label += " · CONTENDED" if table.attrs.get("contended") else ""
         t = Table(title=f"{table.attrs['metric']} against {table.attrs['baseline']}{label}")
         first_figure = headers.index(metric_label(table))
         for i, h in enumerate(headers):
@@ -87,5 +99,6 @@ def print_comparison(table: Any) -> None:
         for cells in rows:  # as Text: "[interval not informative, n=2]" is not rich markup
             t.add_row(*(Text(c) for c in cells))
         console.print(t)
+        console.print(basis_note(table), highlight=False)
     for m in table.attrs.get("missing", []):
         err_console.print(f"no baseline for: {m}", highlight=False)

@@ -170,9 +170,10 @@ def print_outcome(outcome: Any) -> None:
     label = ("SIMULATED" if "simulated" in str(s.get("energy_source")) else
              "measured" if s.get("measured") else "ESTIMATE")  # fmt: skip
     console.print(summary_table(s))
+    contended = " · [bold red]CONTENDED[/bold red]" if s.get("contended") else ""
     console.print(
         f"energy: {label} · scope {s['energy_scope']} · source {s['energy_source']} · "
-        f"idle {fmt(s.get('idle_power_w'))} W · {s['n_trials']} trials",
+        f"idle {fmt(s.get('idle_power_w'))} W · {s['n_trials']} trials{contended}",
         highlight=False,
     )
     note = idle_note(s)

@@ -25,7 +25,9 @@ from tokenwatt.report.format import compact, finite
     show_default=True,
     help="Average share of the target throughput served over a year (annual MWh and CO2).",
 )
-@click.option("--pue", type=float, help="Facility PUE. Default: the region profile's typical PUE.")
+@click.option("--pue", type=float,
+              help="Facility PUE. Default: the region profile's typical PUE, else 1.0 (the same "
+              "rule as run's carbon.pue).")  # fmt: skip
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the table.")
 @click.pass_context
 def plan(
@@ -152,6 +154,13 @@ def _footnote(table: Any, tokens_per_s: float | None, csv_path: str | None) -> s
     if reference_name(table) == "ref":
         lines.append("vs ref: J/token over the same model and batch at bf16, or at the first "
                      "precision measured where a group has no bf16 case.")  # fmt: skip
+    bases = sorted({str(b) for b in table.get("carbon_basis", []) if b})
+    if len(bases) > 1:
+        lines.append(f"Carbon intensities on different bases ({', '.join(bases)}): lifecycle "
+                     "figures count upstream emissions, direct ones only combustion; compare "
+                     "regions of one basis.")  # fmt: skip
+    elif bases:
+        lines.append(f"Carbon intensity basis: {bases[0]}.")
     if "measured" in table and not table["measured"].fillna(False).astype(bool).all():
         lines.append("Some J/token figures are estimates (measured=False), not measurements.")
     if not tokens_per_s:

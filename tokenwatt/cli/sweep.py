@@ -52,7 +52,10 @@ def sweep(
         console.print(f"{len(cases)} cases, {len(todo)} to run, folder {data.get('out')}")
         return
     text = Path(config).read_text(encoding="utf-8")
-    with sweep_progress(cases, disabled=quiet) as on_event:
+    from tokenwatt.sweep.plan import schedule_of
+
+    rounds = schedule_of(data).rounds  # the bar counts every run of every round
+    with sweep_progress(cases * rounds, disabled=quiet) as on_event:
         outcome = run_sweep(
             data, cases, force=force, retry_failed=retry_failed, on_event=on_event, config_text=text
         )

@@ -96,9 +96,10 @@ def estimate_report() -> MeterInfo:
 
     tdp = lookup_cpu_tdp()
     detail = {"cpu_model": tdp.cpu_model, "tdp_w": tdp.tdp_w, "tdp_source": tdp.source,
-              "formula": f"tdp_w x ({IDLE_SHARE} + {1 - IDLE_SHARE:.1f} x utilisation)",
+              "formula": f"tdp_w x ({IDLE_SHARE} + {1 - IDLE_SHARE:.1f} x this process tree's CPU "
+                         "utilisation)",
               "measured": False}  # fmt: skip
-    fix = "an estimate, labelled estimate-tdp-utilisation and measured=False (-57%..+187% vs RAPL)"
+    fix = "an estimate, labelled estimate-tdp-process-cpu and measured=False (-57%..+187% vs RAPL)"
     if not tdp.source.startswith("codecarbon-table"):
         fix += (f"; CodeCarbon's table has no entry for {tdp.cpu_model!r}, so the TDP is a "
                 "guess: set measure.cpu_tdp_w (--cpu-tdp-w) to your CPU's TDP")  # fmt: skip

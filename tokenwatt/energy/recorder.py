@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from tokenwatt.energy.attribution import Updates, attribute, trace_joules
+from tokenwatt.energy.attribution import INSTANT_WINDOW_S, Updates, attribute, trace_joules
 from tokenwatt.energy.meters.base import Channel, Meter
 from tokenwatt.energy.sampler import Sampler
 
@@ -177,7 +177,7 @@ class PhaseRecorder:
                     if period is not None:
                         flags.append("no-update-after-end")
                     continue
-                per_phase = attribute(u, marks)
+                per_phase = attribute(u, marks, window=instant_window_of(meter))
                 for phase, j in per_phase.items():
                     if phase in out:
                         out[phase].joules[ch.key] = float(j)
@@ -226,6 +226,14 @@ class PhaseRecorder:
             "attribution": "counter-updates+trace" if info["periods"] else "mark-reads",
             "flags": ";".join(sorted(set(flags))),
         }
+
+
+def instant_window_of(meter: Meter) -> float:
+    """The instant-power field's averaging window of this board: measured (benchmarks/
+    gpu_check.py, through TOKENWATT_SENSOR_FILE) where known, else the 25 ms of Yang et al."""
+    measured = getattr(meter, "instant_window_s", None)
+    value = measured() if callable(measured) else None
+    return value if value else INSTANT_WINDOW_S
 
 
 def _max_period(meters: list[Meter]) -> float | None:

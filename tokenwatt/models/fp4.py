@@ -7,6 +7,8 @@ torchao's `MXTensor.to_mx(...).dequantize()` and `NVFP4Tensor.to_nvfp4(...).dequ
 
 - MXFP4 (OCP MX v1.0): blocks of 32 values share a power-of-two E8M0 scale.
 - NVFP4: blocks of 16 values share an FP8 E4M3 scale, times one FP32 scale per tensor.
+- NaN and Inf are handled as torchao handles them (see `mx_quantize`): a NaN poisons its
+  block, never silently becomes a number; an all-zero NVFP4 tensor stays zero (not NaN).
 
 Storage is real: two E2M1 codes per byte (first value in the low nibble, as torchao packs),
 plus the scales, so `weight_bytes` reports what a 4-bit format costs. Dequantisation runs on
@@ -22,6 +24,7 @@ import torch
 E2M1_MAX = 6.0
 F8E4M3_MAX = 448.0
 E8M0_BIAS = 127
+E8M0_NAN, E8M0_INF = 255, 254  # torchao's E8M0 codes for a block whose amax is NaN / Inf
 MX_BLOCK = 32
 NV_BLOCK = 16
 
@@ -87,14 +90,26 @@ def mx_quantize(
     amax = xb.abs().amax(dim=-1, keepdim=True)
     if scaling == "rceil":
         exp = torch.ceil(torch.log2(amax / E2M1_MAX)).clamp(-E8M0_BIAS, E8M0_BIAS)
-        biased = (exp + E8M0_BIAS).to(torch.uint8)
+        biased = (exp.nan_to_num(0.0) + E8M0_BIAS).to(torch.uint8)
         # torchao leaves a block with exponent 0 (amax ~ 0) unscaled; do the same.
         inv = torch.where(biased == 0, 1.0, torch.exp2(-exp))
+        # As torchao's RCEIL: a NaN in a block makes its scale the E8M0 NaN (0xFF), so the whole
+        # block dequantises to NaN; an Inf makes it 0xFE, scaling by 2^-127 (the Inf saturates
+        # to +-6 x 2^127, which overflows back to Inf, and the block's finite values flush to 0).
+        biased = torch.where(amax.isinf(), E8M0_INF, biased)
+        inv = torch.where(amax.isinf(), 2.0**-127, inv)
+        biased = torch.where(amax.isnan(), E8M0_NAN, biased)
+        inv = torch.where(amax.isnan(), torch.nan, inv)
     elif scaling == "floor":
         amax_exp = torch.frexp(amax).exponent.float() - 1  # floor(log2(amax)) for amax > 0
         exp = torch.where(amax > 0, amax_exp - 2, -E8M0_BIAS).clamp(-E8M0_BIAS, E8M0_BIAS + 1)
         biased = (exp + E8M0_BIAS).to(torch.uint8)
         inv = 1.0 / torch.exp2(exp).clamp(min=torch.finfo(torch.float32).tiny)
+        # torchao's FLOOR reads the exponent bits of amax: Inf gives 2^(128 - 2); NaN -> 0xFF.
+        biased = torch.where(amax.isinf(), E8M0_BIAS + 126, biased)
+        inv = torch.where(amax.isinf(), 2.0**-126, inv)
+        biased = torch.where(amax.isnan(), E8M0_NAN, biased)  # OCP MX: a NaN block is NaN
+        inv = torch.where(amax.isnan(), torch.nan, inv)
     else:
         raise ValueError(f"unknown MX scaling {scaling!r}; use rceil or floor")
     scaled = (xb * inv).clamp(-E2M1_MAX, E2M1_MAX)
@@ -107,7 +122,8 @@ def mx_dequantize(
 ) -> torch.Tensor:
     values = e2m1_decode(unpack_nibbles(packed))
     vb = values.reshape(*values.shape[:-1], values.shape[-1] // block, block)
-    scale = torch.exp2(exponents.float() - E8M0_BIAS).unsqueeze(-1)
+    scale = torch.exp2(exponents.float() - E8M0_BIAS)
+    scale = torch.where(exponents == E8M0_NAN, torch.nan, scale).unsqueeze(-1)
     return (vb * scale).reshape(values.shape).to(dtype)
 
 
@@ -121,9 +137,13 @@ def mx_qdq(x: torch.Tensor, block: int = MX_BLOCK, scaling: str = "rceil") -> to
 
 
 def nv_tensor_scale(x: torch.Tensor, dims: tuple[int, ...] | None = None) -> torch.Tensor:
-    """The FP32 outer scale: amax / (448 * 6), over the whole tensor or over `dims` (kept)."""
+    """The FP32 outer scale: amax / (448 * 6), over the whole tensor or over `dims` (kept).
+
+    An all-zero tensor (or expert) gets scale 1: its amax would give 0 and every value
+    0 / 0 = NaN (as torchao's per-tensor NVFP4 path does); any scale encodes zeros exactly."""
     amax = x.abs().amax() if dims is None else x.abs().amax(dim=dims, keepdim=True)
-    return amax.float() / (F8E4M3_MAX * E2M1_MAX)
+    scale = amax.float() / (F8E4M3_MAX * E2M1_MAX)
+    return torch.where(amax == 0, torch.ones_like(scale), scale)
 
 
 def nv_quantize(

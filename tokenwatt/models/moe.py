@@ -82,72 +82,86 @@ def _numel(shape: tuple[int, ...]) -> int:
 # --- routing statistics --------------------------------------------------------------------
 
 
+PHASES = ("decode", "prefill")
+
+
 @contextlib.contextmanager
-def track_routing(model: Any) -> Iterator[dict[str, Any]]:
-    """Count tokens per expert per layer while the block runs; fills the yielded dict.
+def track_routing(model: Any, decode_tokens: int | None = None) -> Iterator[dict[str, Any]]:
+    """Count tokens per expert per layer while the block runs, decode and prefill apart.
 
     A forward pre-hook on each experts module reads the router's `top_k_index` argument and
-    accumulates a bincount on the device (no host sync inside the measured window). After
-    the block the dict holds `routing_tokens_per_expert` (per layer list of counts),
-    `routing_imbalance_max_over_mean` (per layer max/mean, averaged over layers),
-    `routing_imbalance_worst_layer` and `routing_experts_touched_mean` (distinct experts a
-    forward call touched, averaged over layers and calls: the weights a step must read).
-    Dense models yield an empty dict.
+    accumulates a bincount on the device (no host sync inside the measured window). A call
+    routing exactly `decode_tokens` tokens (the batch size: one new token per sequence) is a
+    decode step; any other is prefill. (With decode_tokens None every call counts as decode;
+    a 1-token prompt makes prefill look like a decode step, which it then is.) After the block
+    the dict holds, per phase P in (decode, prefill): `routing_P_tokens_per_expert` (per layer
+    list of counts), `routing_P_imbalance_max_over_mean` (per layer max/mean, averaged over
+    layers), `routing_P_imbalance_worst_layer` and `routing_P_experts_touched_mean` (distinct
+    experts a forward call touched, averaged over layers and calls: the experts a step must
+    read, which the decode floor uses). Dense models yield an empty dict.
     """
     stats: dict[str, Any] = {}
     mods = expert_modules(model)
-    counts: list[torch.Tensor | None] = [None] * len(mods)
-    touched: list[torch.Tensor | None] = [None] * len(mods)
-    calls = [0] * len(mods)
+    acc = {ph: _Acc(len(mods)) for ph in PHASES}
     handles = []
     for i, (_, mod) in enumerate(mods):
         n_exp = next(iter(_expert_tensors(mod).values()))[0]
-        handles.append(
-            mod.register_forward_pre_hook(
-                _routing_hook(i, n_exp, counts, touched, calls), with_kwargs=True
-            )
-        )
+        handles.append(mod.register_forward_pre_hook(
+            _routing_hook(i, n_exp, acc, decode_tokens), with_kwargs=True))  # fmt: skip
     try:
         yield stats
     finally:
         for h in handles:
             h.remove()
-        stats.update(_routing_summary(counts, touched, calls))
+        for ph in PHASES:
+            stats.update({f"routing_{ph}_{k}": v for k, v in acc[ph].summary().items()})
+
+
+class _Acc:
+    """Per-layer routing counts of one phase."""
+
+    def __init__(self, layers: int) -> None:
+        self.counts: list[torch.Tensor | None] = [None] * layers
+        self.touched: list[torch.Tensor | None] = [None] * layers
+        self.calls = [0] * layers
+
+    def add(self, i: int, c: torch.Tensor) -> None:
+        self.counts[i] = c if self.counts[i] is None else self.counts[i] + c
+        t = (c > 0).sum()
+        self.touched[i] = t if self.touched[i] is None else self.touched[i] + t
+        self.calls[i] += 1
+
+    def summary(self) -> dict[str, Any]:
+        per_layer = [c.cpu().tolist() for c in self.counts if c is not None]
+        if not per_layer:
+            return {}
+        ratios = []
+        for c in per_layer:
+            mean = sum(c) / len(c)
+            ratios.append(max(c) / mean if mean > 0 else 0.0)
+        touched = [float(t.item()) / n for t, n in zip(self.touched, self.calls, strict=True)
+                   if t is not None and n]  # fmt: skip
+        return {
+            "tokens_per_expert": per_layer,
+            "imbalance_max_over_mean": sum(ratios) / len(ratios),
+            "imbalance_worst_layer": max(ratios),
+            "experts_touched_mean": sum(touched) / len(touched),
+        }
 
 
 def _routing_hook(
-    i: int, n_exp: int, counts: list, touched: list, calls: list[int]
+    i: int, n_exp: int, acc: dict[str, _Acc], decode_tokens: int | None
 ) -> Callable[..., None]:
     def hook(mod: Any, args: tuple, kwargs: dict) -> None:
         idx = kwargs.get("top_k_index", args[1] if len(args) > 1 else None)
         if idx is None:
             return
         c = torch.bincount(idx.reshape(-1).long(), minlength=n_exp + 1)[:n_exp]
-        counts[i] = c if counts[i] is None else counts[i] + c
-        t = (c > 0).sum()
-        touched[i] = t if touched[i] is None else touched[i] + t
-        calls[i] += 1
+        tokens = idx.shape[0] if idx.ndim > 1 else idx.numel()
+        decode = decode_tokens is None or tokens == decode_tokens
+        acc["decode" if decode else "prefill"].add(i, c)
 
     return hook
-
-
-def _routing_summary(counts: list, touched: list, calls: list[int]) -> dict[str, Any]:
-    per_layer = [c.cpu().tolist() for c in counts if c is not None]
-    if not per_layer:
-        return {}
-    ratios = []
-    for c in per_layer:
-        mean = sum(c) / len(c)
-        ratios.append(max(c) / mean if mean > 0 else 0.0)
-    touched_mean = [
-        float(t.item()) / n for t, n in zip(touched, calls, strict=True) if t is not None and n
-    ]
-    return {
-        "routing_tokens_per_expert": per_layer,
-        "routing_imbalance_max_over_mean": sum(ratios) / len(ratios),
-        "routing_imbalance_worst_layer": max(ratios),
-        "routing_experts_touched_mean": sum(touched_mean) / len(touched_mean),
-    }
 
 
 # --- quantised expert storage ----------------------------------------------------------------
@@ -327,21 +341,60 @@ def _check_layout(name: str, mod: Any) -> None:
         )
 
 
+LOOP_IMPL = "tokenwatt-loop"
+
+
+def use_expert_loop(model: Any) -> int:
+    """Run every (unquantised) experts module through tokenwatt's expert loop, the one the
+    quantised precisions use, so a bf16 baseline and a quantised MoE differ only in the
+    number format, not in the implementation. Returns how many modules it switched."""
+    n = 0
+    for name, mod in expert_modules(model):
+        if getattr(mod, "_tokenwatt_qexperts", None) is not None:
+            continue
+        _check_layout(name, mod)
+        mod.forward = types.MethodType(_quantized_experts_forward, mod)
+        n += 1
+    return n
+
+
+def experts_impl(model: Any) -> str:
+    """How the MoE experts of `model` run: tokenwatt's loop or transformers' implementation
+    (config._experts_implementation); "" for a dense model."""
+    mods = expert_modules(model)
+    if not mods:
+        return ""
+    if all(getattr(m.forward, "__func__", None) is _quantized_experts_forward for _, m in mods):
+        return LOOP_IMPL
+    impl = getattr(model.config, "_experts_implementation", None) or "eager"
+    return f"transformers-{impl}"
+
+
+def _weight(mod: Any, name: str, e: int) -> torch.Tensor:
+    """Expert e's matrix `name`: dequantised from tokenwatt's storage, or the plain slice."""
+    q = getattr(mod, "_tokenwatt_qexperts", None)
+    return q[name].expert(e) if q is not None else getattr(mod, name)[e]
+
+
 def _quantized_experts_forward(
     self: Any, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor
 ) -> torch.Tensor:
-    """Eager expert loop (as transformers' own), dequantising each selected expert once."""
-    q = self._tokenwatt_qexperts
-    qdq = self._tokenwatt_act_qdq or (lambda t: t)
+    """Eager expert loop (as transformers' own), dequantising each selected expert once.
+
+    The same loop serves unquantised experts (use_expert_loop): weights are then the plain
+    slices, so dtype and quantised precisions share one implementation."""
+    qdq = getattr(self, "_tokenwatt_act_qdq", None) or (lambda t: t)
     out = torch.zeros_like(hidden_states)
-    n_exp = q["gate_up_proj"].shape[0]
+    q = getattr(self, "_tokenwatt_qexperts", None)
+    n_exp = q["gate_up_proj"].shape[0] if q is not None else self.gate_up_proj.shape[0]
     for e in torch.unique(top_k_index).tolist():
         if e >= n_exp:  # expert-parallel sentinel
             continue
         token_idx, pos = torch.where(top_k_index == e)
-        h = torch.nn.functional.linear(qdq(hidden_states[token_idx]), q["gate_up_proj"].expert(e))
+        h = torch.nn.functional.linear(qdq(hidden_states[token_idx]),
+                                       _weight(self, "gate_up_proj", e))  # fmt: skip
         h = self._apply_gate(h)
-        y = torch.nn.functional.linear(qdq(h), q["down_proj"].expert(e))
+        y = torch.nn.functional.linear(qdq(h), _weight(self, "down_proj", e))
         y = y * top_k_weights[token_idx, pos, None]
         out.index_add_(0, token_idx, y.to(out.dtype))
     return out

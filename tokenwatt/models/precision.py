@@ -71,17 +71,37 @@ def check_supported(precision: str, device: str) -> None:
         raise PrecisionUnsupported(f"precision {precision} {reason}")
 
 
-def apply_precision(model: Any, precision: str, device: str) -> PrecisionReport:
-    """Apply `precision` to a model already built in `base_dtype(precision, device)`."""
-    from tokenwatt.models.moe import param_counts
+EXPERTS_IMPLS = ("tokenwatt", "transformers")
+
+
+def apply_precision(
+    model: Any, precision: str, device: str, experts: str = "tokenwatt"
+) -> PrecisionReport:
+    """Apply `precision` to a model already built in `base_dtype(precision, device)`.
+
+    experts (MoE models): "tokenwatt" runs the experts of every precision, dtype casts
+    included, through tokenwatt's expert loop, so a bf16 baseline and a quantised case differ
+    only in the number format; "transformers" keeps transformers' own implementation for the
+    dtype precisions (the quantised ones have no other). `detail["experts_impl"]` says which
+    ran; `detail` also holds the weight inventory (real bytes by role) the floor reads.
+    """
+    from tokenwatt.models.moe import expert_modules, param_counts, use_expert_loop
 
     check_supported(precision, device)
+    if experts not in EXPERTS_IMPLS:
+        raise UserError(f"experts_impl: unknown {experts!r}; use {' or '.join(EXPERTS_IMPLS)}")
     entry = PRECISIONS[precision]
     total = param_counts(model)["params_total"]
     if entry.is_dtype:
-        detail = _experts_impl(model, quantised=False)
+        if experts == "tokenwatt":
+            use_expert_loop(model)
         return PrecisionReport(precision, "torch-dtype", weight_bytes=weight_bytes(model),
-                               detail=detail)  # fmt: skip
+                               detail=_detail(model, {}))  # fmt: skip
+    if experts == "transformers" and expert_modules(model):
+        raise UserError(
+            f"experts_impl: transformers' expert implementation cannot run quantised experts "
+            f"({precision}); use experts_impl: tokenwatt (the default)"
+        )
     backend, covered, detail = APPLIERS[precision](model, device)
     return PrecisionReport(
         precision,
@@ -89,20 +109,20 @@ def apply_precision(model: Any, precision: str, device: str) -> PrecisionReport:
         emulated=entry.emulated,
         quantized_param_fraction=covered / total if total else 0.0,
         weight_bytes=weight_bytes(model),
-        detail={**detail, **_experts_impl(model, quantised=True)},
+        detail=_detail(model, detail),
     )
 
 
-def _experts_impl(model: Any, quantised: bool) -> dict[str, Any]:
-    """How MoE experts run: it differs between dtype and quantised precisions, so say it."""
-    from tokenwatt.models.moe import expert_modules
+def _detail(model: Any, detail: dict[str, Any]) -> dict[str, Any]:
+    """The applier's detail, how MoE experts run, and the weight inventory by role."""
+    from tokenwatt.models.inventory import weight_inventory
+    from tokenwatt.models.moe import experts_impl
 
-    if not expert_modules(model):
-        return {}
-    if quantised:
-        return {"experts_impl": "tokenwatt loop over selected experts, dequantised per step"}
-    impl = getattr(model.config, "_experts_implementation", None) or "eager"
-    return {"experts_impl": f"transformers {impl}"}
+    inventory = weight_inventory(model)
+    for k in ("params_total", "weight_bytes"):  # the run's own totals stay authoritative
+        inventory.pop(k)
+    impl = experts_impl(model)
+    return {**detail, **inventory, **({"experts_impl": impl} if impl else {})}
 
 
 # --- one function per precision -------------------------------------------------------------
@@ -204,7 +224,10 @@ def _mxfp4(model: Any, device: str) -> tuple[str, int, dict[str, Any]]:
 def _nvfp4(model: Any, device: str) -> tuple[str, int, dict[str, Any]]:
     from torchao.prototype.mx_formats import NVFP4WeightOnlyConfig
 
-    dense = _torchao(model, NVFP4WeightOnlyConfig(use_dynamic_per_tensor_scale=True), block=16)
+    # torchao's per-tensor scale of an all-zero weight is 0 and its values 0/0 = NaN: such a
+    # weight (rare: zero-initialised layers) stays in bf16 and out of quantized_param_fraction.
+    dense = _torchao(model, NVFP4WeightOnlyConfig(use_dynamic_per_tensor_scale=True), block=16,
+                     skip_zero=True)  # fmt: skip
     experts = _experts(model, "nvfp4")
     backend = "fp4-emulated:torchao NVFP4WeightOnlyConfig (dequant + bf16 matmul)"
     detail = {"block_size": NV_BLOCK, "scale": "e4m3 + fp32 per tensor", "activations": "bf16"}
@@ -214,7 +237,7 @@ def _nvfp4(model: Any, device: str) -> tuple[str, int, dict[str, Any]]:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _torchao(model: Any, config: Any, block: int = 1) -> int:
+def _torchao(model: Any, config: Any, block: int = 1, skip_zero: bool = False) -> int:
     """quantize_ the nn.Linear weights whose shapes the format accepts; return values covered.
 
     Linears whose inner dimension (and, for block formats, outer dimension) is not a multiple
@@ -227,6 +250,8 @@ def _torchao(model: Any, config: Any, block: int = 1) -> int:
         if not isinstance(mod, torch.nn.Linear):
             return False
         n, k = mod.weight.shape
+        if skip_zero and not bool(mod.weight.detach().abs().amax() > 0):
+            return False
         return k % block == 0 and (block == 1 or n % 16 == 0)
 
     quantize_(model, config, filter_fn=fits)
@@ -267,19 +292,13 @@ def _cuda_capability(device: str) -> tuple[int, int] | None:
 
 def weight_bytes(model: Any) -> int:
     """Bytes of the model's parameters and buffers as stored (quantised tensors included)."""
+    from tokenwatt.models.inventory import tensor_bytes
+
     total = 0
     seen: set[int] = set()
     for t in list(model.parameters()) + list(model.buffers()):
         if id(t) in seen:  # tied weights count once
             continue
         seen.add(id(t))
-        total += _tensor_bytes(t)
+        total += tensor_bytes(t)
     return total
-
-
-def _tensor_bytes(t: Any) -> int:
-    inner = getattr(t, "__tensor_flatten__", None)
-    if inner is not None:  # torchao tensor subclasses: sum their inner tensors
-        names, _ = t.__tensor_flatten__()
-        return sum(_tensor_bytes(getattr(t, n)) for n in names if getattr(t, n) is not None)
-    return t.numel() * t.element_size()

@@ -6,16 +6,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tokenwatt.analysis.compare import CASE_KEYS, FIDELITY, LABELS, compare, ok_trials
+from tokenwatt.analysis.compare import (
+    CASE_KEYS,
+    FIDELITY,
+    LABELS,
+    PAIRED,
+    RUNS,
+    TRIALS,
+    compare,
+    ok_trials,
+)
 from tokenwatt.errors import UserError
 from tokenwatt.report.format import fmt, ratio_with_ci
 
 
-def compare_folders(paths: Sequence[str], key: str, value: str, metric: str) -> Any:
+def compare_folders(
+    paths: Sequence[str], key: str, value: str, metric: str, allow_mixed_impl: bool = False
+) -> Any:
     from tokenwatt.results.load import load_results, load_summary
 
     trials = ok_trials(load_results(*paths), _maybe_summary(paths, load_summary))
-    return compare(trials, key, value, metric)
+    return compare(trials, key, value, metric, allow_mixed_impl=allow_mixed_impl)
 
 
 def _maybe_summary(paths: Sequence[str], load_summary: Any) -> Any:
@@ -32,19 +43,21 @@ def display_rows(table: Any) -> tuple[list[str], list[list[str]]]:
     metric, key = table.attrs["metric"], table.attrs["key"]
     keys = [k for k in CASE_KEYS if k in table and (k == key or table[k].nunique() > 1)]
     unit = "J" if "_j_" in metric or metric.endswith("_j") else ""
-    headers = keys + [metric_label(table), "baseline", "ratio [95% CI]"]
+    headers = keys + [metric_label(table), "baseline", "ratio [95% CI]", "runs x trials"]
     has_speed = "tokens_per_s_ratio" in table
     has_fid = any(f in table and table[f].notna().any() for f in FIDELITY)
     headers += ["tokens/s ratio [95% CI]"] if has_speed else []
     headers += ["top-1 agreement vs reference", "KL vs reference (nats)"] if has_fid else []
     rows = []
     for _, r in table.iterrows():
-        n = _fewer_trials(r)
+        n = _interval_n(r)
         cells = [str(r[k]) for k in keys]
         cells += [
             f"{fmt(r[metric])} {unit}".strip(),
             f"{fmt(r[f'baseline_{metric}'])} {unit}".strip(),
-            ratio_with_ci(r["ratio"], r["ratio_ci95_low"], r["ratio_ci95_high"], n),
+            ratio_with_ci(r["ratio"], r["ratio_ci95_low"], r["ratio_ci95_high"], n)
+            + (TRIAL_MARK if r.get("ci_basis") == TRIALS else ""),
+            _runs_cell(r),
         ]
         if has_speed:
             speed = [r[f"tokens_per_s_{k}"] for k in ("ratio", "ci95_low", "ci95_high")]
@@ -55,10 +68,49 @@ def display_rows(table: Any) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
-def _fewer_trials(r: Any) -> Any:
-    """The trials of the side with fewer (the interval is no better than that side's)."""
-    ns = [r.get(k) for k in ("n", "baseline_n") if r.get(k) == r.get(k) and r.get(k) is not None]
+def _interval_n(r: Any) -> Any:
+    """What the interval rests on, on the side with fewer: runs, or the trials of one run."""
+    over_runs = r.get("ci_basis") in (PAIRED, RUNS)
+    keys = ("n_runs", "baseline_n_runs") if over_runs else ("n_trials", "baseline_n_trials")
+    ns = [r.get(k) for k in keys if r.get(k) == r.get(k) and r.get(k) is not None]
     return min(ns) if ns else None
+
+
+TRIAL_MARK = " *"  # the interval rests on the trials of one run (see basis_note)
+
+
+def _runs_cell(r: Any) -> str:
+    """How many runs and trials the case and its baseline stand on: "3x5 / 3x5"."""
+    if "n_runs" not in r:
+        return ""
+    cell = f"{r['n_runs']}x{r['n_trials']} / {r['baseline_n_runs']}x{r['baseline_n_trials']}"
+    if r.get("mixed_impl"):
+        cell += f" (experts: {r.get('experts_impl')} vs {r.get('baseline_experts_impl')})"
+    return cell
+
+
+def basis_note(table: Any) -> str:
+    """What the intervals stand on, and what was left out."""
+    parts = ["runs x trials: case / baseline; the unit of replication is a run (a fresh process)."]
+    if "ci_basis" in table and (table["ci_basis"] == TRIALS).any():
+        parts.append(f"{TRIAL_MARK.strip()} interval from the trials of a single run: it shows "
+                     "within-process variation only; rerun the sweep with `rounds:` >= 2 for an "
+                     "interval over runs.")  # fmt: skip
+    if "ci_basis" in table and (table["ci_basis"] == PAIRED).any():
+        parts.append("With the same number of runs on both sides the runs are paired in start "
+                     "order (rounds of an interleaved sweep) and the ratio is their geometric "
+                     "mean.")  # fmt: skip
+    if table.attrs.get("allow_mixed_impl") and "mixed_impl" in table and table["mixed_impl"].any():
+        parts.append("Some rows compare MoE experts run by different implementations "
+                     "(--allow-mixed-impl): those ratios mix the number format with the code.")
+    refused = table.attrs.get("refused") or []
+    if refused:
+        parts.append("Not compared (different experts_impl; --allow-mixed-impl compares them): "
+                     + "; ".join(refused) + ".")  # fmt: skip
+    if table.attrs.get("contended"):
+        parts.append("CONTENDED: other processes loaded the machine during some of these "
+                     "trials; the figures are not publishable as they are.")
+    return " ".join(parts)
 
 
 def metric_label(table: Any) -> str:
@@ -84,7 +136,8 @@ def comparison_markdown(table: Any) -> str:
         return "_No case has a baseline to compare with._\n"
     note = (
         f"Ratio of mean {table.attrs['metric']} to the baseline {table.attrs['baseline']} "
-        "within the same other keys; 95% CI by the delta method on the log ratio (Welch df)."
+        "within the same other keys; 95% CI on the log ratio (paired runs: t interval of the "
+        "mean log ratio; otherwise the delta method with Welch df). " + basis_note(table)
     )
     if not table.attrs.get("measured"):
         note += " Energy figures are estimates, not measurements."

@@ -114,25 +114,39 @@ def build(
     return blocks
 
 
+def _contended_block(stats: Any) -> list[Block]:
+    """The banner of a folder with rows measured while other processes loaded the machine."""
+    if "contended" not in stats or not stats["contended"].astype(bool).any():
+        return []
+    bad = stats[stats["contended"].astype(bool)]
+    n = int(bad["n_contended_trials"].sum()) if "n_contended_trials" in bad else len(bad)
+    return [Block("p", (
+        f"**CONTENDED: {len(bad)} of {len(stats)} cases ({n} trials) were measured while other "
+        "processes loaded the machine** (see `contended`, `other_cpu_cores`, `contention_reason` "
+        "in results.csv). Other work slows the decode and, on RAPL or a GPU board, adds its own "
+        "energy: these figures are not publishable. Rerun on a quiet machine."
+    ))]  # fmt: skip
+
+
 def _label_block(stats: Any) -> list[Block]:
     sources = sorted(set("+".join(sorted(set(stats.get("energy_source", [])))).split("+")))
     scopes = sorted(set(stats["energy_scope"])) if "energy_scope" in stats else []
     what = f"source {', '.join(s for s in sources if s)}; scope {', '.join(scopes)}"
     if stats["measured"].astype(bool).all():
-        return [Block("p", f"**Energy is measured** ({what})."), *_idle_like(stats)]
+        return [*_contended_block(stats), Block("p", f"**Energy is measured** ({what})."),
+                *_idle_like(stats)]  # fmt: skip
     text = (
         f"**Energy figures are ESTIMATES, not measurements** ({what}). "
-        "An estimate from TDP and CPU utilisation can be off by -57% to +187% "
-        "against RAPL (CodeCarbon's own comparison) and counts every process on the "
-        "machine; compare estimates only with estimates from the same machine."
+        "An estimate from TDP and this process tree's CPU time can be off by -57% to +187% "
+        "against RAPL (CodeCarbon's comparison of TDP-based estimates); compare estimates "
+        "only with estimates from the same machine."
     )
     if _idle_as_busy(stats):
         text += (
-            " Here idle power reads within 5% of the power under load in most cases: the "
-            "machine was busy with other work, so the estimate sits at its ceiling, dynamic "
+            " Here idle power reads within 5% of the power under load in most cases: dynamic "
             "energy is near zero, and energy differences mostly reflect differences in time."
         )
-    return [Block("p", text)]
+    return [*_contended_block(stats), Block("p", text)]
 
 
 def _idle_like(stats: Any) -> list[Block]:
@@ -204,11 +218,12 @@ def _summary(stats: Any) -> list[Block]:
     from tokenwatt.report.format import fmt
 
     keys, same = _varying_keys(stats)
-    headers = keys + ["trials"] + [t for m, t in SUMMARY_COLUMNS if f"{m}_mean" in stats]
+    headers = keys + ["runs x trials"] + [t for m, t in SUMMARY_COLUMNS if f"{m}_mean" in stats]
     headers += ["Wh/1k queries", "idle W", "energy source"]
     rows = []
     for _, r in stats.iterrows():
-        cells = [str(r[k]) for k in keys] + [str(r["n_trials"])]
+        runs = f"{r['n_runs']}x" if "n_runs" in r else ""
+        cells = [str(r[k]) for k in keys] + [f"{runs}{r['n_trials']}"]
         for m, _t in SUMMARY_COLUMNS:
             if f"{m}_mean" in stats:
                 cells.append(_mean_ci(r, m))
@@ -219,7 +234,9 @@ def _summary(stats: Any) -> list[Block]:
         ]
         rows.append(cells)
     note = (
-        "Mean over trials with its 95% confidence interval in brackets; below 3 trials an "
+        "Mean with its 95% Student-t confidence interval in brackets (log scale for positive "
+        "quantities), over run means where a case has several runs (a fresh process is the "
+        "unit of replication), else over the trials of its one run; below 3 of those an "
         "interval says nothing and is not shown ('interval not informative'). "
         "J/request: prefill + decode energy of one sequence (total_j / (batch_size x "
         "repetitions)); Wh/1k queries is the same x 1000 / 3600 (AI Energy Score's unit, "
@@ -249,7 +266,7 @@ def _mean_ci(r: Any, m: str) -> str:
     from tokenwatt.report.format import mean_with_ci
 
     return mean_with_ci(r.get(f"{m}_mean"), r.get(f"{m}_ci95_low"), r.get(f"{m}_ci95_high"),
-                        n=r.get("n_trials"))  # fmt: skip
+                        n=r.get("ci_n", r.get("n_trials")))  # fmt: skip
 
 
 def auto_baseline(stats: Any) -> tuple[str, str] | None:
@@ -318,7 +335,7 @@ def _agentic(stats: Any, tags: dict[str, dict[str, Any]]) -> list[Block]:
                 if h == h
             )
         )
-        few = (g["n_trials"].astype(int) < MIN_INTERVAL_N).any() if "n_trials" in g else False
+        few = (g["ci_n"].astype(int) < MIN_INTERVAL_N).any() if "ci_n" in g else False
         generated = g["new_tokens"].astype(int).sum()
         prefilled = g["prompt_tokens"].astype(int).sum()
         complete = f"{len(g)}/{int(max(tags[c].get('turns', 0) for c in g['case_id']))}"

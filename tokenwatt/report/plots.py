@@ -199,7 +199,7 @@ def plot_j_per_token_cases(stats: Any, folder: Path, stem: str = "j_per_token") 
     if "total_j_per_token_mean" in stats:
         mean = stats["total_j_per_token_mean"].to_numpy()
         down, up = _yerr(mean, stats["total_j_per_token_ci95_low"],
-                         stats["total_j_per_token_ci95_high"], stats.get("n_trials"))  # fmt: skip
+                         stats["total_j_per_token_ci95_high"], stats.get("ci_n"))  # fmt: skip
         has = [i for i in x if down[i] or up[i]]  # no bar where no interval (n < 3)
         ax.errorbar([x[i] for i in has], [mean[i] for i in has], fmt="none", ecolor="black",
                     yerr=[[down[i] for i in has], [up[i] for i in has]], capsize=4,
@@ -261,7 +261,7 @@ def plot_vs(stats: Any, x: str, folder: Path, metric: str = "decode_j_per_token"
     for _key, g in lines:
         g = g.assign(_x=g[x].map(_num)).sort_values("_x")
         row = g.iloc[0]
-        err = _yerr(g[col], g[f"{metric}_ci95_low"], g[f"{metric}_ci95_high"], g.get("n_trials"))
+        err = _yerr(g[col], g[f"{metric}_ci95_low"], g[f"{metric}_ci95_high"], g.get("ci_n"))
         ax.errorbar(g["_x"], g[col], yerr=err, marker="o", capsize=3, label=case_label(row, others))
     xs = sorted({_num(v) for v in stats[x]})
     if xs[0] > 0 and xs[-1] / xs[0] >= 4:

@@ -146,9 +146,9 @@ def measure_session(
     from tokenwatt.models.moe import track_routing
 
     streak, fault = 0, None
-    with track_routing(session.model) as routing:
+    with track_routing(session.model, cfg.workload.batch_size) as routing:
         for i in range(cfg.measure.repeats):
-            pause_between_trials(cfg, i)
+            pause_between_trials(cfg, i, session.device)
             row, detail, fault = guarded_trial(run_trial, session, i)
             with locked(out):
                 append_rows(out / RESULTS_CSV, [row], TRIAL_COLUMNS)

@@ -9,6 +9,7 @@ from typing import Any
 
 from tokenwatt.config import RunConfig
 from tokenwatt.energy.meters.base import labels
+from tokenwatt.registry.precisions import PRECISIONS
 
 
 @dataclass
@@ -56,7 +57,7 @@ def prepare_session(
     )
     model = loaded.model
     phase("precision", f"applying {cfg.precision}")
-    prec = apply_precision(model, cfg.precision, device)
+    prec = apply_precision(model, cfg.precision, device, cfg.experts)
     vocab = model.config.get_text_config().vocab_size
     prompts = make_prompts(cfg.workload, vocab, loaded.tokenizer, device)
     if cfg.fidelity.enabled:
@@ -82,6 +83,9 @@ def prepare_session(
         "seed": cfg.workload.seed,
         "weight_bytes": prec.weight_bytes,
         "quantized_param_fraction": prec.quantized_param_fraction,
+        "weight_bits": PRECISIONS[cfg.precision].weight_bits,
+        "activation_bits": PRECISIONS[cfg.precision].activation_bits,
+        "experts_impl": prec.detail.get("experts_impl", ""),
         **counts,
         **fidelity,
         **labels(c for meter in meters for c in meter.channels),

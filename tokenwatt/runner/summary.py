@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokenwatt.analysis.stats import CV_WARN, describe
+from tokenwatt.analysis.stats import CV_WARN, POSITIVE_METRICS, describe
 from tokenwatt.config import config_to_dict
 from tokenwatt.results.columns import SUMMARY_METRICS, TRIAL_COLUMNS
 from tokenwatt.runner.session import Session
@@ -14,12 +14,15 @@ from tokenwatt.runner.trials import enrich
 def summarise(
     session: Session, trials: list[dict[str, Any]], routing: dict[str, Any]
 ) -> tuple[dict[str, Any], list[str]]:
-    summary: dict[str, Any] = {**session.constants, "n_trials": len(trials)}
+    # One summary row per run: its statistics are over this run's trials, which show the
+    # variation inside one process only (n_runs = 1; compare and report pool runs).
+    summary: dict[str, Any] = {**session.constants, "n_trials": len(trials), "n_runs": 1,
+                               "ci_basis": "trials of one run"}  # fmt: skip
     for col in ("prefill_s", "decode_s", "tokens_generated", "decode_tokens", "repetitions"):
         summary[col] = sum(t[col] for t in trials)
     means: dict[str, Any] = dict(trials[-1])
     for metric in SUMMARY_METRICS:
-        d = describe([t[metric] for t in trials])
+        d = describe([t[metric] for t in trials], positive=metric in POSITIVE_METRICS)
         for k in ("mean", "std", "cv", "ci95_low", "ci95_high"):
             summary[f"{metric}_{k}"] = d[k]
         means[metric] = d["mean"]
@@ -28,11 +31,19 @@ def summarise(
     summary.update({k: v for k, v in routing.items()})
     from tokenwatt.analysis.carbon import CARBON_COLUMNS
     from tokenwatt.analysis.floor import FLOOR_COLUMNS
+    from tokenwatt.runner.contention import summarise_contention
 
+    contention, contention_warnings = summarise_contention(trials)
+    summary.update(contention)
+    # The summary's floor uses the measured decode routing (MoE) where there is one.
+    touched = routing.get("routing_decode_experts_touched_mean")
+    if touched:
+        session.model_info["experts_touched_per_layer"] = touched
     # The last trial's carbon and floor columns are recomputed from the means, so keep those.
     base = set(means) - set(CARBON_COLUMNS) - set(FLOOR_COLUMNS)
     summary.update({k: v for k, v in enrich(means, session).items() if k not in base})
-    warnings = session.warnings + _warnings(summary) + _quality_warnings(trials)
+    warnings = (session.warnings + contention_warnings + _warnings(summary)
+                + _quality_warnings(trials))  # fmt: skip
     summary["summary_flags"] = ";".join(w.split(":")[0] for w in warnings)
     return summary, warnings
 
@@ -61,7 +72,12 @@ def _warnings(summary: dict[str, Any]) -> list[str]:
     elif not summary.get("measured"):
         out.append(f"estimate: energy is an estimate ({source}), not a measurement")
     if summary.get("below_floor"):
-        out.append("below-floor: measured J/token is below the physical floor; check the meter")
+        out.append(
+            "below-floor: measured decode J/token is below the physical floor "
+            f"({summary.get('floor_hardware')}); check that the hardware profile matches the "
+            "board (variant, memory, power limit), that the meter covers the whole window, and "
+            "that the working set does not fit in cache (see docs/carbon-and-floor.md)"
+        )
     return out
 
 

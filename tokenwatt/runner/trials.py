@@ -10,12 +10,26 @@ from typing import Any
 from tokenwatt._util.ids import utc_now
 from tokenwatt.config import RunConfig
 from tokenwatt.energy.recorder import PhaseEnergy, PhaseRecorder, dynamic_joules
+from tokenwatt.runner.contention import ContentionMonitor, Readings, gpu_pids_of
 from tokenwatt.runner.session import Session
 
+# Between GPU trials by default: back-to-back trials heat the board and leakage power grows
+# with temperature, so each trial starts after a pause; 2 s also lets the driver's 1 s power
+# average settle. tokenwatt's choice (not a measured optimum), recorded per row as `cooldown_s`.
+GPU_COOLDOWN_S = 2.0
 
-def pause_between_trials(cfg: RunConfig, i: int) -> None:
-    if i > 0 and cfg.measure.cooldown_s:
-        time.sleep(cfg.measure.cooldown_s)
+
+def cooldown_s(cfg: RunConfig, device: str) -> float:
+    """The pause before each trial after the first: the config's, else the device default."""
+    if cfg.measure.cooldown_s is not None:
+        return cfg.measure.cooldown_s
+    return GPU_COOLDOWN_S if str(device).startswith("cuda") else 0.0
+
+
+def pause_between_trials(cfg: RunConfig, i: int, device: str = "cpu") -> None:
+    pause = cooldown_s(cfg, device)
+    if i > 0 and pause:
+        time.sleep(pause)
     if cfg.measure.random_delay_s:
         time.sleep(random.uniform(0, cfg.measure.random_delay_s))
 
@@ -30,6 +44,7 @@ def run_trial(session: Session, index: int) -> tuple[dict[str, Any], dict[str, A
     )
     reps, start = 0, time.perf_counter()
     edge_start = [m.edge_state() for m in session.meters]
+    contention = ContentionMonitor(Readings(gpu_other_pids=gpu_pids_of(session.meters))).start()
     try:
         while True:
             gen = session.generate(session.model, session.prompts, cfg.workload.new_tokens,
@@ -41,9 +56,12 @@ def run_trial(session: Session, index: int) -> tuple[dict[str, Any], dict[str, A
     except BaseException:  # a failed trial never reaches phases(), which stops the sampler
         if rec.sampler is not None:
             rec.sampler.stop()
+        contention.stop()
         raise
+    load = contention.stop()
     quality = rec.quality()
     row = trial_row(session, index, reps, gen, phases)
+    row.update(load)
     row["counter_vs_trace_gap_pct"] = quality.get("counter_vs_trace_gap_pct")
     row["quality_flags"] = quality.get("flags", "")
     row["update_period_s"] = quality.get("update_period_s")
@@ -93,6 +111,7 @@ def trial_row(
             dynamic_joules(dec.total_j, idle_w, dec.seconds), decode_tokens
         ),  # fmt: skip
         "peak_memory_mb": _peak_memory_mb(session.device),
+        "cooldown_s": cooldown_s(session.cfg, session.device) if index > 0 else 0.0,
     }
     return enrich(row, session)
 

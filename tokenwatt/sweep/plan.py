@@ -19,11 +19,23 @@ writes that row last, after all its trial rows); a case failed when results.csv 
 status=failed row for it and it is not complete. A rerun skips both (`retry_failed` reruns
 the failed ones, `force` reruns everything). The sweep itself only plans and collects: the
 executor runs each case in its own process, which writes its own rows.
+
+Rounds: a fresh process is the unit of replication, so a comparison needs each case run
+several times. `rounds: N` runs every case N times, and `order: interleaved` (the default
+with rounds) runs them round by round, every case once per round in an order shuffled anew
+each round (seeded by `order_seed`, default 0): cases compared with each other are measured
+close together in time, so drift of the machine (temperature, clocks, background load) hits
+both sides of a comparison alike instead of posing as an effect. `order: sequential` runs
+each case N times in a row instead. A case is complete once summary.csv holds N rows for it,
+so an interrupted sweep resumes in the round where it stopped.
 """
 
 from __future__ import annotations
 
 import itertools
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +46,9 @@ from tokenwatt.errors import ConfigError
 SWEEP_JSON = "sweep.json"
 SWEEP_YAML = "sweep.yaml"
 TOP_EXPANDABLE = ("model", "precision", "compile", "device")
-SWEEP_ONLY_KEYS = ("cases", "agent")
+SWEEP_ONLY_KEYS = ("cases", "agent", "rounds", "order", "order_seed")
+ORDERS = ("interleaved", "sequential")
+MAX_ROUNDS = 1000
 
 
 @dataclass
@@ -77,6 +91,7 @@ def load_sweep(
 
         resolve_region(str(data["carbon"]["region"]))  # one line now, not a failed row per case
     data.setdefault("out", RunConfig().out)
+    schedule_of(data, where=str(path))  # a bad rounds/order is one line now, before any case
     return data, plan(data, where=str(path))
 
 
@@ -191,3 +206,96 @@ def pending(
     return [c for c in cases if states.get(c.case_id) is None or states[c.case_id] in rerun]
 
 
+# --- rounds and order --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How often and in which order the cases run: `rounds`, `order`, `order_seed`."""
+
+    rounds: int = 1
+    order: str = "planned"  # planned (no rounds given) | interleaved | sequential
+    seed: int = 0
+
+
+def schedule_of(data: dict[str, Any], where: str = "sweep") -> Schedule:
+    rounds = data.get("rounds", 1)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= MAX_ROUNDS:
+        raise ConfigError(f"{where}: rounds must be an integer from 1 to {MAX_ROUNDS} "
+                          f"(got {rounds!r})")  # fmt: skip
+    default = "interleaved" if "rounds" in data else "planned"
+    order = data.get("order", default)
+    if order not in ORDERS and not (order == "planned" and "order" not in data):
+        raise ConfigError(f"{where}: order must be {' or '.join(ORDERS)} (got {order!r})")
+    seed = data.get("order_seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"{where}: order_seed must be an integer (got {seed!r})")
+    return Schedule(rounds, order, seed)
+
+
+def round_order(cases: list[Case], sched: Schedule, r: int) -> list[Case]:
+    """The cases of round r (1-based) in the order they run."""
+    if sched.order != "interleaved":
+        return list(cases)
+    out = list(cases)
+    random.Random(f"{sched.seed}:{r}").shuffle(out)
+    return out
+
+
+def runs_done(out: Path) -> tuple[Counter[str], Counter[str]]:
+    """(complete runs per case id, failed rows per case id), read from the folder."""
+    from tokenwatt.results.columns import RESULTS_CSV, SUMMARY_CSV
+    from tokenwatt.results.store import read_rows
+
+    done = Counter(r["case_id"] for r in read_rows(out / SUMMARY_CSV)[0] if r.get("case_id"))
+    failed = Counter(r["case_id"] for r in read_rows(out / RESULTS_CSV)[0]
+                     if r.get("status") == "failed" and r.get("case_id"))  # fmt: skip
+    return done, failed
+
+
+def batches(
+    cases: list[Case],
+    sched: Schedule,
+    state: Callable[[], tuple[Counter[str], Counter[str]]],
+    force: bool = False,
+    retry_failed: bool = False,
+) -> Iterator[list[Case]]:
+    """The lists of cases to hand the executor, one after another, reading the folder's state
+    (`state()`, e.g. runs_done) before each: a case that fails in this sweep is not tried
+    again in its later rounds; one that failed before and never completed runs only with
+    retry_failed or force; a resumed sweep continues where it stopped.
+
+    Without rounds this is the one list `pending` gives. With rounds, interleaved: one list
+    per round; sequential: one case at a time until it has its runs.
+    """
+    done0, failed0 = state()
+    if sched.order == "planned":
+        states = {c: "failed" for c in failed0} | {c: "complete" for c in done0}
+        yield pending(cases, states, force, retry_failed)
+        return
+    base = Counter(done0) if force else Counter()
+
+    def due(cid: str, r: int, done: Counter[str], failed: Counter[str]) -> bool:
+        if done[cid] - base[cid] >= r or failed[cid] > failed0[cid]:
+            return False  # has its runs, or failed in this sweep
+        return not (failed0[cid] and not done0[cid]) or retry_failed or force
+
+    if sched.order == "sequential":
+        for case in cases:
+            for r in range(1, sched.rounds + 1):
+                if due(case.case_id, r, *state()):
+                    yield [_in_round(case, r, sched)]
+        return
+    for r in range(1, sched.rounds + 1):
+        done, failed = state()
+        todo = [_in_round(c, r, sched) for c in round_order(cases, sched, r)
+                if due(c.case_id, r, done, failed)]  # fmt: skip
+        if todo:
+            yield todo
+
+
+def _in_round(case: Case, r: int, sched: Schedule) -> Case:
+    """The case tagged with its round (recorded in run.json with the run)."""
+    if sched.rounds == 1 and sched.order != "interleaved":
+        return case
+    return Case(case.case_id, case.config, {**case.tags, "round": r, "rounds": sched.rounds})

@@ -13,7 +13,7 @@ from tokenwatt._util.ids import utc_now
 from tokenwatt.config import RunConfig
 from tokenwatt.results.folder import SWEEP_JSON, SWEEP_YAML, case_states, failures, prepare_out_dir
 from tokenwatt.results.store import locked, update_json, write_atomic
-from tokenwatt.sweep.plan import Case, pending
+from tokenwatt.sweep.plan import Case, batches, runs_done, schedule_of
 
 
 @dataclass
@@ -45,11 +45,12 @@ def run_sweep(
     out = prepare_out_dir(data.get("out") or RunConfig().out)
     _record_plan(out, data, cases, config_text)
     clear_stale_staging(out)
-    todo = pending(cases, case_states(out), force, retry_failed)
-    todo_ids = {c.case_id for c in todo}
-    skipped = [c.case_id for c in cases if c.case_id not in todo_ids]
-    try:
-        executor.run_all(todo, out, on_event)
+    sched = schedule_of(data)
+    ran: list[str] = []
+    try:  # rounds: one batch per round (or per run); without: the pending cases at once
+        for batch in batches(cases, sched, lambda: runs_done(out), force, retry_failed):
+            ran += [c.case_id for c in batch if c.case_id not in ran]
+            executor.run_all(batch, out, on_event)
     finally:
         clear_stale_staging(out)  # an interrupted case process leaves its staging folder
         _remove_empty(out)
@@ -59,8 +60,8 @@ def run_sweep(
     return SweepOutcome(
         out=out,
         planned=cases,
-        skipped=skipped,
-        ran=[c.case_id for c in todo],
+        skipped=[c.case_id for c in cases if c.case_id not in ran],
+        ran=ran,
         failed={k: v for k, v in errors.items() if k in planned},
         status={k: v for k, v in states.items() if k in planned},
     )

@@ -22,7 +22,7 @@ class Channel:
     key: unique within a run ("gpu0", "cpu-package-0", "dram-0", "cpu-estimate").
     scope: what the joules cover ("gpu-board", "cpu-package", "dram", "cpu-package+dram").
     source: how they are obtained ("nvml-energy-counter", "nvml-power-integrated", "rapl",
-        "estimate-tdp-utilisation").
+        "estimate-tdp-process-cpu").
     measured: False for anything estimated; estimates are never mixed silently with
         measurements.
     device_name: the hardware's own name ("NVIDIA H100 80GB HBM3", "AMD EPYC").

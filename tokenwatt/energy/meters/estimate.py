@@ -1,10 +1,19 @@
 """CPU energy *estimate* for machines without RAPL (virtual machines, macOS, ...).
 
-power = TDP x (idle_share + (1 - idle_share) x utilisation), integrated over time.
-The TDP comes from CodeCarbon's CPU table (matched the way CodeCarbon matches it), from
-the config, or from CodeCarbon's own fallback of 4 W per thread. CodeCarbon's comparison
-found such estimates -57% to +187% off RAPL: every figure from here is labelled
-`estimate` and `measured=False`.
+tokenwatt's own linear model, integrated over time:
+
+    power = TDP x (idle_share + (1 - idle_share) x u),  u = this process tree's CPU seconds /
+                                                            (wall seconds x logical CPUs)
+
+`u` counts this process and its descendants (live children and reaped ones), not the whole
+machine: another program's work neither adds to this estimate nor is hidden in it (it shows up
+as contention instead, see runner/contention.py). `idle_share` x TDP stands for the package's
+static power, charged in full to the run. The model is not CodeCarbon's (its cpu_load mode uses
+a cubic in system-wide load, its process mode no static share); only the TDP data is reused:
+CodeCarbon's CPU table (matched the way CodeCarbon matches it), the config's value, or
+CodeCarbon's fallback of 4 W per thread. TDP-based estimates were found -57% to +187% off RAPL
+in CodeCarbon's own comparison: every figure from here is labelled `estimate-tdp-process-cpu`
+and `measured=False`.
 """
 
 from __future__ import annotations
@@ -17,9 +26,13 @@ from typing import Any
 
 import psutil
 
+from tokenwatt._util.proctree import ProcessTree
 from tokenwatt.energy.meters.base import Channel, Meter
 
-IDLE_SHARE = 0.1  # CodeCarbon's floor: a CPU never draws less than 10% of its TDP.
+SOURCE = "estimate-tdp-process-cpu"
+# Static share of TDP drawn whatever the load: tokenwatt's assumption (CodeCarbon's cpu_load
+# mode also never goes below 10% of TDP), not a measured figure.
+IDLE_SHARE = 0.1
 WATTS_PER_THREAD_FALLBACK = 4.0  # CodeCarbon's DEFAULT_POWER_PER_CORE.
 
 
@@ -74,23 +87,25 @@ def _match_codecarbon(model: str) -> tuple[str, float] | None:
 
 
 class CpuEstimateMeter(Meter):
-    """Integrates TDP x utilisation; thread-safe; system-wide utilisation from /proc/stat."""
+    """Integrates TDP x this process tree's CPU utilisation; thread-safe."""
 
     name = "estimate"
 
-    def __init__(self, tdp_w: float | None = None) -> None:
+    def __init__(self, tdp_w: float | None = None, tree: ProcessTree | None = None) -> None:
         self.tdp = lookup_cpu_tdp(None, tdp_w)
         self._channel = Channel(
             key="cpu-estimate",
             scope="cpu-package",
-            source="estimate-tdp-utilisation",
+            source=SOURCE,
             measured=False,
             device_name=self.tdp.cpu_model,
         )
+        self.tree = tree or ProcessTree()
+        self.cpus = psutil.cpu_count(logical=True) or 1
         self._lock = threading.Lock()
         self._joules = 0.0
         self._last_t = time.perf_counter()
-        self._last_times = psutil.cpu_times()
+        self._last_cpu_s = self.tree.cpu_seconds()
         self._last_power_w = self.power_at(0.0)
 
     @property
@@ -98,19 +113,23 @@ class CpuEstimateMeter(Meter):
         return (self._channel,)
 
     def power_at(self, utilisation: float) -> float:
-        u = min(max(utilisation, 0.0), 1.0)
+        # No upper clamp: a short interval can see one more 10 ms tick than it lasted, and
+        # clamping would lose that energy; averaged over a window u stays <= 1.
+        u = max(utilisation, 0.0)
         return self.tdp.tdp_w * (IDLE_SHARE + (1.0 - IDLE_SHARE) * u)
 
     def read_joules(self) -> dict[str, float]:
         with self._lock:
             now = time.perf_counter()
-            times = psutil.cpu_times()
+            cpu_s = self.tree.cpu_seconds()
             dt = now - self._last_t
             if dt > 0:
-                power = self.power_at(_utilisation(self._last_times, times))
+                # Energy is linear in CPU seconds, so the 10 ms ticks of CPU times do not
+                # bias a window's sum however short the read interval.
+                power = self.power_at((cpu_s - self._last_cpu_s) / (dt * self.cpus))
                 self._joules += power * dt
                 self._last_power_w = power
-            self._last_t, self._last_times = now, times
+            self._last_t, self._last_cpu_s = now, cpu_s
             return {self._channel.key: self._joules}
 
     def read_power_w(self) -> dict[str, float] | None:
@@ -124,14 +143,10 @@ class CpuEstimateMeter(Meter):
             tdp_w=self.tdp.tdp_w,
             tdp_source=self.tdp.source,
             idle_share=IDLE_SHARE,
-            formula="tdp_w * (idle_share + (1 - idle_share) * system_utilisation)",
-            logical_cpus=psutil.cpu_count(logical=True),
+            formula="tdp_w * (idle_share + (1 - idle_share) * u), u = this process tree's CPU "
+            "seconds / (wall seconds * logical CPUs)",
+            covers="this process and its descendants' CPU time (not other processes), plus "
+            "idle_share * TDP of static power; tokenwatt's linear model, not CodeCarbon's",
+            logical_cpus=self.cpus,
         )
         return d
-
-
-def _utilisation(a: Any, b: Any) -> float:
-    busy_a = sum(a) - a.idle - getattr(a, "iowait", 0.0)
-    busy_b = sum(b) - b.idle - getattr(b, "iowait", 0.0)
-    total = sum(b) - sum(a)
-    return (busy_b - busy_a) / total if total > 0 else 0.0

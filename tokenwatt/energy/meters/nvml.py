@@ -250,12 +250,16 @@ class NvmlMeter(Meter):
             "integrated; update the NVIDIA driver or use --meter estimate"
         )
 
-    def _other_processes(self) -> list[int]:
+    def other_pids(self) -> list[int]:
+        """Other processes computing on this board now (NVML reads the whole board)."""
         try:
             procs = self.nvml.nvmlDeviceGetComputeRunningProcesses(self.handle)
         except self.nvml.NVMLError:
             return []
-        pids = sorted({p.pid for p in procs} - {os.getpid()})
+        return sorted({p.pid for p in procs} - {os.getpid()})
+
+    def _other_processes(self) -> list[int]:
+        pids = self.other_pids()
         if pids:
             warnings.warn(
                 f"GPU {self.index}: other processes use this board (pids {pids}); NVML reads the "
@@ -360,6 +364,12 @@ class NvmlMeter(Meter):
     def update_period_s(self) -> float | None:
         return self._period
 
+    def instant_window_s(self) -> float | None:
+        """The instant field's averaging window of this board, as benchmarks/gpu_check.py
+        measured it (TOKENWATT_SENSOR_FILE); None where not measured (25 ms is assumed)."""
+        value = sensor_calibration(self.uuid).get("instant_window_s")
+        return float(value) if value else None
+
     # ---- metadata -----------------------------------------------------------------------
 
     def edge_state(self) -> dict[str, Any]:
@@ -388,6 +398,9 @@ class NvmlMeter(Meter):
             source=self.source,
             instant_power_field=self.has_instant,
             update_period_s=self._period,
+            instant_window_s=self.instant_window_s(),
+            instant_window_source=sensor_calibration(self.uuid).get("source")
+            or "assumed 25 ms (Yang et al., SC'24); measure it: benchmarks/gpu_check.py",
             power_limit_w=self.power_limit_w,
             other_processes=self.other_processes,
             driver_reloads=self.reloads,
@@ -400,3 +413,23 @@ class NvmlMeter(Meter):
             self.nvml.nvmlShutdown()
         except self.nvml.NVMLError:
             pass
+
+
+SENSOR_FILE_ENV = "TOKENWATT_SENSOR_FILE"
+
+
+def sensor_calibration(uuid: str) -> dict[str, Any]:
+    """What gpu_check measured on the board with this UUID: its `sensor.json` (named by
+    TOKENWATT_SENSOR_FILE) holds {"boards": {uuid: {"instant_window_s", "update_period_s",
+    "source"}}}. {} when there is no file or no entry."""
+    import json
+
+    path = os.environ.get(SENSOR_FILE_ENV)
+    if not path:
+        return {}
+    try:
+        boards = json.loads(open(path, encoding="utf-8").read()).get("boards", {})
+    except (OSError, ValueError):
+        raise MeterUnavailable(f"{SENSOR_FILE_ENV}={path!r} is not a readable sensor.json; "
+                               "fix the path or unset it") from None  # fmt: skip
+    return dict(boards.get(uuid) or {})

@@ -23,3 +23,16 @@ def _nvmlGetFunctionPointer(name: str) -> None:
 
 
 install_from_env()
+
+
+def __getattr__(name: str):
+    """A function of nvidia-ml-py the simulation does not model (Zeus calls a few, such as
+    nvmlDeviceGetC2cModeInfoV): it exists, and fails as on a driver without it."""
+    if name.startswith("nvml") and hasattr(real, name):
+
+        def missing(*args, **kwargs):
+            raise NVMLError(real.NVML_ERROR_FUNCTION_NOT_FOUND)
+
+        missing.__name__ = name
+        return missing
+    raise AttributeError(name)
