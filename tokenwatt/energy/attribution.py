@@ -1,38 +1,64 @@
-"""Attributing an energy counter that updates slowly (NVML: about every 100 ms) to phases.
+"""Attributing an energy counter that updates slowly (NVML: about every 100 ms) to time.
 
 Pure numbers (numpy and scipy), no hardware: the recorder feeds it the sampler's dated counter
-updates and the phase marks, and it returns joules per phase.
+updates and the marks (phase boundaries or window edges), and it returns joules per label with
+an uncertainty. Written by hand because no library models NVML's sensor: each update period's
+energy is exact (a counter difference), its instant value is the average power over the last
+`window` of the period (25 ms on A100/H100), and everything else is inference.
 
-1. Each update period's energy is exact (a counter difference).
-2. Inside a period, energy is distributed over time with the instant-power value (which covers
-   the last `instant_window_s` of the period, 25 ms on A100/H100) and, for the rest, in
-   proportion to per-phase power levels fitted by non-negative least squares over all periods
-   of the window against the phase timeline. The window's total is the counter's; a phase
-   shorter than a period (a 30 ms prefill) gets its share from the fitted levels, not from
-   where the period boundary happened to fall.
-3. `trace_joules` integrates the instant-power trace alone, for the counter-versus-trace gap.
+Inside one period, power is modelled by the simplest shape the evidence allows, chosen per
+period (`free_fit`):
+- **step**: one change, from the power at the end of the previous period (its instant value)
+  to the power at the end of this one (its instant value), placed so the period's energy is
+  exact. It is chosen when the period's average lies between those two levels and the change
+  lands before the instant window: one change explains everything. A change on an update tick
+  is the special case of a step at the period's start.
+- **instant-tail**: otherwise (a burst or a dip inside the period, two changes), the last
+  `window` at the instant value and the rest spread evenly;
+- **even**: without an instant value, the period's average.
+
+Where marks are known power changes (`changes_at_marks`: the runner's prefill/decode marks,
+taken after a device synchronisation), a period holding marks is split at them (`mark_fit`): a
+piece continuing a segment seen over the neighbouring instant window takes that level, a short
+piece (a 30 ms prefill) takes a level fitted locally (least squares over the nearby periods) as
+its prior, and the levels are reconciled so the period's energy (and the instant window's) are
+exact, each piece never below a fraction of the local power. The unknown split of such an edge
+period gives each phase an uncertainty (the posterior standard deviation of the reconciliation);
+a window edge cut inside a free period gets half the spread of the models consistent with it.
+`trace_joules` integrates the instant-power trace alone, for the counter-versus-trace gap.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from tokenwatt.energy.sampler import Sample, tick_time
 
-INSTANT_WINDOW_S = 0.025  # NVML_FI_DEV_POWER_INSTANT covers the last 25 ms of each update
+INSTANT_WINDOW_S = 0.025  # NVML_FI_DEV_POWER_INSTANT on A100/H100, when not measured
 BEFORE, AFTER = "_before", "_after"  # time before the first and after the last mark
+FLOOR_SHARE = 0.3  # a piece between marks never drops below this share of the local power
+LOCAL_PERIODS = 12  # phase levels are fitted over this many periods on either side
+KNOWN, UNKNOWN = "known", "unknown"
+
+Piece = tuple[float, float, float]  # (start, end, watts)
 
 
 @dataclass
 class Updates:
-    """One counter channel's updates: times, cumulative joules, instant power published then."""
+    """One counter channel's updates: dates, cumulative joules, instant power published then,
+    and how many sensor updates each interval ending there covers (> 1: some were missed)."""
 
     t: np.ndarray
     e: np.ndarray
     p: np.ndarray  # NaN where no instant value
+    n: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def __post_init__(self) -> None:
+        if len(self.n) != len(self.t):
+            self.n = np.ones(len(self.t))
 
     @classmethod
     def from_samples(cls, samples: list[Sample], key: str, period: float | None = None) -> Updates:
@@ -40,27 +66,58 @@ class Updates:
         t = [tick_time(s) for s in ticks]
         e = [s.joules[key] for s in ticks]
         p = [(s.power_w or {}).get(key, math.nan) for s in ticks]
-        if period and ticks and samples[0] is not ticks[0] and key in samples[0].joules:
-            # The first read holds the value of the update one period before the first change.
-            first = samples[0]
-            t.insert(0, t[0] - period)
-            e.insert(0, first.joules[key])
-            p.insert(0, (first.power_w or {}).get(key, math.nan))
-        return cls(np.array(t), np.array(e), np.array(p, dtype=float))
+        n = [s.updates for s in ticks]
+        first = samples[0] if samples else None
+        if first is not None and not first.tick and key in first.joules and (ticks or period):
+            # The first read holds the value of the update before it: dated by the instant
+            # field's timestamp when there is one, else one period before the first change.
+            when = first.t_tick
+            if when is None and ticks and period:
+                when = t[0] - period
+            if when is not None and (not t or when < t[0]):
+                t.insert(0, when)
+                e.insert(0, first.joules[key])
+                p.insert(0, (first.power_w or {}).get(key, math.nan))
+                n.insert(0, 1)
+        return cls(np.array(t, dtype=float), np.array(e, dtype=float),
+                   np.array(p, dtype=float), np.array(n, dtype=float))  # fmt: skip
 
-    def around(self, t0: float, t1: float) -> Updates:
-        """The updates that bound [t0, t1] and the one period on either side."""
-        lo = max(int(np.searchsorted(self.t, t0, side="right")) - 2, 0)
-        hi = min(int(np.searchsorted(self.t, t1, side="left")) + 2, len(self.t))
-        return Updates(self.t[lo:hi], self.e[lo:hi], self.p[lo:hi])
+    def around(self, t0: float, t1: float, extra: int = 3) -> Updates:
+        """The updates that bound [t0, t1] and `extra` periods on either side."""
+        lo = max(int(np.searchsorted(self.t, t0, side="right")) - 1 - extra, 0)
+        hi = min(int(np.searchsorted(self.t, t1, side="left")) + 1 + extra, len(self.t))
+        return Updates(self.t[lo:hi], self.e[lo:hi], self.p[lo:hi], self.n[lo:hi])
 
     def covers(self, t0: float, t1: float) -> bool:
         return len(self.t) >= 2 and self.t[0] <= t0 and self.t[-1] >= t1
 
+    def avg(self, j: int) -> float | None:
+        """Average power of period j (from update j-1 to update j), None outside."""
+        if 1 <= j < len(self.t):
+            return float((self.e[j] - self.e[j - 1]) / (self.t[j] - self.t[j - 1]))
+        return None
+
+    def instant(self, j: int) -> float | None:
+        if 0 <= j < len(self.t) and not math.isnan(self.p[j]):
+            return float(self.p[j])
+        return None
+
+
+def update_counts(u: Updates, t0: float, t1: float) -> tuple[int, int]:
+    """(seen, expected) sensor updates over the periods that cover [t0, t1]: each observed
+    change is one seen; the sensor made as many as the periods it covered."""
+    if len(u.t) < 2:
+        return 0, 0
+    lo = max(int(np.searchsorted(u.t, t0, side="right")) - 1, 0)
+    hi = min(int(np.searchsorted(u.t, t1, side="left")), len(u.t) - 1)
+    if hi <= lo:
+        return 0, 0
+    return hi - lo, int(u.n[lo + 1 : hi + 1].sum())
+
 
 def segments_of(marks: list[tuple[float, str]]) -> list[tuple[float, float, str]]:
     """The timeline as (start, end, label); before and after the marks get their own labels,
-    fitted from the edge periods alone, so an edge is corrected with local power."""
+    so an edge is corrected with local power."""
     segs = [(-math.inf, marks[0][0], BEFORE)]
     for (a, phase), (b, _) in zip(marks, marks[1:]):
         segs.append((a, b, phase))
@@ -80,7 +137,8 @@ def _overlaps(segs: list[tuple[float, float, str]], a: float, b: float,
 
 def fit_levels(u: Updates, segs: list[tuple[float, float, str]], labels: list[str],
                window: float) -> np.ndarray:  # fmt: skip
-    """Per-label power (W) that best explains every period's energy and instant value."""
+    """Per-label power (W) that best explains every period's energy and instant value
+    (non-negative least squares over the periods of `u`)."""
     from scipy.optimize import nnls
 
     rows, rhs = [], []
@@ -94,90 +152,319 @@ def fit_levels(u: Updates, segs: list[tuple[float, float, str]], labels: list[st
     if not rows:
         return np.ones(len(labels))
     a, b = np.array(rows), np.array(rhs)
-    scale = np.maximum(a.max(axis=0), 1e-12)  # columns in comparable units
-    levels, _ = nnls(a / scale, b, maxiter=50 * len(labels))
-    return levels / scale
+    used = a.max(axis=0) > 0
+    levels = np.full(len(labels), math.nan)
+    if used.any():
+        scale = a[:, used].max(axis=0)  # columns in comparable units
+        got, _ = nnls(a[:, used] / scale, b, maxiter=50 * len(labels))
+        levels[used] = got / scale
+    return levels
+
+
+# ---- one period --------------------------------------------------------------------------
+
+
+@dataclass
+class PeriodFit:
+    pieces: list[Piece]
+    rule: str
+    alternatives: list[list[Piece]] = field(default_factory=list)  # other consistent models
+    var: dict[str, float] = field(default_factory=dict)  # per label, J^2 (mark fits)
+
+
+def step_pieces(a: float, b: float, energy: float, start_w: float | None,
+                end_w: float | None, tail_s: float) -> list[Piece] | None:  # fmt: skip
+    """One change from start_w to end_w that makes the period's energy exact, or None when no
+    single change before the last tail_s can (the average is not between the two levels)."""
+    if start_w is None or end_w is None:
+        return None
+    d = end_w - start_w
+    if abs(d) <= 1e-9 * max(abs(start_w), abs(end_w), 1.0):
+        return None
+    x = (end_w * (b - a) - energy) / d  # when the change happens, after a
+    if not 0.0 <= x <= (b - a) - tail_s:
+        return None
+    return [(a, a + x, start_w), (a + x, b, end_w)]
+
+
+def tail_pieces(a: float, b: float, energy: float, end_w: float | None,
+                window: float) -> list[Piece] | None:  # fmt: skip
+    """The instant value over the last `window`, the rest of the energy spread evenly."""
+    if end_w is None:
+        return None
+    w = min(window, b - a)
+    head = (energy - end_w * w) / (b - a - w) if b - a > w else math.nan
+    if not head >= 0.0:  # also NaN
+        return None
+    return [(a, b - w, head), (b - w, b, end_w)]
+
+
+def free_fit(u: Updates, j: int, window: float, rule: str = "auto") -> PeriodFit:
+    """Power inside period j without marks: the step, the instant tail, or even (see module
+    doc). `rule` forces one ("even", "instant-tail", "step"), for comparing estimators."""
+    a, b = float(u.t[j - 1]), float(u.t[j])
+    energy = float(u.e[j] - u.e[j - 1])
+    even = [(a, b, energy / (b - a))]
+    end_w = u.instant(j)
+    start_w = u.instant(j - 1)
+    if start_w is None:
+        start_w = u.avg(j - 1)
+    if end_w is None:
+        nxt = u.avg(j + 1)
+        step = step_pieces(a, b, energy, start_w, nxt, 0.0)
+        tail = None
+    else:
+        step = step_pieces(a, b, energy, start_w, end_w, min(window, b - a))
+        tail = tail_pieces(a, b, energy, end_w, window)
+    models = {"step": step, "instant-tail": tail, "even": even}
+    if rule != "auto":
+        chosen = models.get(rule) or tail or even
+        return PeriodFit(chosen, rule)
+    consistent = [m for m in (step, tail) if m is not None] or [even]
+    name = "step" if step is not None else ("instant-tail" if tail is not None else "even")
+    return PeriodFit(consistent[0], name, consistent[1:])
+
+
+def cumulative(pieces: list[Piece], a: float, x: float) -> float:
+    """Energy of the pieces from a to x."""
+    return sum(w * max(min(hi, x) - max(lo, a), 0.0) for lo, hi, w in pieces)
+
+
+def reconcile(mu: np.ndarray, sigma: np.ndarray, c: np.ndarray, b: np.ndarray,
+              lower: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Levels closest to the priors `mu` (standard deviations `sigma`) with C @ levels = b
+    exactly, none below `lower` (pinned and solved again); and their posterior covariance."""
+    n = len(mu)
+    free = np.ones(n, dtype=bool)
+    levels = mu.copy()
+    for _ in range(n + 1):
+        s0 = np.diag(np.where(free, sigma**2, 0.0))
+        fixed = np.where(free, 0.0, levels)
+        resid = b - c @ (np.where(free, mu, 0.0) + fixed)
+        gram = c @ s0 @ c.T
+        gain = s0 @ c.T @ np.linalg.pinv(gram)
+        levels = np.where(free, mu + gain @ resid, levels)
+        low = free & (levels < lower)
+        if not low.any():
+            cov = s0 - gain @ c @ s0
+            return levels, cov
+        levels = np.where(low, lower, levels)
+        free &= ~low
+    return levels, np.zeros((n, n))
+
+
+# ---- the counter model -----------------------------------------------------------------------
 
 
 class CounterModel:
-    """Cumulative energy at any time between the first and last update.
+    """Cumulative energy at any time between the first and last update, per-period models."""
 
-    Inside a period, energy is spread over pieces of the phase timeline, each with the nearest
-    power known around it: a piece continuing from a whole previous period takes that period's
-    average; a piece running to the period's end takes the instant value (which covers that
-    end), or else the next period's average; a piece too short for either (a 30 ms prefill)
-    takes its phase's fitted level. So a window edge is corrected with local power.
-    """
+    def __init__(self, u: Updates, marks: list[tuple[float, str]], window: float,
+                 changes_at_marks: bool = True, rule: str = "auto") -> None:  # fmt: skip
+        self.u, self.window, self.rule = u, window, rule
+        self.marks = marks
+        self.mark_t = np.array(sorted(t for t, _ in marks))
+        self.segs = segments_of(marks)
+        self.changes_at_marks = changes_at_marks
+        self._fits: dict[int, PeriodFit] = {}
+        self._levels: dict[int, dict[str, float]] = {}
 
-    def __init__(self, u: Updates, segs: list[tuple[float, float, str]], levels: np.ndarray,
-                 labels: list[str], window: float) -> None:  # fmt: skip
-        self.u, self.segs, self.window = u, segs, window
-        self.level = dict(zip(labels, levels))
-        self._pieces: dict[int, list[tuple[float, float, float]]] = {}
+    def period_of(self, x: float) -> int:
+        j = int(np.searchsorted(self.u.t, x, side="left"))
+        return min(max(j, 1), len(self.u.t) - 1)
 
-    def _avg(self, k: int) -> float | None:
+    def marks_inside(self, j: int) -> np.ndarray:
+        a, b = self.u.t[j - 1], self.u.t[j]
+        return self.mark_t[(self.mark_t > a) & (self.mark_t < b)]
+
+    def fit(self, j: int) -> PeriodFit:
+        if j not in self._fits:
+            self._fits[j] = self._fit(j)
+        return self._fits[j]
+
+    def _fit(self, j: int) -> PeriodFit:
+        free = free_fit(self.u, j, self.window, self.rule)
+        inside = self.marks_inside(j)
+        if self.rule != "auto" or not len(inside):
+            return free
+        if self.changes_at_marks or (len(inside) >= 2 and self._burst(j, free)):
+            return self.mark_fit(j)
+        return free
+
+    def _burst(self, j: int, free: PeriodFit) -> bool:
+        """Whether the period's energy departs from its neighbours' power by more than the
+        ripple, with no single change to explain it: then a short window inside it is taken
+        to hold the work (its marks are where the power changed)."""
+        if free.rule == "step":
+            return False
+        u, ripple = self.u, self.ripple(j)
+        levels = [x for x in (u.instant(j - 1), u.instant(j), u.avg(j - 1), u.avg(j + 1))
+                  if x is not None]  # fmt: skip
+        avg = u.avg(j) or 0.0
+        return bool(levels) and all(abs(avg - x) > 3 * ripple * max(x, 1.0) for x in levels)
+
+    def ripple(self, j: int) -> float:
+        """Relative power ripple near period j: the instant value against its period's
+        average (they differ by the ripple at scales below a period), 0.3%..5%."""
+        devs = []
+        for i in range(max(j - 3, 1), min(j + 4, len(self.u.t))):
+            p, avg = self.u.instant(i), self.u.avg(i)
+            if p is not None and avg:
+                devs.append(abs(p - avg) / abs(avg))
+        return float(np.clip(np.median(devs), 0.003, 0.05)) if devs else 0.02
+
+    def local_levels(self, j: int) -> dict[str, float]:
+        """Per-label power fitted over the periods around j (LOCAL_PERIODS on either side);
+        a label seen fewer than twice there takes its level fitted over the whole span."""
+        if j not in self._levels:
+            lo, hi = max(j - LOCAL_PERIODS - 1, 0), min(j + LOCAL_PERIODS, len(self.u.t))
+            got = self._fit_span(lo, hi)
+            t0, t1 = self.u.t[lo], self.u.t[hi - 1]
+            seen: dict[str, int] = {}
+            for s0, s1, lab in self.segs:
+                if min(s1, t1) > max(s0, t0):
+                    seen[lab] = seen.get(lab, 0) + 1
+            if any(n < 2 for n in seen.values()):
+                whole = self._fit_span(0, len(self.u.t))
+                got = {k: (v if seen.get(k, 0) >= 2 else whole.get(k, v)) for k, v in got.items()}
+            self._levels[j] = got
+        return self._levels[j]
+
+    def _fit_span(self, lo: int, hi: int) -> dict[str, float]:
+        key = -1 - lo * 100_000 - hi  # cached with the local fits, under a key no period has
+        if key not in self._levels:
+            near = Updates(self.u.t[lo:hi], self.u.e[lo:hi], self.u.p[lo:hi], self.u.n[lo:hi])
+            labels = sorted({lab for _, _, lab in self.segs})
+            got = fit_levels(near, self.segs, labels, self.window)
+            self._levels[key] = {k: float(v) for k, v in zip(labels, got) if not math.isnan(v)}
+        return self._levels[key]
+
+    def mark_fit(self, j: int) -> PeriodFit:
+        """Split period j at its marks and reconcile the pieces' levels with its energy."""
+        u, window = self.u, self.window
+        a, b = float(u.t[j - 1]), float(u.t[j])
+        energy = float(u.e[j] - u.e[j - 1])
+        pieces = [(max(s0, a), min(s1, b), lab, s0, s1) for s0, s1, lab in self.segs
+                  if min(s1, b) > max(s0, a)]  # fmt: skip
+        end_w = u.instant(j)
+        w = min(window, b - a) if end_w is not None else 0.0
+        ripple, avg = self.ripple(j), energy / (b - a)
+        local = [x for x in (u.avg(j - 1), avg, u.avg(j + 1), u.instant(j - 1), end_w)
+                 if x is not None and x > 0]  # fmt: skip
+        floor_w = FLOOR_SHARE * min(local) if local else 0.0
+        mu, sigma, lower, kinds = [], [], [], []
+        for lo, hi, lab, s0, s1 in pieces:
+            level, kind = self._prior(j, lo, hi, lab, s0, s1, w)
+            mu.append(level)
+            rel = ripple * max(level, avg) if kind == KNOWN else 0.5 * level
+            sigma.append(max(rel, 0.01 * avg, 1e-3))
+            lower.append(0.0 if kind == KNOWN else floor_w)
+            kinds.append(kind)
+        rows = [[hi - lo for lo, hi, *_ in pieces]]
+        rhs = [energy]
+        # The instant value constrains the pieces in the last w, unless an unknown piece runs
+        # across the window's start: its level is not uniform enough for that to hold.
+        straddle = any(k == UNKNOWN and lo < b - w < hi for (lo, hi, *_), k in zip(pieces, kinds))
+        if end_w is not None and w > 0 and not straddle:
+            rows.append([max(min(hi, b) - max(lo, b - w), 0.0) for lo, hi, *_ in pieces])
+            rhs.append(end_w * w)
+        mu_a, sig_a = np.array(mu), np.array(sigma)
+        c, rhs_a = np.array(rows), np.array(rhs)
+        levels, cov = reconcile(mu_a, sig_a, c, rhs_a, np.array(lower))
+        if abs(c[0] @ levels - energy) > 1e-6 * max(abs(energy), 1.0) and len(rows) > 1:
+            levels, cov = reconcile(mu_a, sig_a, c[:1], rhs_a[:1], np.array(lower))
+        got = c[0] @ levels
+        if got > 0 and abs(got - energy) > 1e-9 * max(abs(energy), 1.0):
+            levels = levels * (energy / got)  # the counter is the truth: conserve it exactly
+        out = [(lo, hi, float(lv)) for (lo, hi, *_), lv in zip(pieces, levels)]
+        d = c[0]
+        var: dict[str, float] = {}
+        for lab in {p[2] for p in pieces}:
+            g = np.array([di if p[2] == lab else 0.0 for di, p in zip(d, pieces)])
+            var[lab] = max(float(g @ cov @ g), 0.0)
+        return PeriodFit(out, "marks", var=var)
+
+    def _prior(self, j: int, lo: float, hi: float, lab: str, s0: float, s1: float,
+               w: float) -> tuple[float, str]:  # fmt: skip
+        """A piece's prior level: the instant value or whole period it continues, else its
+        label's locally fitted level (always, outside the marks)."""
         u = self.u
-        if 0 <= k < len(u.t) - 1:
-            return (u.e[k + 1] - u.e[k]) / (u.t[k + 1] - u.t[k])
-        return None
-
-    def pieces(self, k: int) -> list[tuple[float, float, float]]:
-        """(start, end, watts) pieces of period k."""
-        if k in self._pieces:
-            return self._pieces[k]
-        t, out = self.u.t, []
-        for s0, s1, lab in self.segs:
-            lo, hi = max(s0, t[k]), min(s1, t[k + 1])
-            if hi <= lo:
-                continue
-            level = None
-            if s0 <= t[k] and k >= 1 and s0 <= t[k - 1]:
-                level = self._avg(k - 1)  # continues from a whole previous period
-            elif s1 >= t[k + 1] and not math.isnan(self.u.p[k + 1]):
-                level = float(self.u.p[k + 1])  # runs to the period's end: the instant value
-            elif s1 >= t[k + 1] and k + 2 < len(t) and s1 >= t[k + 2]:
-                level = self._avg(k + 1)
-            out.append((lo, hi, float(self.level[lab]) if level is None else max(level, 0.0)))
-        self._pieces[k] = out
-        return out
-
-    def _weight(self, k: int, a: float, b: float) -> float:
-        return sum(w * max(min(hi, b) - max(lo, a), 0.0) for lo, hi, w in self.pieces(k))
+        a, b = u.t[j - 1], u.t[j]
+        if lab in (BEFORE, AFTER):  # outside the marks: changes there are unknown
+            level = self.local_levels(j).get(lab)
+            return (level if level and level > 0 else u.avg(j)), UNKNOWN
+        if lo <= a and s0 < a:  # continues from the previous period
+            prev_w = min(self.window, a - u.t[j - 2]) if j >= 2 else self.window
+            if u.instant(j - 1) is not None and s0 <= a - prev_w:
+                return u.instant(j - 1), KNOWN
+            if j >= 2 and s0 <= u.t[j - 2]:
+                return u.avg(j - 1), KNOWN
+        if hi >= b and s1 > b:  # runs on into the next period
+            if u.instant(j) is not None and lo <= b - w:
+                return u.instant(j), KNOWN
+            if j + 1 < len(u.t) and s1 >= u.t[j + 1]:
+                return u.avg(j + 1), KNOWN
+        level = self.local_levels(j).get(lab)
+        if level is None or not level > 0:
+            level = u.avg(j)
+        return level, UNKNOWN
 
     def at(self, x: float) -> float:
-        u = self.u
-        k = int(np.searchsorted(u.t, x, side="right")) - 1
-        k = min(max(k, 0), len(u.t) - 2)
-        t0, t1, de = u.t[k], u.t[k + 1], u.e[k + 1] - u.e[k]
-        x = min(max(x, t0), t1)
-        if math.isnan(u.p[k + 1]):
-            return u.e[k] + de * self._share(k, t0, x, t1)
-        w = min(self.window, t1 - t0)
-        tail_j = min(max(u.p[k + 1] * w, 0.0), de)  # the instant value covers the period's end
-        head_j, cut = de - tail_j, t1 - w
-        if x <= cut:
-            return u.e[k] + head_j * self._share(k, t0, x, cut)
-        return u.e[k] + head_j + tail_j * self._share(k, cut, x, t1)
+        j = self.period_of(x)
+        a, b = self.u.t[j - 1], self.u.t[j]
+        x = min(max(x, a), b)
+        return float(self.u.e[j - 1] + cumulative(self.fit(j).pieces, a, x))
 
-    def _share(self, k: int, a: float, x: float, b: float) -> float:
-        whole = self._weight(k, a, b)
-        if whole <= 0:
-            return (x - a) / (b - a) if b > a else 0.0
-        return self._weight(k, a, x) / whole
+    def cut_var(self, x: float) -> float:
+        """J^2 of where the energy of a free period is cut at x: half the spread of the models
+        consistent with the period (none for a mark fit, whose variance is per label)."""
+        j = self.period_of(x)
+        fit = self.fit(j)
+        if fit.rule == "marks" or not fit.alternatives:
+            return 0.0
+        a = self.u.t[j - 1]
+        got = [cumulative(p, a, x) for p in [fit.pieces, *fit.alternatives]]
+        return (0.5 * (max(got) - min(got))) ** 2
 
 
-def attribute(u: Updates, marks: list[tuple[float, str]],
-              window: float = INSTANT_WINDOW_S) -> dict[str, float]:  # fmt: skip
-    """Joules per phase label between the first and last mark, from counter updates."""
+@dataclass
+class Attribution:
+    joules: dict[str, float]
+    err: dict[str, float]  # one standard deviation (J), from the unknown split of edge periods
+    rules: dict[str, int]  # how many periods each model explained
+
+
+def attribute(u: Updates, marks: list[tuple[float, str]], window: float = INSTANT_WINDOW_S,
+              changes_at_marks: bool = True, rule: str = "auto") -> Attribution:  # fmt: skip
+    """Joules per label between the first and last mark, from counter updates."""
     u = u.around(marks[0][0], marks[-1][0])
-    segs = segments_of(marks)
-    labels = sorted({lab for _, _, lab in segs})
-    levels = fit_levels(u, segs, labels, window)
-    model = CounterModel(u, segs, levels, labels, window)
-    out: dict[str, float] = {}
+    model = CounterModel(u, marks, window, changes_at_marks, rule)
+    joules: dict[str, float] = {}
+    var: dict[str, float] = {}
     for (a, phase), (b, _) in zip(marks, marks[1:]):
-        out[phase] = out.get(phase, 0.0) + model.at(b) - model.at(a)
-    return out
+        joules[phase] = joules.get(phase, 0.0) + model.at(b) - model.at(a)
+        var.setdefault(phase, 0.0)
+    for i, (t, _) in enumerate(marks):  # a cut inside a free period: both sides share it
+        v = model.cut_var(t)
+        for side in (marks[i - 1][1] if i else None, marks[i][1] if i < len(marks) - 1 else None):
+            if side in var:
+                var[side] += v
+    first, last = model.period_of(marks[0][0]), model.period_of(marks[-1][0])
+    rules: dict[str, int] = {}
+    for j in range(first, last + 1):
+        fit = model.fit(j)
+        rules[fit.rule] = rules.get(fit.rule, 0) + 1
+        for lab, v in fit.var.items():
+            if lab in var:
+                var[lab] += v
+    return Attribution(joules, {k: math.sqrt(v) for k, v in var.items()}, rules)
+
+
+def window_energy(u: Updates, t0: float, t1: float, window: float = INSTANT_WINDOW_S,
+                  rule: str = "auto") -> float:  # fmt: skip
+    """Energy of [t0, t1] with one estimator (`rule`), marks not taken as power changes."""
+    got = attribute(u, [(t0, "w"), (t1, "end")], window, changes_at_marks=False, rule=rule)
+    return got.joules["w"]
 
 
 def trace_joules(u: Updates, t0: float, t1: float) -> float:
