@@ -54,11 +54,14 @@ class Updates:
     t: np.ndarray
     e: np.ndarray
     p: np.ndarray  # NaN where no instant value
-    n: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    n: np.ndarray = field(default_factory=lambda: np.zeros(0))  # sensor updates per interval
+    seen: np.ndarray = field(default_factory=lambda: np.zeros(0))  # changes dated per interval
 
     def __post_init__(self) -> None:
         if len(self.n) != len(self.t):
             self.n = np.ones(len(self.t))
+        if len(self.seen) != len(self.t):
+            self.seen = np.ones(len(self.t))
 
     @classmethod
     def from_samples(cls, samples: list[Sample], key: str, period: float | None = None) -> Updates:
@@ -66,7 +69,13 @@ class Updates:
         t = [tick_time(s) for s in ticks]
         e = [s.joules[key] for s in ticks]
         p = [(s.power_w or {}).get(key, math.nan) for s in ticks]
+        # per interval, from the lane's running counts: right across samples pruned between
         n = [s.updates for s in ticks]
+        seen = [1] * len(ticks)
+        for k in range(1, len(ticks)):
+            if ticks[k].seen_cum and ticks[k - 1].seen_cum:
+                seen[k] = ticks[k].seen_cum - ticks[k - 1].seen_cum
+                n[k] = ticks[k].updates_cum - ticks[k - 1].updates_cum
         first = samples[0] if samples else None
         if first is not None and not first.tick and key in first.joules and (ticks or period):
             # The first read holds the value of the update before it: dated by the instant
@@ -79,14 +88,18 @@ class Updates:
                 e.insert(0, first.joules[key])
                 p.insert(0, (first.power_w or {}).get(key, math.nan))
                 n.insert(0, 1)
-        return cls(np.array(t, dtype=float), np.array(e, dtype=float),
-                   np.array(p, dtype=float), np.array(n, dtype=float))  # fmt: skip
+                seen.insert(0, 1)
+        return cls(*(np.array(x, dtype=float) for x in (t, e, p, n, seen)))
 
     def around(self, t0: float, t1: float, extra: int = 3) -> Updates:
         """The updates that bound [t0, t1] and `extra` periods on either side."""
         lo = max(int(np.searchsorted(self.t, t0, side="right")) - 1 - extra, 0)
         hi = min(int(np.searchsorted(self.t, t1, side="left")) + 1 + extra, len(self.t))
-        return Updates(self.t[lo:hi], self.e[lo:hi], self.p[lo:hi], self.n[lo:hi])
+        return self.slice(lo, hi)
+
+    def slice(self, lo: int, hi: int) -> Updates:
+        return Updates(self.t[lo:hi], self.e[lo:hi], self.p[lo:hi], self.n[lo:hi],
+                       self.seen[lo:hi])  # fmt: skip
 
     def covers(self, t0: float, t1: float) -> bool:
         return len(self.t) >= 2 and self.t[0] <= t0 and self.t[-1] >= t1
@@ -112,7 +125,7 @@ def update_counts(u: Updates, t0: float, t1: float) -> tuple[int, int]:
     hi = min(int(np.searchsorted(u.t, t1, side="left")), len(u.t) - 1)
     if hi <= lo:
         return 0, 0
-    return hi - lo, int(u.n[lo + 1 : hi + 1].sum())
+    return int(u.seen[lo + 1 : hi + 1].sum()), int(u.n[lo + 1 : hi + 1].sum())
 
 
 def segments_of(marks: list[tuple[float, str]]) -> list[tuple[float, float, str]]:
@@ -333,7 +346,7 @@ class CounterModel:
     def _fit_span(self, lo: int, hi: int) -> dict[str, float]:
         key = -1 - lo * 100_000 - hi  # cached with the local fits, under a key no period has
         if key not in self._levels:
-            near = Updates(self.u.t[lo:hi], self.u.e[lo:hi], self.u.p[lo:hi], self.u.n[lo:hi])
+            near = self.u.slice(lo, hi)
             labels = sorted({lab for _, _, lab in self.segs})
             got = fit_levels(near, self.segs, labels, self.window)
             self._levels[key] = {k: float(v) for k, v in zip(labels, got) if not math.isnan(v)}

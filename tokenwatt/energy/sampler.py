@@ -31,6 +31,7 @@ import bisect
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,8 @@ class Sample:
     t_tick: float | None = None  # when the counter changed (or, on a first read, last changed)
     dated_by: str = ""  # "timestamp" | "poll" | "phase-lock" | "midpoint"
     updates: int = 1  # sensor updates this change covers (> 1: the ones between were missed)
+    seen_cum: int = 0  # changes this lane dated so far, this one included
+    updates_cum: int = 0  # sensor updates they covered
 
 
 class Lane:
@@ -76,6 +79,11 @@ class Lane:
         self.errors: list[str] = []
         self._appended = 0
         self._last_dated: Sample | None = None
+        self.seen_total = 0  # dated changes so far (kept on each sample: counts survive pruning)
+        self.updates_total = 0
+        self._late: deque[float] = deque(maxlen=16)  # recent wake-up lateness
+        self._spacing: deque[float] = deque(maxlen=16)  # recent gaps between fast polls
+        self._fast_since: float | None = None
 
     def _has_instant(self) -> bool:
         return bool(getattr(self.meter, "has_instant", True))
@@ -85,17 +93,24 @@ class Lane:
         return self.period is not None
 
     def guard(self) -> float:
-        """How long before an expected update to wake: more than a GIL switch interval, plus
-        three times the jitter seen between updates, at most half a period."""
+        """How long before an expected update to wake: more than a GIL switch interval, and
+        more than this lane's own recent wake-up lateness plus the spacing of its fast polls
+        (a thread woken while the measured code runs Python waits a switch interval for the
+        GIL at every wake), plus three times the jitter seen between updates; at most half a
+        period."""
         jitter = 0.0
         if len(self._gaps) >= 4:
-            mean = sum(self._gaps) / len(self._gaps)
-            jitter = max(abs(g - mean) for g in self._gaps)
-        margin = sys.getswitchinterval() + WAKE_MARGIN_S + 3 * jitter
+            med = sorted(self._gaps)[len(self._gaps) // 2]
+            jitter = 1.5 * sorted(abs(g - med) for g in self._gaps)[len(self._gaps) // 2]
+        late = max(self._late, default=0.0) + max(self._spacing, default=FAST_POLL_S)
+        margin = max(sys.getswitchinterval(), late) + WAKE_MARGIN_S + 3 * jitter
         return min(margin, 0.5 * self.period) if self.period else 0.0
 
     def poll(self, clock: Callable[[], float]) -> Sample | None:
         t0 = clock()
+        if self._fast_since is not None:  # how far apart fast polls really are
+            self._spacing.append(t0 - self._fast_since)
+        self._late.append(max(t0 - self.next_wake, 0.0))
         try:
             joules = self.meter.read_joules()
         except Exception as e:  # one failed read must not kill the trace
@@ -109,7 +124,9 @@ class Lane:
         self._prev_t, self._prev_j = t0, joules
         if self.ticking and not (tick or first):
             self._schedule_fast(t1)
+            self._fast_since = t0
             return None  # no news: the counter has not moved since the last poll
+        self._fast_since = None
         power, power_t = self._power()
         s = Sample(t1, t_lo if tick else t0, joules, power, power_t, tick)
         if self.ticking:
@@ -135,7 +152,7 @@ class Lane:
             t, how = stamp, "timestamp"
         elif s.t - s.t_lo <= 2 * sys.getswitchinterval() + WAKE_MARGIN_S:
             t, how = 0.5 * (s.t_lo + s.t), "poll"
-        elif prev is not None and (locked := prev + ((s.t - prev) // p) * p) > s.t_lo:
+        elif prev is not None and (locked := _locked(prev, p, s.t)) > s.t_lo:
             t, how = locked, "phase-lock"
         else:
             t, how = 0.5 * (s.t_lo + s.t), "midpoint"
@@ -144,6 +161,8 @@ class Lane:
             self._gaps = [*self._gaps[-15:], t - prev]
         s.t_tick, s.dated_by, s.updates = t, how, updates
         self.last_tick = t
+        self.seen_total += 1
+        self.updates_total += updates
 
     def _note(self, s: Sample) -> None:
         """Give the meter each whole dated period (its instant window is estimated from them)."""
@@ -156,15 +175,17 @@ class Lane:
             hook(s.joules[key] - prev.joules[key], s.t_tick - prev.t_tick, s.power_w[key])
 
     def _append(self, s: Sample) -> None:
+        s.seen_cum, s.updates_cum = self.seen_total, self.updates_total
         self.samples.append(s)
         self._appended += 1
 
-    def prune(self, keep_from: float) -> None:
-        """Drop samples no window needs: all but one before `keep_from` (the anchor)."""
+    def prune(self, keep_from: float, pinned: int = 0) -> None:
+        """Drop samples no window needs: those read before `keep_from` but the first `pinned`
+        (so a window from the very start can still be read) and two more (the anchor)."""
         self._appended = 0
         i = bisect.bisect_left(self.samples, keep_from, key=lambda x: x.t) - 2
-        if i > 0:
-            del self.samples[:i]
+        if i > pinned:
+            del self.samples[pinned:i]
 
     def between(self, t0: float, t1: float, margin: int = 3) -> list[Sample]:
         """The samples read in [t0, t1] and `margin` more on either side."""
@@ -202,6 +223,13 @@ class Lane:
         late = self.expected is not None and now > self.expected + 1.5 * self.period
         # a counter that stalls (a board at 0 W, a hung driver) is polled slower, not spun on
         self.next_wake = now + (min(self.period / 4, 0.02) if late else FAST_POLL_S)
+
+
+def _locked(prev: float, period: float, t: float) -> float:
+    """The last update the schedule prev + k * period puts at or before t, allowing it to come
+    a tenth of a period early (the schedule drifts; the change was seen by t)."""
+    k = max(int((t - prev) / period + 0.1), 1)
+    return min(prev + k * period, t)
 
 
 def tick_time(s: Sample) -> float:
@@ -252,8 +280,8 @@ class ThreadDriver:
 class Sampler:
     """Background sampler over `meters`; `start()`, `stop()`, `samples(meter)`.
 
-    `keep_from`: samples read before this time may be dropped (a long-lived Monitor sets it to
-    the start of the oldest window still needing them); None keeps everything.
+    `keep_from`: samples read before this time may be dropped (a long-lived Monitor gives a
+    function: the start of the oldest window still needing them); None keeps everything.
     `until_done`: a predicate the loop checks after each poll; once it holds the loop ends by
     itself (a closing Monitor stops once every ended window has its update after the end).
     """
@@ -270,7 +298,8 @@ class Sampler:
         self.driver = driver or ThreadDriver()
         self.stopping = threading.Event()
         self.cond = threading.Condition()
-        self.keep_from: float | None = None
+        self.keep_from: float | Callable[[], float | None] | None = None
+        self.pinned = 0  # first samples per lane never pruned
         self.until_done: Callable[[], bool] | None = None
         self.on_exit: Callable[[], None] | None = None
         self.running = False
@@ -308,7 +337,9 @@ class Sampler:
             with self.cond:
                 self.cond.notify_all()
         if lane._appended >= PRUNE_EVERY and self.keep_from is not None:
-            lane.prune(self.keep_from)
+            keep = self.keep_from() if callable(self.keep_from) else self.keep_from
+            if keep is not None:
+                lane.prune(keep, self.pinned)
 
     def next_lane(self) -> Lane:
         return min(self.lanes, key=lambda x: x.next_wake)
