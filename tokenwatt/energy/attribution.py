@@ -41,6 +41,10 @@ INSTANT_WINDOW_S = 0.025  # NVML_FI_DEV_POWER_INSTANT on A100/H100, when not mea
 BEFORE, AFTER = "_before", "_after"  # time before the first and after the last mark
 FLOOR_SHARE = 0.3  # a piece between marks never drops below this share of the local power
 LOCAL_PERIODS = 12  # phase levels are fitted over this many periods on either side
+# The head's level minus the instant value deviates by about T/(T-w) times (instant - period
+# average), whose median absolute value `ripple` measures (0.674 sigma): about 2x.
+HEAD_NOISE = 2.0
+SQRT_2PI = math.sqrt(2 * math.pi)
 KNOWN, UNKNOWN = "known", "unknown"
 
 Piece = tuple[float, float, float]  # (start, end, watts)
@@ -212,9 +216,13 @@ def tail_pieces(a: float, b: float, energy: float, end_w: float | None,
     return [(a, b - w, head), (b - w, b, end_w)]
 
 
-def free_fit(u: Updates, j: int, window: float, rule: str = "auto") -> PeriodFit:
+def free_fit(u: Updates, j: int, window: float, rule: str = "auto",
+             noise_w: float = 0.0) -> PeriodFit:  # fmt: skip
     """Power inside period j without marks: the step, the instant tail, or even (see module
-    doc). `rule` forces one ("even", "instant-tail", "step"), for comparing estimators."""
+    doc). `rule` forces one ("even", "instant-tail", "step"), for comparing estimators.
+    `noise_w`: the standard deviation of (head level - instant value) that ripple alone
+    gives; a step is not taken when the head's level is that close to the end's (the change
+    fell on the update that starts the period, or there was none: a step would fit ripple)."""
     a, b = float(u.t[j - 1]), float(u.t[j])
     energy = float(u.e[j] - u.e[j - 1])
     even = [(a, b, energy / (b - a))]
@@ -229,6 +237,17 @@ def free_fit(u: Updates, j: int, window: float, rule: str = "auto") -> PeriodFit
     else:
         step = step_pieces(a, b, energy, start_w, end_w, min(window, b - a))
         tail = tail_pieces(a, b, energy, end_w, window)
+    if rule == "auto" and step is not None and tail is not None and noise_w > 0:
+        # The head already at the end's level: the change came on the update that starts the
+        # period (or there was none), and a step would only place the ripple. Which is likelier:
+        # the head's level h is ~N(end, noise) if so, ~uniform between the two levels if the
+        # change fell inside the head; take the step only if that density is the higher.
+        # Levels apart by no more than the ripple hold no change to place at all.
+        d, jump = abs(tail[0][2] - end_w), abs(end_w - start_w)
+        if jump <= 3 * noise_w or d <= noise_w * math.sqrt(
+            max(2 * math.log(jump / (noise_w * SQRT_2PI)), 1.0)
+        ):
+            step = None
     models = {"step": step, "instant-tail": tail, "even": even}
     if rule != "auto":
         chosen = models.get(rule) or tail or even
@@ -296,7 +315,8 @@ class CounterModel:
         return self._fits[j]
 
     def _fit(self, j: int) -> PeriodFit:
-        free = free_fit(self.u, j, self.window, self.rule)
+        noise = self.ripple(j) * (self.u.avg(j) or 0.0) * HEAD_NOISE
+        free = free_fit(self.u, j, self.window, self.rule, noise)
         inside = self.marks_inside(j)
         if self.rule != "auto" or not len(inside):
             return free
@@ -327,19 +347,23 @@ class CounterModel:
         return float(np.clip(np.median(devs), 0.003, 0.05)) if devs else 0.02
 
     def local_levels(self, j: int) -> dict[str, float]:
-        """Per-label power fitted over the periods around j (LOCAL_PERIODS on either side);
-        a label seen fewer than twice there takes its level fitted over the whole span."""
+        """Per-label power fitted over the periods around j (LOCAL_PERIODS on either side).
+        A label that spends less than two periods there (a 30 ms prefill, the gaps between
+        repetitions) is not observable from so few periods: it takes its level fitted over the
+        whole span, where every repetition adds evidence; its occurrence in period j then gets
+        the energy that period leaves it (`mark_fit`)."""
         if j not in self._levels:
             lo, hi = max(j - LOCAL_PERIODS - 1, 0), min(j + LOCAL_PERIODS, len(self.u.t))
             got = self._fit_span(lo, hi)
             t0, t1 = self.u.t[lo], self.u.t[hi - 1]
-            seen: dict[str, int] = {}
+            period = (t1 - t0) / max(hi - lo - 1, 1)
+            spent: dict[str, float] = {}
             for s0, s1, lab in self.segs:
-                if min(s1, t1) > max(s0, t0):
-                    seen[lab] = seen.get(lab, 0) + 1
-            if any(n < 2 for n in seen.values()):
+                spent[lab] = spent.get(lab, 0.0) + max(min(s1, t1) - max(s0, t0), 0.0)
+            if any(v < 2 * period for v in spent.values()):
                 whole = self._fit_span(0, len(self.u.t))
-                got = {k: (v if seen.get(k, 0) >= 2 else whole.get(k, v)) for k, v in got.items()}
+                got = {k: (v if spent.get(k, 0.0) >= 2 * period else whole.get(k, v))
+                       for k, v in got.items()}  # fmt: skip
             self._levels[j] = got
         return self._levels[j]
 

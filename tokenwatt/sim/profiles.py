@@ -137,10 +137,11 @@ def phases(ticks: list[float] | None = None, offset_s: float = 0.0,
 
 
 def with_noise(profile: PiecewiseProfile, noise_w: float = 10.0, block_s: float = 0.005,
-               seed: int = 0) -> PiecewiseProfile:  # fmt: skip
-    """The profile plus uniform noise of +-noise_w held for block_s: a real board's ripple."""
+               seed: int = 0, seconds: float | None = None) -> PiecewiseProfile:  # fmt: skip
+    """The profile plus uniform noise of +-noise_w held for block_s: a real board's ripple
+    (until `seconds`, else a second past the profile's last change)."""
     rng = random.Random(seed)
-    end = profile.times[-1] + 1.0
+    end = max(profile.times[-1] + 1.0, seconds or 0.0)
     grid = sorted(set(profile.times) | {i * block_s for i in range(int(end / block_s) + 1)})
     watts = [profile.power(t) + rng.uniform(-noise_w, noise_w) for t in grid]
     return PiecewiseProfile(grid, watts, name=f"{profile.name}+noise",
@@ -149,3 +150,28 @@ def with_noise(profile: PiecewiseProfile, noise_w: float = 10.0, block_s: float 
 
 PROFILES = {"steady": steady, "steps": steps, "spikes": spikes, "bursts": bursts,
             "phases": phases}  # fmt: skip
+
+
+class LiveProfile(PiecewiseProfile):
+    """A profile the running code drives: `switch(t, watts)` changes the power from sim time t
+    on, as a GPU's power follows the work it is given (a benchmark switches at each phase
+    mark). `ripple` (zero-mean, e.g. `with_noise(constant(0))`) is added on top. Changes are
+    appended in time order and never before a time a sensor has already published."""
+
+    def __init__(self, watts: float, ripple: PiecewiseProfile | None = None) -> None:
+        super().__init__([0.0], [float(watts)], name="live")
+        self.ripple = ripple
+
+    def switch(self, t: float, watts: float) -> None:
+        t = max(t, self.times[-1])
+        cum = self._cum[-1] + self.watts[-1] * (t - self.times[-1])
+        # cumulative values and levels first: a reader in another thread bisects on times
+        self._cum.append(cum)
+        self.watts.append(float(watts))
+        self.times.append(t)
+
+    def power(self, t: float) -> float:
+        return super().power(t) + (self.ripple.power(t) if self.ripple else 0.0)
+
+    def cumulative(self, t: float) -> float:
+        return super().cumulative(t) + (self.ripple.cumulative(t) if self.ripple else 0.0)
