@@ -13,6 +13,7 @@ from tokenwatt.sim.profiles import steps, with_noise
 
 
 def test_tick_locked_sampling_times_every_update():
+    """With the instant field, each update is read within ~2 ms and dated by its timestamp."""
     clock, (m,) = virtual_board(300.0)
     s = virtual_sampler([m], clock)
     calls0 = sim.STATE.calls["nvmlDeviceGetTotalEnergyConsumption"]  # after the open's
@@ -21,14 +22,30 @@ def test_tick_locked_sampling_times_every_update():
     advance(s, clock, t0 + 3.0)
     ticks = [x for x in s.samples(m) if x.tick]
     assert len(ticks) in (29, 30, 31)
-    assert ticks[0].t - ticks[0].t_lo < 0.0025  # even the first is caught by fast polls
+    g = sim.STATE.gpus[0]
+    for x in ticks:
+        true = sim.STATE.origin + g.tick(x.t - sim.STATE.origin)
+        assert x.dated_by == "timestamp" and abs(tick_time(x) - true) < 2e-6
+        assert x.t - true < 0.0025  # read soon after it came
+    polls = sim.STATE.calls["nvmlDeviceGetTotalEnergyConsumption"] - calls0
+    assert polls < 3 * len(ticks) + 20  # a read or two per update: no fast polling needed
+
+
+def test_without_instant_field_updates_are_caught_by_polls_a_margin_early():
+    clock, (m,) = virtual_board(300.0, has_instant=False)
+    s = virtual_sampler([m], clock)
+    calls0 = sim.STATE.calls["nvmlDeviceGetTotalEnergyConsumption"]
+    s.poll_all()
+    advance(s, clock, clock() + 3.0)
+    ticks = [x for x in s.samples(m) if x.tick]
+    assert len(ticks) in (29, 30, 31)
     g = sim.STATE.gpus[0]
     for x in ticks:
         true = sim.STATE.origin + g.tick(x.t - sim.STATE.origin)
         assert abs(tick_time(x) - true) < 0.0012
         assert x.t - x.t_lo < 0.0025  # detected within a couple of fast polls
     polls = sim.STATE.calls["nvmlDeviceGetTotalEnergyConsumption"] - calls0
-    # woken a switch interval + 2 ms early, then polled every ms: ~8 reads an update, not a spin
+    # woken a switch interval + 2 ms early, then polled every ms: ~8 reads an update, no spin
     assert polls < 10 * len(ticks) + 100
 
 
@@ -172,3 +189,16 @@ def test_real_time_without_instant_field_no_update_is_lost_either():
         assert q["updates_seen"] == q["updates_expected"] > 0, q
     assert "timestamp" not in {x.dated_by for x in samples if x.tick}
     assert max(abs(e) for e in errs) < 0.03, errs
+
+
+def test_a_timestamp_that_does_not_date_the_counter_is_stopped_being_trusted():
+    clock, (m,) = virtual_board(300.0, period_jitter_s=0.004, stamp_offset_s=-0.03)
+    s = virtual_sampler([m], clock)
+    s.poll_all()
+    advance(s, clock, clock() + 4.0)
+    lane = s.lanes[0]
+    assert not lane.trust_stamp
+    late = [x for x in s.samples(m) if x.tick][-10:]
+    assert {x.dated_by for x in late} == {"poll"}
+    g, o = sim.STATE.gpus[0], sim.STATE.origin
+    assert all(abs(tick_time(x) - (o + g.tick(x.t - o))) < 0.0012 for x in late)

@@ -8,7 +8,10 @@ Every counter change is kept and dated, never discarded. A thread woken while th
 code runs Python gets the GIL only after the switch interval (`sys.getswitchinterval()`, 5 ms),
 so the margin is larger than that; and a change seen late is still dated, best first:
 1. by the instant-power field's own timestamp (NVML publishes the counter and the field at the
-   same update), which is exact however late the poll ran;
+   same update), which is exact however late the poll ran; a lane with the field therefore
+   reads just after each update is due and every 2 ms until it comes (a few reads per
+   update, not a margin of 1 ms polls), and stops trusting the timestamp if it falls outside
+   the polls that saw the change;
 2. by the poll interval that saw it change, when that interval is short;
 3. by the phase-locked schedule (the last dated update plus whole periods);
 4. else the middle of the poll interval.
@@ -41,6 +44,8 @@ from tokenwatt.energy.meters.base import Meter
 TICK_MIN_PERIOD_S = 0.005  # counters faster than this are read like continuous ones (RAPL)
 FAST_POLL_S = 0.001
 WAKE_MARGIN_S = 0.002  # woken this much before (switch interval + period jitter) the update
+STAMPED_LAG_S = 0.001  # a timestamped lane reads this long after the update is due...
+STAMPED_POLL_S = 0.002  # ...then every 2 ms until it comes: its timestamp dates it anyway
 PRUNE_EVERY = 256  # samples appended between two prunings of what no window needs
 
 
@@ -69,6 +74,8 @@ class Lane:
         self.interval = max(interval_s, self.period or 0.0)
         self.steps = max(1, round(self.interval / self.period)) if self.period else 1
         self.stamped = hasattr(meter, "read_power_sample") and self._has_instant()
+        self.trust_stamp = True
+        self._stamp_checks = self._stamp_misses = 0
         self.samples: list[Sample] = []
         self.next_wake = 0.0
         self.last_tick: float | None = None  # date of the last counter update
@@ -140,9 +147,11 @@ class Lane:
         """When the counter changed: never discard a change that can be dated."""
         p, prev = self.period or 0.0, self.last_tick
         stamp = s.power_t
-        fresh = stamp is not None and stamp <= s.t + 1e-4 and (
+        fresh = self.trust_stamp and stamp is not None and stamp <= s.t + 1e-4 and (
             prev is None or stamp > prev + 0.3 * p
         )
+        if fresh and not first and s.t - s.t_lo < 0.2 * p:
+            self._check_stamp(stamp, s)
         if first:  # the value read is that of the last update; only a timestamp dates it
             if fresh and stamp > s.t - 1.5 * p:
                 s.t_tick, s.dated_by = stamp, "timestamp"
@@ -163,6 +172,15 @@ class Lane:
         self.last_tick = t
         self.seen_total += 1
         self.updates_total += updates
+
+    def _check_stamp(self, stamp: float, s: Sample) -> None:
+        """A timestamp outside the polls that saw the change does not date the counter (a
+        driver that stamps the field at another moment): after a few, stop using it."""
+        self._stamp_checks += 1
+        if not s.t_lo - 0.002 <= stamp <= s.t + 0.001:
+            self._stamp_misses += 1
+        if self._stamp_misses >= 3 and self._stamp_misses > 0.2 * self._stamp_checks:
+            self.trust_stamp = False
 
     def _note(self, s: Sample) -> None:
         """Give the meter each whole dated period (its instant window is estimated from them)."""
@@ -216,13 +234,20 @@ class Lane:
             self.expected = self.last_tick + self.steps * self.period
             # skipping updates on purpose (interval > period): read just after the one due,
             # since the counter moves at every update before it
-            lead = self.guard() if self.steps == 1 else -2 * FAST_POLL_S
+            if self.steps > 1:
+                lead = -2 * FAST_POLL_S
+            elif self.stamped and self.trust_stamp:
+                lead = -STAMPED_LAG_S
+            else:
+                lead = self.guard()
             self.next_wake = max(self.expected - lead, now + FAST_POLL_S)
 
     def _schedule_fast(self, now: float) -> None:
         late = self.expected is not None and now > self.expected + 1.5 * self.period
+        stamped = self.stamped and self.trust_stamp and self.last_tick is not None
+        fast = STAMPED_POLL_S if stamped else FAST_POLL_S
         # a counter that stalls (a board at 0 W, a hung driver) is polled slower, not spun on
-        self.next_wake = now + (min(self.period / 4, 0.02) if late else FAST_POLL_S)
+        self.next_wake = now + (min(self.period / 4, 0.02) if late else fast)
 
 
 def _locked(prev: float, period: float, t: float) -> float:

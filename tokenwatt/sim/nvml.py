@@ -78,6 +78,7 @@ class SimGPU:
     phase_s: float = 0.0  # sensor updates at phase_s + k * period_s (sim time)
     period_jitter_s: float = 0.0  # each gap is period_s + U(-jitter, +jitter)
     seed: int = 0  # of the jitter
+    stamp_offset_s: float = 0.0  # a driver that stamps the instant field off its update
     power_limit_w: float = 700.0
     has_counter: bool = True
     has_instant: bool = True
@@ -292,7 +293,7 @@ def nvmlDeviceGetFieldValues(handle: Any, fieldIds: list[Any]) -> Any:
     for v, fid in zip(values, fieldIds):
         fid, scope = fid if isinstance(fid, tuple) else (fid, 0)
         v.fieldId, v.scopeId = fid, scope
-        v.timestamp = int((STATE.origin + tick + STATE.epoch_offset_s) * 1e6)
+        v.timestamp = int((STATE.origin + tick + gpu.stamp_offset_s + STATE.epoch_offset_s) * 1e6)
         v.valueType = real.NVML_VALUE_TYPE_UNSIGNED_INT
         v.nvmlReturn = real.NVML_SUCCESS
         if fid == real.NVML_FI_DEV_POWER_INSTANT and gpu.has_instant:

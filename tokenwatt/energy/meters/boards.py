@@ -23,7 +23,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
-MIN_PAIRS = 40
+MIN_PAIRS = 80
 MAX_PAIRS = 600
 REFIT_EVERY = 25
 MAX_REL_SE = 0.2
@@ -68,7 +68,9 @@ class BoardFacts:
 def window_from_pairs(pairs: list[tuple[float, float, float]]) -> tuple[float, float, int] | None:
     """(window s, standard error, pairs used) from consecutive (energy, seconds, instant W)."""
     de, dp = [], []
-    for (e0, s0, p0), (e1, s1, p1) in zip(pairs, pairs[1:]):
+    # differences of disjoint pairs of neighbours: drift cancels, and no two differences share
+    # a period (overlapping ones would be correlated and understate the standard error)
+    for (e0, s0, p0), (e1, s1, p1) in zip(pairs[::2], pairs[1::2]):
         if abs(s1 - s0) > 0.2 * s0:
             continue  # a missed update in between: not comparable periods
         de.append(e1 / s1 * s0 - e0)  # energies over the same length
