@@ -28,7 +28,7 @@ with an absolute slack of 0.01 percentage points where the floor is ~0; floor at
 Phase attribution: generation-like trials (bursts) through PhaseRecorder as the runner uses it,
 against marks-only reads.
 
-    python benchmarks/accuracy.py [--windows 20] [--realtime-s 40] [--out benchmarks/results]
+    python benchmarks/accuracy.py [--windows 40] [--realtime-s 40] [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -264,7 +264,7 @@ def render(summary: list[dict]) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--windows", type=int, default=20, help="virtual-clock windows per length")
+    ap.add_argument("--windows", type=int, default=40, help="virtual-clock windows per length")
     ap.add_argument("--realtime-s", type=float, default=40.0,
                     help="seconds of real-time session per profile (0: none)")  # fmt: skip
     ap.add_argument("--realtime-windows", type=int, default=6, help="real-time windows/length")

@@ -51,8 +51,8 @@ def trial(rec: PhaseRecorder, prof: LiveProfile, rng: random.Random, seconds: fl
     start = clock()
     while True:
         for phase in ("prefill", "decode", "end"):
-            prof.switch(clock() - o, LEVELS[phase] * rng.uniform(0.97, 1.03))
-            rec.mark(phase)
+            rec.mark(phase)  # (the first waits for an update, as the runner's does)
+            prof.switch(rec.marks[-1].t - o, LEVELS[phase] * rng.uniform(0.97, 1.03))
             wait_until(clock() + rng.uniform(*SPANS[phase]))
         if clock() - start >= seconds:
             return

@@ -132,3 +132,31 @@ def test_repetitions_sum_and_end_gaps_belong_to_no_phase():
 def test_dynamic_energy_subtracts_idle():
     assert dynamic_joules(500.0, 70.0, 2.0) == pytest.approx(360.0)
     assert math.isnan(dynamic_joules(500.0, math.nan, 2.0))
+
+
+@pytest.mark.parametrize("cam", [True, False])
+def test_a_region_inside_one_period_never_reads_zero(cam):
+    """50 ms windows, most of them inside a single update period: each gets its share of the
+    period, near the truth, with an uncertainty, never exactly 0 J."""
+    import random
+
+    from tokenwatt.sim.profiles import steady
+
+    prof = steady(350.0, 10.0, 60.0, seed=2)
+    clock, meters = virtual_board(prof)
+    s = virtual_sampler(meters, clock)
+    s.poll_all()
+    rng, o = random.Random(3), sim.STATE.origin
+    for _ in range(20):
+        advance(s, clock, clock() + rng.uniform(0.2, 0.6))
+        rec = PhaseRecorder(meters, sampler=s, align=False, clock=clock, changes_at_marks=cam)
+        rec.mark("w")
+        advance(s, clock, clock() + 0.05)
+        rec.mark("end")
+        w = rec.phases()["w"]
+        a, b = rec.marks[0].t - o, rec.marks[1].t - o
+        assert w.joules["gpu0"] > 0 and "zero-joules" not in rec.quality()["flags"]
+        assert w.joules["gpu0"] == pytest.approx(prof.energy(a, b), rel=0.05)
+        # the uncertainty covers the error and says the split is not known to better than that
+        assert abs(w.total_j - prof.energy(a, b)) <= 3 * w.total_err_j + 1e-3
+        assert w.total_err_j < 0.25 * w.total_j

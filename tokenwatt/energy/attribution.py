@@ -45,7 +45,9 @@ LOCAL_PERIODS = 12  # phase levels are fitted over this many periods on either s
 # average), whose median absolute value `ripple` measures (0.674 sigma): about 2x.
 HEAD_NOISE = 2.0
 SQRT_2PI = math.sqrt(2 * math.pi)
-KNOWN, UNKNOWN = "known", "unknown"
+KNOWN, OUTSIDE, UNKNOWN = "known", "outside", "unknown"
+PRIOR_REL_SD = {OUTSIDE: 0.1, UNKNOWN: 0.5}  # a KNOWN level's is the local ripple
+OCCURRENCE_SD = 0.05  # assumed spread of one phase's power between its occurrences
 
 Piece = tuple[float, float, float]  # (start, end, watts)
 
@@ -156,6 +158,14 @@ def fit_levels(u: Updates, segs: list[tuple[float, float, str]], labels: list[st
                window: float) -> np.ndarray:  # fmt: skip
     """Per-label power (W) that best explains every period's energy and instant value
     (non-negative least squares over the periods of `u`)."""
+    return fit_levels_se(u, segs, labels, window)[0]
+
+
+def fit_levels_se(u: Updates, segs: list[tuple[float, float, str]], labels: list[str],
+                  window: float) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """`fit_levels` and each level's standard error (least squares on the labels the fit
+    keeps; NaN where a label is not in `u` or the fit cannot tell it: a gap of a millisecond
+    beside a prefill is not observable, however many periods hold one)."""
     from scipy.optimize import nnls
 
     rows, rhs = [], []
@@ -166,16 +176,23 @@ def fit_levels(u: Updates, segs: list[tuple[float, float, str]], labels: list[st
             w = min(window, u.t[k + 1] - u.t[k])
             rows.append(0.5 * _overlaps(segs, u.t[k + 1] - w, u.t[k + 1], labels))
             rhs.append(0.5 * u.p[k + 1] * w)
+    levels, se = np.full(len(labels), math.nan), np.full(len(labels), math.nan)
     if not rows:
-        return np.ones(len(labels))
+        return np.ones(len(labels)), se
     a, b = np.array(rows), np.array(rhs)
     used = a.max(axis=0) > 0
-    levels = np.full(len(labels), math.nan)
     if used.any():
         scale = a[:, used].max(axis=0)  # columns in comparable units
         got, _ = nnls(a[:, used] / scale, b, maxiter=50 * len(labels))
         levels[used] = got / scale
-    return levels
+        active = used & (np.nan_to_num(levels) > 0)
+        dof = len(b) - int(active.sum())
+        if active.any() and dof > 0:
+            resid = b - a[:, used] @ levels[used]
+            jac = a[:, active]
+            cov = (resid @ resid / dof) * np.linalg.pinv(jac.T @ jac)
+            se[active] = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    return levels, se
 
 
 # ---- one period --------------------------------------------------------------------------
@@ -263,23 +280,29 @@ def cumulative(pieces: list[Piece], a: float, x: float) -> float:
 
 
 def reconcile(mu: np.ndarray, sigma: np.ndarray, c: np.ndarray, b: np.ndarray,
-              lower: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Levels closest to the priors `mu` (standard deviations `sigma`) with C @ levels = b
-    exactly, none below `lower` (pinned and solved again); and their posterior covariance."""
+              lower: np.ndarray, soft: tuple[np.ndarray, float, float] | None = None,
+              ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Levels closest to the priors `mu` (standard deviations `sigma`), with C @ levels = b
+    exactly, none below `lower` (pinned and solved again); `soft`: one more observation
+    (row, value, standard deviation) weighed, not imposed. Returns the levels and their
+    posterior covariance (the linear-Gaussian update, then the projection onto C)."""
     n = len(mu)
     free = np.ones(n, dtype=bool)
     levels = mu.copy()
     for _ in range(n + 1):
         s0 = np.diag(np.where(free, sigma**2, 0.0))
-        fixed = np.where(free, 0.0, levels)
-        resid = b - c @ (np.where(free, mu, 0.0) + fixed)
-        gram = c @ s0 @ c.T
-        gain = s0 @ c.T @ np.linalg.pinv(gram)
-        levels = np.where(free, mu + gain @ resid, levels)
+        m0 = np.where(free, mu, levels)
+        if soft is not None:  # the instant value, as a noisy measurement of the tail
+            row, value, sd = soft
+            gain = s0 @ row / (row @ s0 @ row + sd**2)
+            m0 = m0 + gain * (value - row @ m0)
+            s0 = s0 - np.outer(gain, row @ s0)
+        resid = b - c @ m0
+        k = s0 @ c.T @ np.linalg.pinv(c @ s0 @ c.T)
+        levels = np.where(free, m0 + k @ resid, levels)
         low = free & (levels < lower)
         if not low.any():
-            cov = s0 - gain @ c @ s0
-            return levels, cov
+            return levels, s0 - k @ c @ s0
         levels = np.where(low, lower, levels)
         free &= ~low
     return levels, np.zeros((n, n))
@@ -299,7 +322,7 @@ class CounterModel:
         self.segs = segments_of(marks)
         self.changes_at_marks = changes_at_marks
         self._fits: dict[int, PeriodFit] = {}
-        self._levels: dict[int, dict[str, float]] = {}
+        self._levels: dict[int, dict[str, tuple[float, float]]] = {}
 
     def period_of(self, x: float) -> int:
         j = int(np.searchsorted(self.u.t, x, side="left"))
@@ -346,7 +369,7 @@ class CounterModel:
                 devs.append(abs(p - avg) / abs(avg))
         return float(np.clip(np.median(devs), 0.003, 0.05)) if devs else 0.02
 
-    def local_levels(self, j: int) -> dict[str, float]:
+    def local_levels(self, j: int) -> dict[str, tuple[float, float]]:
         """Per-label power fitted over the periods around j (LOCAL_PERIODS on either side).
         A label that spends less than two periods there (a 30 ms prefill, the gaps between
         repetitions) is not observable from so few periods: it takes its level fitted over the
@@ -367,13 +390,15 @@ class CounterModel:
             self._levels[j] = got
         return self._levels[j]
 
-    def _fit_span(self, lo: int, hi: int) -> dict[str, float]:
+    def _fit_span(self, lo: int, hi: int) -> dict[str, tuple[float, float]]:
+        """{label: (level W, its standard error W)} fitted over periods lo..hi."""
         key = -1 - lo * 100_000 - hi  # cached with the local fits, under a key no period has
         if key not in self._levels:
             near = self.u.slice(lo, hi)
             labels = sorted({lab for _, _, lab in self.segs})
-            got = fit_levels(near, self.segs, labels, self.window)
-            self._levels[key] = {k: float(v) for k, v in zip(labels, got) if not math.isnan(v)}
+            got, se = fit_levels_se(near, self.segs, labels, self.window)
+            self._levels[key] = {k: (float(v), float(e)) for k, v, e in zip(labels, got, se)
+                                 if not math.isnan(v)}  # fmt: skip
         return self._levels[key]
 
     def mark_fit(self, j: int) -> PeriodFit:
@@ -391,25 +416,31 @@ class CounterModel:
         floor_w = FLOOR_SHARE * min(local) if local else 0.0
         mu, sigma, lower, kinds = [], [], [], []
         for lo, hi, lab, s0, s1 in pieces:
-            level, kind = self._prior(j, lo, hi, lab, s0, s1, w)
+            level, kind, sd = self._prior(j, lo, hi, lab, s0, s1, w)
             mu.append(level)
-            rel = ripple * max(level, avg) if kind == KNOWN else 0.5 * level
+            if kind == KNOWN:  # a level carried over from its neighbour: off by the ripple
+                rel = HEAD_NOISE * ripple * max(level, avg)
+            else:
+                rel = sd if sd is not None else PRIOR_REL_SD[kind] * level
             sigma.append(max(rel, 0.01 * avg, 1e-3))
-            lower.append(0.0 if kind == KNOWN else floor_w)
+            lower.append(floor_w if kind == UNKNOWN else 0.0)
             kinds.append(kind)
-        rows = [[hi - lo for lo, hi, *_ in pieces]]
-        rhs = [energy]
-        # The instant value constrains the pieces in the last w, unless an unknown piece runs
-        # across the window's start: its level is not uniform enough for that to hold.
-        straddle = any(k == UNKNOWN and lo < b - w < hi for (lo, hi, *_), k in zip(pieces, kinds))
-        if end_w is not None and w > 0 and not straddle:
-            rows.append([max(min(hi, b) - max(lo, b - w), 0.0) for lo, hi, *_ in pieces])
-            rhs.append(end_w * w)
-        mu_a, sig_a = np.array(mu), np.array(sigma)
-        c, rhs_a = np.array(rows), np.array(rhs)
-        levels, cov = reconcile(mu_a, sig_a, c, rhs_a, np.array(lower))
-        if abs(c[0] @ levels - energy) > 1e-6 * max(abs(energy), 1.0) and len(rows) > 1:
-            levels, cov = reconcile(mu_a, sig_a, c[:1], rhs_a[:1], np.array(lower))
+        c = np.array([[hi - lo for lo, hi, *_ in pieces]])
+        mu_a, sig_a, low_a = np.array(mu), np.array(sigma), np.array(lower)
+        # The instant value observes the pieces in the last w (each marked phase at one
+        # level), unless time outside the marks, whose changes are unmarked, runs across the
+        # window's start. A known piece that does holds its level there only up to the
+        # ripple: the observation is weighed with that, not imposed (only the counter is
+        # exact); phases wholly inside the window it determines.
+        across = [lo < b - w < hi for lo, hi, *_ in pieces]
+        soft = None
+        if end_w is not None and w > 0 and not any(
+            x and k == OUTSIDE for x, k in zip(across, kinds)
+        ):
+            row = np.array([max(min(hi, b) - max(lo, b - w), 0.0) for lo, hi, *_ in pieces])
+            spill = float(sum(r for r, x, k in zip(row, across, kinds) if x and k == KNOWN))
+            soft = (row, end_w * w, max(HEAD_NOISE * ripple * end_w * spill, 1e-6 * end_w * w))
+        levels, cov = reconcile(mu_a, sig_a, c, np.array([energy]), low_a, soft)
         got = c[0] @ levels
         if got > 0 and abs(got - energy) > 1e-9 * max(abs(energy), 1.0):
             levels = levels * (energy / got)  # the counter is the truth: conserve it exactly
@@ -422,29 +453,32 @@ class CounterModel:
         return PeriodFit(out, "marks", var=var)
 
     def _prior(self, j: int, lo: float, hi: float, lab: str, s0: float, s1: float,
-               w: float) -> tuple[float, str]:  # fmt: skip
-        """A piece's prior level: the instant value or whole period it continues, else its
-        label's locally fitted level (always, outside the marks)."""
+               w: float) -> tuple[float, str, float | None]:  # fmt: skip
+        """A piece's prior level, kind and (UNKNOWN only) standard deviation: the instant value
+        or whole period it continues (KNOWN; for the time outside the marks, whose changes are
+        unmarked, OUTSIDE), else its label's fitted level (UNKNOWN), as uncertain as the fit
+        says plus OCCURRENCE_SD (a phase's power differs a little from one occurrence to the
+        next), so of two short pieces sharing a period the less known takes the residual."""
         u = self.u
         a, b = u.t[j - 1], u.t[j]
-        if lab in (BEFORE, AFTER):  # outside the marks: changes there are unknown
-            level = self.local_levels(j).get(lab)
-            return (level if level and level > 0 else u.avg(j)), UNKNOWN
+        kind = OUTSIDE if lab in (BEFORE, AFTER) else KNOWN
         if lo <= a and s0 < a:  # continues from the previous period
             prev_w = min(self.window, a - u.t[j - 2]) if j >= 2 else self.window
             if u.instant(j - 1) is not None and s0 <= a - prev_w:
-                return u.instant(j - 1), KNOWN
+                return u.instant(j - 1), kind, None
             if j >= 2 and s0 <= u.t[j - 2]:
-                return u.avg(j - 1), KNOWN
+                return u.avg(j - 1), kind, None
         if hi >= b and s1 > b:  # runs on into the next period
             if u.instant(j) is not None and lo <= b - w:
-                return u.instant(j), KNOWN
+                return u.instant(j), kind, None
             if j + 1 < len(u.t) and s1 >= u.t[j + 1]:
-                return u.avg(j + 1), KNOWN
-        level = self.local_levels(j).get(lab)
-        if level is None or not level > 0:
-            level = u.avg(j)
-        return level, UNKNOWN
+                return u.avg(j + 1), kind, None
+        level, se = self.local_levels(j).get(lab, (math.nan, math.nan))
+        if not level > 0:
+            level, se = u.avg(j), math.nan
+        if not math.isfinite(se):
+            se = PRIOR_REL_SD[UNKNOWN] * level
+        return level, UNKNOWN, math.hypot(se, OCCURRENCE_SD * level)
 
     def at(self, x: float) -> float:
         j = self.period_of(x)
@@ -453,15 +487,26 @@ class CounterModel:
         return float(self.u.e[j - 1] + cumulative(self.fit(j).pieces, a, x))
 
     def cut_var(self, x: float) -> float:
-        """J^2 of where the energy of a free period is cut at x: half the spread of the models
+        """J^2 of where the energy of a free period is cut at x: the ripple the even head
+        cannot place (a Brownian bridge over the head), plus half the spread of the models
         consistent with the period (none for a mark fit, whose variance is per label)."""
         j = self.period_of(x)
         fit = self.fit(j)
-        if fit.rule == "marks" or not fit.alternatives:
+        if fit.rule == "marks":
             return 0.0
-        a = self.u.t[j - 1]
-        got = [cumulative(p, a, x) for p in [fit.pieces, *fit.alternatives]]
-        return (0.5 * (max(got) - min(got))) ** 2
+        a, b = self.u.t[j - 1], self.u.t[j]
+        x = min(max(x, a), b)
+        w = min(self.window, b - a) if self.u.instant(j) is not None else 0.0
+        head = max(b - w - a, 1e-9)
+        d = min(x - a, head)
+        # white ripple of rate r2 (W^2 s): var(instant - period average) = r2 (1/w - 1/T)
+        spread = (HEAD_NOISE * self.ripple(j) * (self.u.avg(j) or 0.0)) ** 2 / 4
+        r2 = spread / max(1 / max(w or self.window, 1e-3) - 1 / (b - a), 1e-9)
+        var = r2 * d * (head - d) / head
+        if fit.alternatives:
+            got = [cumulative(p, a, x) for p in [fit.pieces, *fit.alternatives]]
+            var += (0.5 * (max(got) - min(got))) ** 2
+        return var
 
 
 @dataclass
