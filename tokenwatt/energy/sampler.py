@@ -205,7 +205,7 @@ class Lane:
         if i > pinned:
             del self.samples[pinned:i]
 
-    def between(self, t0: float, t1: float, margin: int = 3) -> list[Sample]:
+    def between(self, t0: float, t1: float, margin: int = 8) -> list[Sample]:
         """The samples read in [t0, t1] and `margin` more on either side."""
         s = self.samples[:]  # a copy: the sampler thread appends while we read
         lo = max(bisect.bisect_left(s, t0, key=lambda x: x.t) - margin, 0)
