@@ -285,6 +285,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     write(out / "accuracy_windows.csv", summary)
     write(out / "accuracy_window_rows.csv", rows)
+    write(out / "accuracy_attribution.csv", attr_rows)
     lines = render(summary)
     at_half = [r["floor_worst_pct"] for r in summary if r["window_s"] == 0.5
                and r["clock"] == "virtual"]  # fmt: skip
