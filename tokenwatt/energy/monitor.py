@@ -247,13 +247,15 @@ class Monitor:
 
     def close(self, wait: bool = False) -> None:
         """No new windows; the sampler stops once every ended window has the update after its
-        end (at once if none is waiting), then the monitor's own meters close. wait=True
-        blocks until then."""
+        end (at once if none is waiting; after five update periods whatever happens), then the
+        monitor's own meters close. wait=True blocks until then."""
         if self.closed:
             return
         self.closed = True
         last = self._last_end
-        self.sampler.until_done = lambda: last == -math.inf or self.sampler.has_ticks_after(last)
+        give_up = self.clock() + 5 * self._longest + 1.0  # a stalled counter: stop anyway
+        self.sampler.until_done = lambda: (last == -math.inf or self.clock() > give_up
+                                           or self.sampler.has_ticks_after(last))  # fmt: skip
         if self.sampler.until_done() or not self.sampler.running:
             self.sampler.stop()
         elif wait:
