@@ -4,7 +4,8 @@ Paired in one process, alternating on/off many times (the order flips every pair
 through tokenwatt.models.decode.generate on the CPU. The sampler reads the simulated NVML board in
 process, whose pure-Python calls hold the GIL longer than real NVML's ctypes calls (which
 release it), so this is a pessimistic case for the GIL. It also reports the sampler thread's
-own CPU time per second of sampling, a figure that does not depend on neighbours' load.
+own CPU time per second of sampling, a figure that depends little on neighbours' load, and how
+many counter updates the sampler missed while the decode ran (the GIL-starvation check).
 
     python benchmarks/overhead.py [--pairs 30] [--new-tokens 32]
 """
@@ -43,7 +44,7 @@ def main() -> None:
     meter = NvmlMeter(0, nvml=sim)
     generate(model, ids, args.new_tokens)  # warm-up
 
-    sampler_cpu = {"cpu_s": 0.0, "wall_s": 0.0, "polls": 0}
+    sampler_cpu = {"cpu_s": 0.0, "wall_s": 0.0, "polls": 0, "missed": 0}
 
     def tokens_per_s(sampling: bool) -> float:
         s = Sampler([meter], args.interval_ms / 1000).start() if sampling else None
@@ -52,10 +53,12 @@ def main() -> None:
         gen = generate(model, ids, args.new_tokens)
         dt = time.perf_counter() - t0
         if s is not None:
-            sampler_cpu["cpu_s"] += thread_cpu_s(s._thread.native_id)
+            sampler_cpu["cpu_s"] += thread_cpu_s(s.driver.native_id)
             sampler_cpu["wall_s"] += dt
             sampler_cpu["polls"] += sum(sim.STATE.calls.values()) - calls0
             s.stop()
+            lane = s.lanes[0]
+            sampler_cpu["missed"] += lane.updates_total - lane.seen_total
         return gen.decode_tokens / dt
 
     rows = []
@@ -81,19 +84,27 @@ def main() -> None:
         f"median tokens/s off {off:.1f}, on {on:.1f}",
         f"median slowdown {statistics.median(slow):+.2f}% (IQR {q[0]:+.2f}% .. {q[2]:+.2f}%)",
         f"sampler thread CPU: {share:.2f}% of one core while sampling; {rate:.0f} NVML calls/s",
+        f"counter updates missed by the sampler during the decodes: {sampler_cpu['missed']}",
     ]
     print("\n".join(lines))
     (out / "overhead.txt").write_text("\n".join(lines) + "\n")
 
 
-def thread_cpu_s(native_id: int) -> float:
-    """User+system CPU seconds of one thread of this process (Linux: per-thread times)."""
+def thread_cpu_s(native_id: int | None) -> float:
+    """CPU seconds of one thread of this process: Linux's schedstat (nanoseconds; psutil's
+    per-thread times count 10 ms clock ticks, too coarse for a thread that runs 0.1% of the
+    time), else psutil."""
+    try:
+        with open(f"/proc/self/task/{native_id}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
     import psutil
 
     for t in psutil.Process().threads():
         if t.id == native_id:
             return t.user_time + t.system_time
-    return 0.0
+    return float("nan")
 
 
 if __name__ == "__main__":

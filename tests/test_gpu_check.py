@@ -71,7 +71,7 @@ def test_a_measured_window_reaches_the_attribution(tmp_path, monkeypatch):
     from simfix import virtual_board
 
     from tokenwatt.energy.attribution import INSTANT_WINDOW_S
-    from tokenwatt.energy.recorder import instant_window_of
+    from tokenwatt.energy.recorder import instant_window as instant_window_of
 
     _, (meter,) = virtual_board()
     assert meter.instant_window_s() is None and instant_window_of(meter) == INSTANT_WINDOW_S

@@ -130,3 +130,40 @@ def test_shim_is_imported_as_pynvml_with_real_error_classes():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert "True 123000" in p.stdout
     assert "NVMLError_GpuIsLost" in p.stderr
+
+
+def test_the_update_period_is_measured_once_per_board_and_driver():
+    clock, (m,) = virtual_board(300.0, period_s=0.05)
+    assert m.update_period_s() == pytest.approx(0.05, abs=0.002)
+    calls = sim.STATE.calls["nvmlDeviceGetTotalEnergyConsumption"]
+    again = NvmlMeter(0, nvml=sim, clock=clock, sleep=clock.sleep)
+    assert again.update_period_s() == m.update_period_s()
+    assert sim.STATE.calls["nvmlDeviceGetTotalEnergyConsumption"] - calls <= 2  # no polling
+    _, (other,) = virtual_board(300.0, period_s=0.08)  # reconfigured: a new driver version
+    assert other.update_period_s() == pytest.approx(0.08, abs=0.002)
+
+
+@pytest.mark.parametrize("window", [0.010, 0.050])
+def test_the_instant_window_is_measured_from_the_ripple_not_assumed(window):
+    from simfix import advance, virtual_sampler
+
+    from tokenwatt.sim.profiles import steady
+
+    clock, (m,) = virtual_board(steady(300.0, 40.0, 60.0), instant_window_s=window)
+    assert m.instant_window_s() is None  # not enough periods yet: 25 ms is assumed, and said
+    assert "assumed" in m.describe()["instant_window_source"]
+    s = virtual_sampler([m], clock)
+    s.poll_all()
+    advance(s, clock, clock() + 40.0)
+    assert m.instant_window_s() == pytest.approx(window, rel=0.35)
+    assert m.describe()["instant_window_source"].startswith("measured")
+
+
+def test_a_steady_board_leaves_the_instant_window_assumed():
+    from simfix import advance, virtual_sampler
+
+    clock, (m,) = virtual_board(300.0)
+    s = virtual_sampler([m], clock)
+    s.poll_all()
+    advance(s, clock, clock() + 20.0)
+    assert m.instant_window_s() is None

@@ -6,7 +6,7 @@ from typing import Any
 
 from tokenwatt._util.version import __version__
 
-__all__ = ["__version__", "load_results", "measure", "run"]
+__all__ = ["Monitor", "__version__", "load_results", "measure", "run"]
 
 
 def load_results(*paths: Any, summary: bool = False) -> Any:
@@ -46,8 +46,13 @@ def _warn(event: str, text: str) -> None:
 
 
 def __getattr__(name: str) -> Any:
-    if name == "measure":  # lazy: importing tokenwatt must not import torch
+    # lazy: importing tokenwatt imports neither torch nor numpy
+    if name == "measure":
         from tokenwatt.energy.region import measure
 
         return measure
+    if name == "Monitor":
+        from tokenwatt.energy.monitor import Monitor
+
+        return Monitor
     raise AttributeError(name)

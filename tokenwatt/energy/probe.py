@@ -44,6 +44,7 @@ def _gpu_info(cls: Any, nvml: Any, index: int, idle_seconds: float) -> MeterInfo
         keys = ("device_name", "uuid", "pci_bus_id", "source", "update_period_s",
                 "power_limit_w", "instant_power_field", "other_processes", "simulated")  # fmt: skip
         detail = {k: d[k] for k in keys}
+        detail.update({k: d[k] for k in ("instant_window_s", "instant_window_source") if k in d})
         detail["energy_counter"] = meter.has_counter
         if idle_seconds > 0:
             from tokenwatt.energy.recorder import measure_idle_power

@@ -1,11 +1,12 @@
 """Joules per phase: counter truth, attributed to phases along the power trace.
 
-API used by the runner and `tokenwatt.measure`:
+API used by the runner (and, through `evaluate`, by `tokenwatt.Monitor`):
 
     rec = PhaseRecorder(meters)          # sampler="auto": started at the first mark if needed
     rec.mark("prefill"); ...; rec.mark("decode"); ...; rec.mark("end")   # after device sync
-    phases = rec.phases()                # {"prefill": PhaseEnergy(seconds, joules{key: J}), ...}
+    phases = rec.phases()                # {"prefill": PhaseEnergy(seconds, joules, joules_err)}
     q = rec.quality()  # counter_vs_trace_gap_pct, update_period_s, window_s, avg_power_w,
+                       # updates_seen, updates_expected, phase_j_err, instant_window_s,
                        # attribution ("counter-updates+trace" | "mark-reads"), flags ("a;b")
     rec.trace()                          # the power trace rows, for the run JSON
 
@@ -14,20 +15,21 @@ belongs to no phase. Channels whose counter is continuous (RAPL, the estimate) u
 difference of the reads taken at the marks. Channels with a slowly updating counter (NVML,
 about every 100 ms) are handled so that short windows and short phases are not quantised:
 
-1. Alignment: the first mark waits (at most about one update period) for the counter to
-   update, so the window starts right after an update.
-2. The sampler times each counter update to about a millisecond (`sampler.py`), and after
-   the last mark `phases()` waits for the next two updates (at most about 200 ms), so both
-   edges lie between known updates with a whole period of local power on either side.
-3. `attribution.py` turns the dated updates and the marks into joules per phase: each update
-   period is exact, the energy inside a period follows the instant value and fitted phase
-   levels, so a 30 ms prefill gets its share of a 100 ms period.
+1. Alignment (optional): the first mark waits (at most about one update period) for the
+   counter to update, so the window starts right after an update.
+2. The sampler dates every counter update (`sampler.py`); after the last mark `phases()`
+   waits for the update that closes the end's period (one; two without an instant field, whose
+   place the next period's average takes), so both edges lie between known updates.
+3. `attribution.py` turns the dated updates and the marks into joules per phase with an
+   uncertainty: each update period is exact, the energy inside a period follows the model the
+   evidence supports, and a 30 ms prefill gets its share of a 100 ms period.
 4. `counter_vs_trace_gap_pct`: the instant-power trace integrated over the trial versus the
    counter. On A100/H100 the trace sees 25 ms of every 100 ms: a large gap is a finding.
 
 Quality flags: short-window (< 10 update periods), zero-joules, below-idle (average power
 under 95% of idle power), above-limit (power over 1.7 x power limit), driver-reload,
-no-update-after-end (the edge could not be interpolated), sampler-errors.
+no-update-after-end (the edge could not be interpolated), missed-updates (the sampler saw fewer
+counter updates than the sensor made: the attribution ran over longer periods), sampler-errors.
 """
 
 from __future__ import annotations
@@ -40,7 +42,13 @@ from typing import Any
 
 import numpy as np
 
-from tokenwatt.energy.attribution import INSTANT_WINDOW_S, Updates, attribute, trace_joules
+from tokenwatt.energy.attribution import (
+    INSTANT_WINDOW_S,
+    Updates,
+    attribute,
+    trace_joules,
+    update_counts,
+)
 from tokenwatt.energy.meters.base import Channel, Meter
 from tokenwatt.energy.sampler import Sampler
 
@@ -53,10 +61,16 @@ BELOW_IDLE_FACTOR = 0.95
 class PhaseEnergy:
     seconds: float = 0.0
     joules: dict[str, float] = field(default_factory=dict)  # per channel key
+    joules_err: dict[str, float] = field(default_factory=dict)  # one std. deviation, per key
 
     @property
     def total_j(self) -> float:
         return sum(self.joules.values())
+
+    @property
+    def total_err_j(self) -> float:
+        """Uncertainty of total_j: channels' uncertainties added in quadrature."""
+        return math.sqrt(sum(v * v for v in self.joules_err.values()))
 
 
 @dataclass
@@ -66,6 +80,24 @@ class Mark:
     joules: dict[str, float]
 
 
+def read_all(meters: list[Meter]) -> dict[str, float]:
+    joules: dict[str, float] = {}
+    for m in meters:
+        joules.update(m.read_joules())
+    return joules
+
+
+def reloads(meters: list[Meter]) -> int:
+    return sum(getattr(m, "reloads", 0) for m in meters)
+
+
+def instant_window(meter: Meter) -> float:
+    """The meter's instant-power averaging window: measured where it could be, else 25 ms."""
+    fn = getattr(meter, "instant_window_s", None)
+    got = fn() if callable(fn) else None
+    return got or INSTANT_WINDOW_S
+
+
 # ---- the recorder -----------------------------------------------------------------------
 
 
@@ -73,16 +105,18 @@ class PhaseRecorder:
     """Reads every meter at each mark; `phases()` gives energy and time per phase.
 
     sampler: "auto" starts a `Sampler` at the first mark (and stops it in `phases()`): it
-    times the updates of slowly updating counters and records the power trace of every meter;
+    dates the updates of slowly updating counters and records the power trace of every meter;
     a `Sampler` uses that one (started by the caller); None uses only the reads at the marks.
     align: wait at the first mark for a counter update (at most about one update period).
+    changes_at_marks: the marks are where power changes (phase boundaries after a device
+    synchronisation); False for windows whose edges need not be.
     """
 
     def __init__(self, meters: list[Meter], sampler: Sampler | str | None = "auto",
                  align: bool = True, interval_s: float = 0.02,
                  idle_power_w: float | None = None,
                  clock: Callable[[], float] = time.perf_counter,
-                 driver: Any = None) -> None:  # fmt: skip
+                 driver: Any = None, changes_at_marks: bool = True) -> None:  # fmt: skip
         self.meters = meters
         self.marks: list[Mark] = []
         self.align = align
@@ -90,21 +124,19 @@ class PhaseRecorder:
         self.idle_power_w = idle_power_w
         self.clock = clock
         self.driver = driver  # how an own sampler's loop runs (None: a thread; see sampler.py)
+        self.changes_at_marks = changes_at_marks
         self._own_sampler = sampler == "auto"
         self.sampler: Sampler | None = None if isinstance(sampler, str) else sampler
         self._result: dict[str, PhaseEnergy] | None = None
         self._quality: dict[str, Any] = {}
-        self._reloads0 = self._reloads()
+        self._reloads0 = reloads(meters)
 
     @property
     def channels(self) -> list[Channel]:
         return [c for m in self.meters for c in m.channels]
 
     def read(self) -> dict[str, float]:
-        joules: dict[str, float] = {}
-        for m in self.meters:
-            joules.update(m.read_joules())
-        return joules
+        return read_all(self.meters)
 
     def mark(self, phase: str) -> None:
         if not self.marks:
@@ -118,10 +150,7 @@ class PhaseRecorder:
             self.sampler = Sampler(self.meters, self.interval_s, clock=self.clock,
                                    driver=self.driver).start()  # fmt: skip
         if self.sampler is not None and self.align:
-            self.sampler.wait_ticks_after(self.clock())
-
-    def _reloads(self) -> int:
-        return sum(getattr(m, "reloads", 0) for m in self.meters)
+            self.sampler.wait_ticks_after(self.clock(), count=1)
 
     def phases(self) -> dict[str, PhaseEnergy]:
         if self._result is None:
@@ -136,104 +165,127 @@ class PhaseRecorder:
         return self.sampler.trace() if self.sampler is not None else []
 
     def _compute(self) -> dict[str, PhaseEnergy]:
-        flags: list[str] = []
         if len(self.marks) < 2:
             return {}
+        flags: list[str] = []
         if self.sampler is not None:
-            # two updates: the end's period, and a whole period after it for the local power
-            if not self.sampler.wait_ticks_after(self.marks[-1].t, count=2):
+            if not self.sampler.wait_ticks_after(self.marks[-1].t):
                 flags.append("no-update-after-end")
             if self._own_sampler:
                 self.sampler.stop()
-        out = self._from_marks()
-        attributed = self._attribute(out, flags)
-        self._quality = self._assess(out, flags, attributed)
+        out, self._quality = evaluate(self.meters, self.sampler, self.marks, flags,
+                                      idle_power_w=self.idle_power_w,
+                                      reloads0=self._reloads0,
+                                      changes_at_marks=self.changes_at_marks)  # fmt: skip
         return out
 
-    def _from_marks(self) -> dict[str, PhaseEnergy]:
-        out: dict[str, PhaseEnergy] = {}
-        for a, b in zip(self.marks, self.marks[1:]):
-            if a.phase == "end":
-                continue  # the gap between repetitions belongs to no phase
-            pe = out.setdefault(a.phase, PhaseEnergy())
-            pe.seconds += b.t - a.t
-            for key, j in b.joules.items():
-                pe.joules[key] = pe.joules.get(key, 0.0) + (j - a.joules.get(key, j))
-        return out
 
-    def _attribute(self, out: dict[str, PhaseEnergy], flags: list[str]) -> dict[str, Any]:
-        """Replace quantised mark deltas with counter-model energies where updates allow."""
-        info: dict[str, Any] = {"gaps": [], "periods": []}
-        if self.sampler is None:
-            return info
-        marks = [(m.t, m.phase) for m in self.marks]
-        t0, t1 = marks[0][0], marks[-1][0]
-        for meter in self.meters:
-            lane_samples = self.sampler.samples(meter)
-            period = meter.update_period_s()
-            for ch in meter.channels:
-                u = Updates.from_samples(lane_samples, ch.key, period)
-                if period is None or not u.covers(t0, t1):
-                    if period is not None:
-                        flags.append("no-update-after-end")
-                    continue
-                per_phase = attribute(u, marks, window=instant_window_of(meter))
-                for phase, j in per_phase.items():
-                    if phase in out:
-                        out[phase].joules[ch.key] = float(j)
-                counter_j = sum(j for p, j in per_phase.items() if p != "end")
-                trace_j = sum(
-                    trace_joules(u, a, b) for (a, p), (b, _) in zip(marks, marks[1:]) if p != "end"
-                )
-                if counter_j > 0 and not np.isnan(u.p[1:]).all():
-                    info["gaps"].append(100.0 * (trace_j - counter_j) / counter_j)
-                info["periods"].append(period)
-                info.setdefault("max_instant_w", 0.0)
-                if len(u.p) and not np.isnan(u.p).all():
-                    sel = (u.t >= t0) & (u.t <= t1 + period)
-                    if sel.any():
-                        info["max_instant_w"] = max(
-                            info["max_instant_w"], float(np.nanmax(u.p[sel]))
-                        )
+def evaluate(meters: list[Meter], sampler: Sampler | None, marks: list[Mark],
+             flags: list[str], idle_power_w: float | None = None, reloads0: int = 0,
+             changes_at_marks: bool = True) -> tuple[dict[str, PhaseEnergy], dict[str, Any]]:
+    """Energy per phase between `marks` and the window's quality, from the reads at the marks
+    and, where the sampler dated a slowly updating counter's updates, from those."""  # fmt: skip
+    out = from_marks(marks)
+    info = _attribute(meters, sampler, marks, out, flags, changes_at_marks)
+    quality = _assess(meters, sampler, out, flags, info, idle_power_w, reloads0)
+    return out, quality
+
+
+def from_marks(marks: list[Mark]) -> dict[str, PhaseEnergy]:
+    out: dict[str, PhaseEnergy] = {}
+    for a, b in zip(marks, marks[1:]):
+        if a.phase == "end":
+            continue  # the gap between repetitions belongs to no phase
+        pe = out.setdefault(a.phase, PhaseEnergy())
+        pe.seconds += b.t - a.t
+        for key, j in b.joules.items():
+            pe.joules[key] = pe.joules.get(key, 0.0) + (j - a.joules.get(key, j))
+            pe.joules_err.setdefault(key, 0.0)
+    return out
+
+
+def _attribute(meters: list[Meter], sampler: Sampler | None, marks: list[Mark],
+               out: dict[str, PhaseEnergy], flags: list[str],
+               changes_at_marks: bool) -> dict[str, Any]:  # fmt: skip
+    """Replace quantised mark deltas with counter-model energies where updates allow."""
+    info: dict[str, Any] = {"gaps": [], "periods": [], "seen": 0, "expected": 0,
+                            "windows": [], "rules": {}}  # fmt: skip
+    if sampler is None:
         return info
+    tm = [(m.t, m.phase) for m in marks]
+    t0, t1 = tm[0][0], tm[-1][0]
+    for meter in meters:
+        period = meter.update_period_s()
+        if period is None:
+            continue
+        lane_samples = sampler._lane(meter).between(t0, t1)
+        window = instant_window(meter)
+        for ch in meter.channels:
+            u = Updates.from_samples(lane_samples, ch.key, period)
+            if not u.covers(t0, t1):
+                flags.append("no-update-after-end")
+                continue
+            got = attribute(u, tm, window, changes_at_marks=changes_at_marks)
+            for phase, j in got.joules.items():
+                if phase in out:
+                    out[phase].joules[ch.key] = float(j)
+                    out[phase].joules_err[ch.key] = float(got.err.get(phase, 0.0))
+            for rule, n in got.rules.items():
+                info["rules"][rule] = info["rules"].get(rule, 0) + n
+            seen, expected = update_counts(u, t0, t1)
+            info["seen"] += seen
+            info["expected"] += expected
+            counter_j = sum(j for p, j in got.joules.items() if p != "end")
+            trace_j = sum(trace_joules(u, a, b) for (a, p), (b, _) in zip(tm, tm[1:])
+                          if p != "end")  # fmt: skip
+            if counter_j > 0 and not np.isnan(u.p[1:]).all():
+                info["gaps"].append(100.0 * (trace_j - counter_j) / counter_j)
+            info["periods"].append(period)
+            info["windows"].append(window)
+            sel = (u.t >= t0) & (u.t <= t1 + period) & ~np.isnan(u.p)
+            if sel.any():
+                info["max_instant_w"] = max(info.get("max_instant_w", 0.0),
+                                            float(np.max(u.p[sel])))  # fmt: skip
+    if info["seen"] < info["expected"]:
+        flags.append("missed-updates")
+    return info
 
-    def _assess(self, out: dict[str, PhaseEnergy], flags: list[str],
-                info: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
-        seconds = sum(p.seconds for p in out.values())
-        joules = sum(p.total_j for p in out.values())
-        period = max(info["periods"]) if info["periods"] else _max_period(self.meters)
-        if period and seconds < SHORT_WINDOW_PERIODS * period:
-            flags.append("short-window")
-        if any(j <= 0 for p in out.values() for j in p.joules.values()) or joules <= 0:
-            flags.append("zero-joules")
-        avg_w = float(joules / seconds) if seconds > 0 else math.nan
-        if self.idle_power_w and avg_w < BELOW_IDLE_FACTOR * self.idle_power_w:
-            flags.append("below-idle")
-        limit = _power_limit_w(self.meters)
-        peak = max(avg_w, info.get("max_instant_w", 0.0))
-        if limit and peak > ABOVE_LIMIT_FACTOR * limit:
-            flags.append("above-limit")
-        if self._reloads() > self._reloads0:
-            flags.append("driver-reload")
-        if self.sampler is not None and any(lane.errors for lane in self.sampler.lanes):
-            flags.append("sampler-errors")
-        gaps = info["gaps"]
-        return {
-            "counter_vs_trace_gap_pct": float(np.mean(gaps)) if gaps else math.nan,
-            "update_period_s": period,
-            "window_s": seconds,
-            "avg_power_w": avg_w,
-            "attribution": "counter-updates+trace" if info["periods"] else "mark-reads",
-            "flags": ";".join(sorted(set(flags))),
-        }
 
-
-def instant_window_of(meter: Meter) -> float:
-    """The instant-power field's averaging window of this board: measured (benchmarks/
-    gpu_check.py, through TOKENWATT_SENSOR_FILE) where known, else the 25 ms of Yang et al."""
-    measured = getattr(meter, "instant_window_s", None)
-    value = measured() if callable(measured) else None
-    return value if value else INSTANT_WINDOW_S
+def _assess(meters: list[Meter], sampler: Sampler | None, out: dict[str, PhaseEnergy],
+            flags: list[str], info: dict[str, Any], idle_power_w: float | None,
+            reloads0: int) -> dict[str, Any]:  # fmt: skip
+    seconds = sum(p.seconds for p in out.values())
+    joules = sum(p.total_j for p in out.values())
+    period = max(info["periods"]) if info["periods"] else _max_period(meters)
+    if period and seconds < SHORT_WINDOW_PERIODS * period:
+        flags.append("short-window")
+    if any(j <= 0 for p in out.values() for j in p.joules.values()) or joules <= 0:
+        flags.append("zero-joules")
+    avg_w = float(joules / seconds) if seconds > 0 else math.nan
+    if idle_power_w and avg_w < BELOW_IDLE_FACTOR * idle_power_w:
+        flags.append("below-idle")
+    limit = _power_limit_w(meters)
+    peak = max(avg_w, info.get("max_instant_w", 0.0))
+    if limit and peak > ABOVE_LIMIT_FACTOR * limit:
+        flags.append("above-limit")
+    if reloads(meters) > reloads0:
+        flags.append("driver-reload")
+    if sampler is not None and any(lane.errors for lane in sampler.lanes):
+        flags.append("sampler-errors")
+    gaps = info["gaps"]
+    return {
+        "counter_vs_trace_gap_pct": float(np.mean(gaps)) if gaps else math.nan,
+        "update_period_s": period,
+        "instant_window_s": max(info["windows"]) if info["windows"] else None,
+        "window_s": seconds,
+        "avg_power_w": avg_w,
+        "updates_seen": info["seen"] if info["periods"] else None,
+        "updates_expected": info["expected"] if info["periods"] else None,
+        "phase_j_err": {k: p.total_err_j for k, p in out.items()},
+        "period_models": dict(sorted(info["rules"].items())),
+        "attribution": "counter-updates+trace" if info["periods"] else "mark-reads",
+        "flags": ";".join(sorted(set(flags))),
+    }
 
 
 def _max_period(meters: list[Meter]) -> float | None:

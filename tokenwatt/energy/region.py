@@ -1,67 +1,38 @@
-"""Measure any code region with tokenwatt's meters.
+"""Measure one code region: `tokenwatt.measure`, the one-window shortcut on `Monitor`.
 
     import tokenwatt
 
-    with tokenwatt.measure() as m:          # device="auto": the GPU if torch sees one
+    with tokenwatt.measure() as m:          # the NVIDIA boards NVML sees, else RAPL/estimate
         model.generate(**inputs)
-    print(m.joules, m.seconds, m.avg_power_w, m.labels)
+    print(m.joules, m.joules_err, m.seconds, m.avg_power_w, m.labels)
     m.by_channel      # {"gpu0": J, ...}; m.by_device {"NVIDIA H100 ...": J}
     m.trace           # the sampled power trace (rows with t_s, channel, joules, power_w)
-    m.quality         # flags, counter_vs_trace_gap_pct, update period
+    m.quality         # flags, updates seen/expected, update period
 
     @tokenwatt.measure(device="cuda:0")
     def step(): ...
     step(); step.measurements[-1].joules
 
-The device is synchronised at both edges, the region starts right after a counter update
-(at most about 100 ms of waiting on NVML before the region; `align=False` to skip) and its end
-is interpolated between updates (about 200 ms of waiting after it), exactly as in
-`tokenwatt run`. Energies carry their scope and source; an
-estimate is labelled measured=False.
+Each use opens a Monitor (meters are measured once per board per process, so that is a few
+NVML calls), marks the region's edges after a device synchronisation and closes the monitor at
+the end without waiting: the energy is computed on first access (waiting, if it has not come
+yet, for the counter update after the end: at most about 100 ms on NVML). For many regions,
+keep one `tokenwatt.Monitor` and open windows on it: that costs microseconds per window.
+`align=True` waits (at most one update period) for a counter update before the region starts,
+so its start edge needs no interpolation. Energies carry their scope and source; an estimate is
+labelled measured=False.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from tokenwatt._util.devices import resolve_device, synchronize
-from tokenwatt.energy.meters.base import Channel, Meter, labels
+from tokenwatt.energy.meters.base import Meter
+from tokenwatt.energy.monitor import Measurement, Monitor
 
-
-@dataclass
-class Measurement:
-    seconds: float = math.nan
-    by_channel: dict[str, float] = field(default_factory=dict)
-    channels: list[Channel] = field(default_factory=list)
-    quality: dict[str, Any] = field(default_factory=dict)
-    trace: list[dict[str, Any]] = field(default_factory=list)
-    meters: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def joules(self) -> float:
-        return sum(self.by_channel.values()) if self.by_channel else math.nan
-
-    @property
-    def avg_power_w(self) -> float:
-        return self.joules / self.seconds if self.seconds and self.seconds > 0 else math.nan
-
-    @property
-    def by_device(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for c in self.channels:
-            name = f"{c.device_name or c.key} ({c.scope})"
-            out[name] = out.get(name, 0.0) + self.by_channel.get(c.key, 0.0)
-        return out
-
-    @property
-    def labels(self) -> dict[str, Any]:
-        got = labels(self.channels)
-        return {"scope": got["energy_scope"], "source": got["energy_source"],
-                "measured": got["measured"]}  # fmt: skip
+__all__ = ["Measurement", "measure"]
 
 
 class measure:  # noqa: N801 - used like a function: `with tokenwatt.measure():`
@@ -73,54 +44,49 @@ class measure:  # noqa: N801 - used like a function: `with tokenwatt.measure():`
         meter: str = "auto",
         gpus: list[str] | None = None,
         sample_interval_ms: float = 20.0,
-        align: bool = True,
+        align: bool = False,
         cpu_tdp_w: float | None = None,
         meters: list[Meter] | None = None,
+        monitor: Monitor | None = None,
     ) -> None:
         self.device = device
         self.meter = meter
         self.gpus = gpus
-        self.interval_s = sample_interval_ms / 1000.0
+        self.sample_interval_ms = sample_interval_ms
         self.align = align
         self.cpu_tdp_w = cpu_tdp_w
         self._given = meters
+        self._monitor = monitor
         self.measurements: list[Measurement] = []
+        self._active: list[tuple[Monitor, str, Measurement]] = []  # re-entrant use
 
     def __enter__(self) -> Measurement:
-        from tokenwatt.energy.recorder import PhaseRecorder
-
-        self._device = resolve_device(self.device, import_torch=False)
-        self._meters = self._given or self._open()
-        self._result = Measurement(channels=[c for m in self._meters for c in m.channels])
-        self._rec = PhaseRecorder(self._meters, align=self.align, interval_s=self.interval_s)
-        synchronize(self._device)
-        self._rec.mark("region")
-        return self._result
-
-    def _open(self) -> list[Meter]:
-        from tokenwatt.energy.meters.select import open_meters
-
-        return open_meters(self.meter, self._device, gpus=self.gpus, cpu_tdp_w=self.cpu_tdp_w)
+        mon = self._monitor or Monitor(
+            gpus=self.gpus, meter=self.meter, device=self.device,
+            sample_interval_ms=self.sample_interval_ms, cpu_tdp_w=self.cpu_tdp_w,
+            meters=self._given,
+        )  # fmt: skip
+        name = f"region-{id(self)}-{len(self._active)}"
+        result = Measurement("region", mon.channels)
+        try:
+            if self.align:
+                mon.sampler.wait_ticks_after(mon.clock(), count=1)
+            mon.begin_window(name)
+        except BaseException:
+            if self._monitor is None:
+                mon.close()
+            raise
+        self._active.append((mon, name, result))
+        return result
 
     def __exit__(self, *exc: object) -> None:
+        mon, name, result = self._active.pop()
         try:
-            synchronize(self._device)
-            self._rec.mark("end")
-            region = self._rec.phases().get("region")
-            m = self._result
-            if region is not None:
-                m.seconds, m.by_channel = (
-                    region.seconds,
-                    {k: float(v) for k, v in region.joules.items()},
-                )
-            m.quality = self._rec.quality()
-            m.trace = self._rec.trace()
-            m.meters = [x.describe() for x in self._meters]
-            self.measurements.append(m)
+            mon.end_window(name, into=result)
+            self.measurements.append(result)
         finally:
-            if self._given is None:
-                for x in self._meters:
-                    x.close()
+            if self._monitor is None:
+                mon.close()  # the sampler stops by itself once the end's update is in
 
     def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)

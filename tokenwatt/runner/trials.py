@@ -65,6 +65,7 @@ def run_trial(session: Session, index: int) -> tuple[dict[str, Any], dict[str, A
     row["counter_vs_trace_gap_pct"] = quality.get("counter_vs_trace_gap_pct")
     row["quality_flags"] = quality.get("flags", "")
     row["update_period_s"] = quality.get("update_period_s")
+    row.update(quality_columns(quality))
     detail = {
         "trial": index,
         "repetitions": reps,
@@ -76,6 +77,19 @@ def run_trial(session: Session, index: int) -> tuple[dict[str, Any], dict[str, A
         "edge_end": [m.edge_state() for m in session.meters],
     }
     return row, detail
+
+
+def quality_columns(quality: dict[str, Any]) -> dict[str, Any]:
+    """The counter's coverage and the phases' uncertainty, from the recorder's quality."""
+    seen, expected = quality.get("updates_seen"), quality.get("updates_expected")
+    err = quality.get("phase_j_err") or {}
+    return {
+        "updates_seen": seen,
+        "updates_expected": expected,
+        "missed_updates": None if seen is None or expected is None else seen < expected,
+        "prefill_j_err": err.get("prefill"),
+        "decode_j_err": err.get("decode"),
+    }
 
 
 def trial_row(

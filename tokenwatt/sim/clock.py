@@ -47,8 +47,8 @@ class VirtualDriver:
         self.clock.sleep(seconds)
 
     def wait(self, sampler: Any, done: Callable[[], bool], deadline: float) -> bool:
-        while not done() and self.clock() < deadline:
-            sampler.run(until=sampler.next_lane().next_wake)
+        while not done() and self.clock() < deadline and not sampler.stopping.is_set():
+            sampler.run(until=min(sampler.next_lane().next_wake, deadline))
         return done()
 
     def advance(self, sampler: Any, t: float) -> None:

@@ -2,9 +2,11 @@
 
 It reproduces what the SC'24 study (Yang, Adámek, Armour) found on A100/H100 boards:
 - the energy counter (`nvmlDeviceGetTotalEnergyConsumption`, mJ) changes only at sensor
-  updates, every `period_s` (100 ms), holding the exact energy up to the last update;
-- `NVML_FI_DEV_POWER_INSTANT` is the average over the last `instant_window_s` (25 ms) of each
-  period, published at the update with that update's timestamp (µs since 1970);
+  updates, every `period_s` (100 ms; `period_jitter_s` varies each gap, seeded, as real
+  boards do), holding the exact energy up to the last update;
+- `NVML_FI_DEV_POWER_INSTANT` is the average over the last `instant_window_s` (25 ms on
+  A100/H100; configurable, since other boards differ) of each period, published at the update
+  with that update's timestamp (µs since 1970);
 - `nvmlDeviceGetPowerUsage` is a 1 s moving average, refreshed at each update;
 - errors on demand (`inject_error`, real NVML codes raised as the real `pynvml.NVMLError_*`
   classes) and a driver reload on demand (`reload_driver`: the counter restarts near zero).
@@ -30,6 +32,7 @@ from types import ModuleType, SimpleNamespace
 from typing import Any
 
 from tokenwatt.sim.profiles import PiecewiseProfile, constant
+from tokenwatt.sim.ticks import TickSchedule
 
 TOKENWATT_SIMULATED = True
 
@@ -73,6 +76,9 @@ class SimGPU:
     instant_window_s: float = 0.025
     average_window_s: float = 1.0
     phase_s: float = 0.0  # sensor updates at phase_s + k * period_s (sim time)
+    period_jitter_s: float = 0.0  # each gap is period_s + U(-jitter, +jitter)
+    seed: int = 0  # of the jitter
+    stamp_offset_s: float = 0.0  # a driver that stamps the instant field off its update
     power_limit_w: float = 700.0
     has_counter: bool = True
     has_instant: bool = True
@@ -89,10 +95,17 @@ class SimGPU:
     def pci_bus_id(self) -> str:
         return f"00000000:{0x17 + 0x20 * self.index:02X}:00.0"
 
+    def __post_init__(self) -> None:
+        self.schedule = TickSchedule(self.period_s, self.period_jitter_s, self.phase_s,
+                                     self.seed + 7919 * self.index)  # fmt: skip
+
     def tick(self, t: float) -> float:
         """The last sensor update at or before sim time t."""
-        k = (t - self.phase_s) // self.period_s
-        return self.phase_s + k * self.period_s
+        return self.schedule.last_at_or_before(t)
+
+    def ticks(self, t0: float, t1: float) -> list[float]:
+        """Every sensor update in (t0, t1], sim time: the ground truth of update times."""
+        return self.schedule.between(t0, t1)
 
     def counter_mj(self, t: float) -> int:
         return int(self.base_mj + 1000.0 * (self.profile.cumulative(self.tick(t)) - self.zero_j))
@@ -112,6 +125,7 @@ class _State:
     initialized: int = 0
     epoch_offset_s: float = 0.0
     calls: dict[str, int] = field(default_factory=dict)
+    generation: int = 0  # bumped by configure: the driver version says the boards changed
 
 
 STATE = _State()
@@ -134,6 +148,7 @@ def configure(
     STATE.gpus = [SimGPU(i, p, **gpu_kwargs) for i, p in enumerate(profiles)]
     STATE.errors = {}
     STATE.calls = {}
+    STATE.generation += 1
     return STATE.gpus
 
 
@@ -186,7 +201,8 @@ def nvmlShutdown() -> None:
 
 def nvmlSystemGetDriverVersion() -> str:
     _enter("nvmlSystemGetDriverVersion")
-    return "570.00-sim"
+    # A new configuration is a new machine: what was measured about the old boards is stale.
+    return f"570.00-sim{STATE.generation}"
 
 
 def nvmlDeviceGetCount() -> int:
@@ -277,7 +293,7 @@ def nvmlDeviceGetFieldValues(handle: Any, fieldIds: list[Any]) -> Any:
     for v, fid in zip(values, fieldIds):
         fid, scope = fid if isinstance(fid, tuple) else (fid, 0)
         v.fieldId, v.scopeId = fid, scope
-        v.timestamp = int((STATE.origin + tick + STATE.epoch_offset_s) * 1e6)
+        v.timestamp = int((STATE.origin + tick + gpu.stamp_offset_s + STATE.epoch_offset_s) * 1e6)
         v.valueType = real.NVML_VALUE_TYPE_UNSIGNED_INT
         v.nvmlReturn = real.NVML_SUCCESS
         if fid == real.NVML_FI_DEV_POWER_INSTANT and gpu.has_instant:
@@ -295,9 +311,8 @@ def nvmlDeviceGetSamples(device: Any, sampling_type: int, timeStamp: int) -> tup
     gpu = _gpu(device)
     if sampling_type != real.NVML_TOTAL_POWER_SAMPLES:
         raise NVMLError(real.NVML_ERROR_NOT_SUPPORTED)
-    t, out = gpu.tick(now()), []
-    for k in range(int(1.0 / gpu.period_s), -1, -1):
-        tk = t - k * gpu.period_s
+    t, out = now(), []
+    for tk in gpu.ticks(t - 1.0, t):
         us = int((STATE.origin + tk + STATE.epoch_offset_s) * 1e6)
         if us > timeStamp:
             mw = gpu.window_mw(tk, gpu.instant_window_s)
@@ -340,9 +355,11 @@ def install_from_env(env: dict[str, str] | None = None) -> list[SimGPU]:
     """Configure from TOKENWATT_SIM_* variables.
 
     TOKENWATT_SIM_POWER_W   constant board power in W (default 300)
-    TOKENWATT_SIM_PROFILE   steady|steps|spikes|bursts instead of a constant (seeded, 120 s)
+    TOKENWATT_SIM_PROFILE   steady|steps|spikes|bursts|phases instead of a constant (seeded, 120 s)
     TOKENWATT_SIM_GPUS      number of boards (default 1)
     TOKENWATT_SIM_PERIOD_MS sensor update period (default 100)
+    TOKENWATT_SIM_JITTER_MS each update gap varies by up to this much (default 0)
+    TOKENWATT_SIM_INSTANT_MS averaging window of the instant power field (default 25)
     TOKENWATT_SIM_NO_COUNTER=1  no energy counter (pre-Volta): the meter must fall back
     TOKENWATT_SIM_ARCH      NVML architecture number (default 9, Hopper)
     TOKENWATT_SIM_MIG=1     MIG mode enabled
@@ -352,6 +369,8 @@ def install_from_env(env: dict[str, str] | None = None) -> list[SimGPU]:
     env = dict(os.environ if env is None else env)
     kwargs: dict[str, Any] = {
         "period_s": float(env.get("TOKENWATT_SIM_PERIOD_MS", "100")) / 1000.0,
+        "period_jitter_s": float(env.get("TOKENWATT_SIM_JITTER_MS", "0")) / 1000.0,
+        "instant_window_s": float(env.get("TOKENWATT_SIM_INSTANT_MS", "25")) / 1000.0,
         "has_counter": env.get("TOKENWATT_SIM_NO_COUNTER", "") not in ("1", "true"),
         "arch": int(env.get("TOKENWATT_SIM_ARCH", str(real.NVML_DEVICE_ARCH_HOPPER))),
         "mig": env.get("TOKENWATT_SIM_MIG", "") in ("1", "true"),

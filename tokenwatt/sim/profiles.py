@@ -111,4 +111,67 @@ def bursts(prefill_w: float = 620.0, decode_w: float = 380.0, gap_w: float = 150
     return PiecewiseProfile(times, watts, name="bursts", labels=labels)
 
 
-PROFILES = {"steady": steady, "steps": steps, "spikes": spikes, "bursts": bursts}
+def phases(ticks: list[float] | None = None, offset_s: float = 0.0,
+           levels: tuple[float, ...] = (150.0, 420.0, 610.0, 300.0),
+           hold: tuple[int, int] = (1, 8), seconds: float = 120.0, period_s: float = 0.1,
+           seed: int = 0) -> PiecewiseProfile:  # fmt: skip
+    """Levels held for whole update periods: every change falls `offset_s` after an update.
+
+    `ticks` are the sensor's update times (sim time; `SimGPU.ticks`), so the changes follow a
+    jittered sensor too; without them, the nominal grid k * period_s. offset_s=0 puts every
+    change on an update (the case where "continue the previous period's power" is wrong);
+    offset_s=period/2 puts them all between updates.
+    """
+    rng = random.Random(seed)
+    grid = ticks if ticks is not None else [k * period_s for k in range(int(seconds / period_s))]
+    grid = [t + offset_s for t in grid if 0.0 < t + offset_s < seconds]
+    times, watts, i = [0.0], [rng.choice(levels)], 0
+    while True:
+        i += rng.randint(*hold)
+        if i >= len(grid):
+            break
+        times.append(grid[i])
+        watts.append(rng.choice([x for x in levels if x != watts[-1]]))
+    name = "phases-on-ticks" if offset_s == 0 else "phases-off-ticks"
+    return PiecewiseProfile(times, watts, name=name)
+
+
+def with_noise(profile: PiecewiseProfile, noise_w: float = 10.0, block_s: float = 0.005,
+               seed: int = 0, seconds: float | None = None) -> PiecewiseProfile:  # fmt: skip
+    """The profile plus uniform noise of +-noise_w held for block_s: a real board's ripple
+    (until `seconds`, else a second past the profile's last change)."""
+    rng = random.Random(seed)
+    end = max(profile.times[-1] + 1.0, seconds or 0.0)
+    grid = sorted(set(profile.times) | {i * block_s for i in range(int(end / block_s) + 1)})
+    watts = [profile.power(t) + rng.uniform(-noise_w, noise_w) for t in grid]
+    return PiecewiseProfile(grid, watts, name=f"{profile.name}+noise",
+                            labels=None)  # fmt: skip
+
+
+PROFILES = {"steady": steady, "steps": steps, "spikes": spikes, "bursts": bursts,
+            "phases": phases}  # fmt: skip
+
+
+class LiveProfile(PiecewiseProfile):
+    """A profile the running code drives: `switch(t, watts)` changes the power from sim time t
+    on, as a GPU's power follows the work it is given (a benchmark switches at each phase
+    mark). `ripple` (zero-mean, e.g. `with_noise(constant(0))`) is added on top. Changes are
+    appended in time order and never before a time a sensor has already published."""
+
+    def __init__(self, watts: float, ripple: PiecewiseProfile | None = None) -> None:
+        super().__init__([0.0], [float(watts)], name="live")
+        self.ripple = ripple
+
+    def switch(self, t: float, watts: float) -> None:
+        t = max(t, self.times[-1])
+        cum = self._cum[-1] + self.watts[-1] * (t - self.times[-1])
+        # cumulative values and levels first: a reader in another thread bisects on times
+        self._cum.append(cum)
+        self.watts.append(float(watts))
+        self.times.append(t)
+
+    def power(self, t: float) -> float:
+        return super().power(t) + (self.ripple.power(t) if self.ripple else 0.0)
+
+    def cumulative(self, t: float) -> float:
+        return super().cumulative(t) + (self.ripple.cumulative(t) if self.ripple else 0.0)

@@ -11,7 +11,11 @@ One `NvmlMeter` per GPU, one channel `gpu<nvml index>`:
 - without a counter, source `nvml-power-integrated`: the instant field integrated over the
   reads (trapezoids), or `nvmlDeviceGetPowerUsage` on pre-Ampere boards only, where it is
   instantaneous.
-- the counter's real update period is measured at open (`update_period_s`), not assumed.
+- the counter's real update period is measured at the first open in a process
+  (`update_period_s`), not assumed, and kept for the board (`boards.py`); so is the instant
+  field's averaging window, estimated from the updates seen (`instant_window_s`).
+- NVML stays initialised once a meter has opened (init is slow on boards without persistence
+  mode), so later opens cost a few NVML calls.
 MIG is refused (slices report the whole board). Other processes on the board are warned about:
 readings are per board, not per process.
 """
@@ -28,6 +32,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from tokenwatt.energy.meters import boards
 from tokenwatt.energy.meters.base import Channel, Meter
 from tokenwatt.errors import MeterError, MeterUnavailable
 
@@ -73,6 +78,19 @@ def nvml_init(nvml: ModuleType) -> None:
             f"NVML could not start ({e}); no NVIDIA driver is loaded on this machine. "
             "Install the driver or use --meter rapl/estimate"
         ) from None
+
+
+_KEPT: set[int] = set()
+_KEPT_LOCK = threading.Lock()
+
+
+def keep_initialised(nvml: ModuleType) -> None:
+    """Hold one NVML reference for the rest of the process (NVML counts inits), so closing a
+    meter never makes the next open pay NVML's start-up again."""
+    with _KEPT_LOCK:
+        if id(nvml) not in _KEPT:
+            nvml.nvmlInit()
+            _KEPT.add(id(nvml))
 
 
 def cuda_target(device: str, nvml: ModuleType) -> str | int:
@@ -184,7 +202,22 @@ class NvmlMeter(Meter):
         except self.nvml.NVMLError as e:
             self.nvml.nvmlShutdown()
             raise MeterUnavailable(f"NVML GPU {target}: {e}") from None
-        self._period = self.measure_update_period() if measure_period else None
+        self.facts = self._board_facts() if measure_period else boards.BoardFacts(None)
+        self._period = self.facts.period_s
+        keep_initialised(self.nvml)
+
+    def _board_facts(self) -> boards.BoardFacts:
+        try:
+            driver = _text(self.nvml.nvmlSystemGetDriverVersion())
+        except self.nvml.NVMLError:
+            driver = "?"
+        key = (getattr(self.nvml, "__name__", "nvml"), driver, self.uuid)
+        known = boards.facts_for(key)
+        if known is not None:
+            return known
+        facts = boards.BoardFacts(None)
+        facts.period_s = self.measure_update_period(note=facts)
+        return boards.remember(key, facts)
 
     def _open(self, target: int | str) -> None:
         nv = self.nvml
@@ -220,6 +253,7 @@ class NvmlMeter(Meter):
             f"gpu{self.index}", "gpu-board", source, not self.simulated, self.device_name
         )
         wall = getattr(self.clock, "wall", time.time)  # a virtual clock brings its own
+        self._wall = wall if self.clock is time.perf_counter else None
         self._epoch_to_clock = self.clock() - wall()
         self._raw0 = self._last_raw = self._counter_mj() if self.has_counter else 0
         self._offset_mj = 0
@@ -340,15 +374,24 @@ class NvmlMeter(Meter):
         s = self._instant_field() if self.has_instant else None
         if s is None:
             return None
-        return s[0] / 1e6 + self._epoch_to_clock, s[1] / 1000.0
+        return s[0] / 1e6 + self._clock_offset(), s[1] / 1000.0
+
+    def _clock_offset(self) -> float:
+        """Seconds to add to a time since 1970 to get this meter's clock; taken afresh (two
+        clock reads) so a long-lived meter follows the wall clock's adjustments."""
+        if self._wall is None:
+            return self._epoch_to_clock
+        return self.clock() - self._wall()
 
     # ---- update period ------------------------------------------------------------------
 
-    def measure_update_period(self, changes: int = 4, timeout_s: float = 2.0) -> float | None:
-        """Poll the counter every millisecond and time its changes; the median gap."""
+    def measure_update_period(self, changes: int = 4, timeout_s: float = 2.0,
+                              note: boards.BoardFacts | None = None) -> float | None:  # fmt: skip
+        """Poll the counter every millisecond and time its changes; the median gap. Each whole
+        period seen is also given to `note` (for the instant window)."""
         if not self.has_counter:
             return None
-        times, last, start = [], self._counter_mj(), self.clock()
+        times, raws, last, start = [], [], self._counter_mj(), self.clock()
         prev_t = start
         while len(times) < changes and self.clock() - start < timeout_s:
             self.sleep(0.001)
@@ -356,7 +399,12 @@ class NvmlMeter(Meter):
             raw = self._counter_mj()
             if raw != last:
                 times.append(0.5 * (prev_t + t0))
+                raws.append(raw)
                 last = raw
+                if note is not None and len(raws) >= 2 and self.has_instant:
+                    mw = self._instant_mw()
+                    if mw is not None:
+                        note.note((raws[-1] - raws[-2]) / 1000, times[-1] - times[-2], mw / 1000)
             prev_t = t0
         gaps = [b - a for a, b in zip(times, times[1:])]
         return statistics.median(gaps) if gaps else None
@@ -365,10 +413,17 @@ class NvmlMeter(Meter):
         return self._period
 
     def instant_window_s(self) -> float | None:
-        """The instant field's averaging window of this board, as benchmarks/gpu_check.py
-        measured it (TOKENWATT_SENSOR_FILE); None where not measured (25 ms is assumed)."""
+        """The instant field's averaging window of this board: as benchmarks/gpu_check.py
+        measured it with a square wave (TOKENWATT_SENSOR_FILE) where that file names the board,
+        else the running estimate from dated updates (boards.py); None until either exists."""
+        if not self.has_instant:
+            return None
         value = sensor_calibration(self.uuid).get("instant_window_s")
-        return float(value) if value else None
+        return float(value) if value else self.facts.instant_window_s
+
+    def note_update(self, energy_j: float, seconds: float, instant_w: float) -> None:
+        """The sampler's hook: one dated update period, for the instant window's estimate."""
+        self.facts.note(energy_j, seconds, instant_w)
 
     # ---- metadata -----------------------------------------------------------------------
 
@@ -398,15 +453,22 @@ class NvmlMeter(Meter):
             source=self.source,
             instant_power_field=self.has_instant,
             update_period_s=self._period,
-            instant_window_s=self.instant_window_s(),
-            instant_window_source=sensor_calibration(self.uuid).get("source")
-            or "assumed 25 ms (Yang et al., SC'24); measure it: benchmarks/gpu_check.py",
+            **self._window_description(),
             power_limit_w=self.power_limit_w,
             other_processes=self.other_processes,
             driver_reloads=self.reloads,
             simulated=self.simulated,
         )
         return d
+
+    def _window_description(self) -> dict[str, Any]:
+        if not self.has_instant:
+            return {}
+        calibrated = sensor_calibration(self.uuid)
+        if calibrated.get("instant_window_s"):
+            return {"instant_window_s": float(calibrated["instant_window_s"]),
+                    "instant_window_source": calibrated.get("source") or SENSOR_FILE_ENV}
+        return self.facts.describe()
 
     def close(self) -> None:
         try:

@@ -8,10 +8,16 @@ the model: a CPU model, another process, a server.
 auto: boards given, or a `cuda` model, get NVML (a GPU run never falls back to a CPU estimate
 that would not cover the GPU); otherwise RAPL when `energy_uj` is readable, else the labelled
 CPU estimate. Naming a meter that cannot run here is a user error with the fix.
+
+Measuring a region of the caller's code (`Monitor`, `measure`) with device="auto" and no boards
+named measures the NVIDIA boards this process can see (CUDA_VISIBLE_DEVICES, else every board
+NVML lists) whether or not torch was imported; only where NVML sees none is it the CPU.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 
 from tokenwatt.energy.meters.base import Meter
@@ -110,3 +116,75 @@ def boards_not_running_the_model(meters: Sequence[Meter], device: str) -> str | 
         return (f"measured boards {names} are not the model's board ({device}); their energy "
                 "is whatever else runs there")  # fmt: skip
     return None
+
+
+# ---- regions of the caller's code (Monitor, measure) ----------------------------------------
+
+
+def region_device(device: str) -> str:
+    """The device to synchronise at a region's edges. "auto": CUDA when torch uses it (the
+    synchronisation is a no-op otherwise); a cuda device that is not there is a one-line
+    UserError whether or not torch was imported."""
+    if device == "auto":
+        return "cuda"
+    if not device.startswith("cuda"):
+        return device
+    if "torch" in sys.modules:
+        from tokenwatt._util.devices import resolve_device
+
+        return resolve_device(device, import_torch=False)
+    if not visible_boards():
+        raise UserError(f"device: {device!r} asked for but no NVIDIA GPU is visible here "
+                        "(NVML lists none); use device='cpu' or device='auto'")  # fmt: skip
+    return device
+
+
+_NO_NVML: set[str] = set()  # bindings that could not start: not tried again in this process
+
+
+def visible_boards(nvml_module: str | None = None) -> list[str]:
+    """NVML identities of the boards this process can use: CUDA_VISIBLE_DEVICES's entries
+    (indexes or UUIDs, mapped to NVML's), else every board NVML lists; [] without NVML."""
+    from tokenwatt.energy.meters.nvml import board_target, import_pynvml, nvml_init
+
+    name = nvml_module or os.environ.get("TOKENWATT_NVML_MODULE") or "pynvml"
+    if name in _NO_NVML:
+        return []
+    try:
+        nvml = import_pynvml(nvml_module)
+        nvml_init(nvml)
+    except MeterUnavailable:
+        _NO_NVML.add(name)
+        return []
+    try:
+        count = nvml.nvmlDeviceGetCount()
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is None:
+            return [str(i) for i in range(count)]
+        out = []
+        for entry in filter(None, (v.strip() for v in visible.split(","))):
+            try:
+                out.append(str(board_target(entry, nvml)))
+            except MeterUnavailable:
+                continue  # a MIG slice or an entry that names nothing: not measurable
+        return out
+    finally:
+        nvml.nvmlShutdown()
+
+
+def open_region_meters(choice: str, device: str, *, gpus: Sequence[str] | None = None,
+                       cpu_tdp_w: float | None = None) -> list[Meter]:  # fmt: skip
+    """Meters for a region of the caller's code: as `open_meters`, except that auto on device
+    "auto" measures the visible NVIDIA boards (`visible_boards`) when there are any."""
+    if device == "auto":
+        boards = visible_boards() if choice in ("auto", "nvml") and not gpus else []
+        if boards:
+            return open_meters("nvml", "cpu", gpus=boards, cpu_tdp_w=cpu_tdp_w)
+        device = "cpu"
+    try:
+        return open_meters(choice, device, gpus=gpus, cpu_tdp_w=cpu_tdp_w)
+    except UserError as e:
+        if device.startswith("cuda") and not gpus:
+            raise UserError(f"device: {device!r} cannot be measured ({e}); use device='cpu' "
+                            "or device='auto'") from None  # fmt: skip
+        raise
