@@ -189,5 +189,3 @@ def pending(
         return list(cases)
     rerun = {"failed"} if retry_failed else set()
     return [c for c in cases if states.get(c.case_id) is None or states[c.case_id] in rerun]
-
-
