@@ -51,8 +51,9 @@ def prepare_session(cfg: RunConfig, device: str) -> Session:
     )
     model = loaded.model
     prec = apply_precision(model, cfg.precision, device)
-    vocab = model.config.get_text_config().vocab_size
-    prompts = make_prompts(cfg.workload, vocab, loaded.tokenizer, device)
+    text_config = model.config.get_text_config()
+    context = getattr(text_config, "max_position_embeddings", None)
+    prompts = make_prompts(cfg.workload, text_config.vocab_size, loaded.tokenizer, device, context)
     fidelity = measure_fidelity(cfg, model, device) if cfg.fidelity.enabled else {}
     m = cfg.measure
     meters = open_meters(m.meter, device, gpus=m.gpus, cpu_tdp_w=m.cpu_tdp_w)
