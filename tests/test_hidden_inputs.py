@@ -49,8 +49,11 @@ YAML_CASES = {
     "list bomb as a string field": (_bomb() + "name: *a8\n", ("aliases expand",)),
     "mapping bomb under workload": (
         "m0: &m0 {a: 1, b: 1, c: 1, d: 1, e: 1, f: 1, g: 1, h: 1}\n"
-        + "".join(f"m{i}: &m{i} {{a: *m{i-1}, b: *m{i-1}, c: *m{i-1}, d: *m{i-1}, "
-                  f"e: *m{i-1}, f: *m{i-1}, g: *m{i-1}, h: *m{i-1}}}\n" for i in range(1, 9))
+        + "".join(
+            f"m{i}: &m{i} {{a: *m{i - 1}, b: *m{i - 1}, c: *m{i - 1}, d: *m{i - 1}, "
+            f"e: *m{i - 1}, f: *m{i - 1}, g: *m{i - 1}, h: *m{i - 1}}}\n"
+            for i in range(1, 9)
+        )
         + "workload: *m8\n",
         ("aliases expand",),
     ),  # fmt: skip
@@ -202,14 +205,20 @@ def _truncate(d: Path) -> None:
 
 CHECKPOINTS = {
     "truncated safetensors": (_truncate, ("cannot load the weights", "damaged")),
-    "empty safetensors": (lambda d: (d / "model.safetensors").write_bytes(b""),
-                          ("cannot load the weights",)),  # fmt: skip
+    "empty safetensors": (
+        lambda d: (d / "model.safetensors").write_bytes(b""),
+        ("cannot load the weights",),
+    ),  # fmt: skip
     "negative hidden_size": (lambda d: _config(d, hidden_size=-256), ("hidden_size=-256",)),
     "hidden_size -1": (lambda d: _config(d, hidden_size=-1), ("config.json", "hidden size")),
-    "weights of another shape": (lambda d: _config(d, hidden_size=128),
-                                 ("other shapes than its config.json",)),  # fmt: skip
-    "a 100,000-layer model": (lambda d: _config(d, num_hidden_layers=100_000),
-                              ("needs at least", "GiB", "free")),  # fmt: skip
+    "weights of another shape": (
+        lambda d: _config(d, hidden_size=128),
+        ("other shapes than its config.json",),
+    ),  # fmt: skip
+    "a 100,000-layer model": (
+        lambda d: _config(d, num_hidden_layers=100_000),
+        ("needs at least", "GiB", "free"),
+    ),  # fmt: skip
 }
 
 

@@ -114,9 +114,7 @@ def test_disk_full_at_run_json_leaves_no_summary_row(tmp_path, fast_args, monkey
     assert not (out / "summary.csv").exists() and not (out / "run.json").exists()
 
 
-def test_read_only_mid_run_is_one_line_and_keeps_the_first_trial(
-    tmp_path, fast_args, monkeypatch
-):
+def test_read_only_mid_run_is_one_line_and_keeps_the_first_trial(tmp_path, fast_args, monkeypatch):
     out = tmp_path / "out"
     _fail_on(monkeypatch, "results.csv", "append", errno.EROFS)  # the first row makes the file
     r = cli_run("run", *fast_args, "--no-fidelity", "--out", str(out), "-q")
