@@ -131,3 +131,84 @@ def test_a_complete_run_has_its_record_and_row(tmp_path, fast_args):
     summary = pd.read_csv(out / "summary.csv")
     runs = json.loads((out / "run.json").read_text())["runs"]
     assert list(summary["run_id"]) == [r["run_id"] for r in runs]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MiB filesystem (tmpfs), where this process may mount one (root); else skip."""
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:  # fmt: skip
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("free_kib", [8, 64])
+def test_a_disk_that_fills_for_real(small_disk, free_kib):
+    """The trial rows fit; the run.json record (with its traces) does not: one line, the rows
+    kept whole, and no summary row without its record."""
+    import subprocess
+    import sys
+
+    with open(small_disk / "filler", "wb") as f:  # leave free_kib free
+        f.write(b"\0" * (os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+                         - free_kib * 1024))  # fmt: skip
+    out = small_disk / "out"
+    cmd = [sys.executable, "-m", "tokenwatt.cli", "run", *FAST, "--repeats", "3",
+           "--no-fidelity", "--meter", "estimate", "--out", str(out), "-q"]  # fmt: skip
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    err = p.stderr.strip()
+    if p.returncode == 0:  # everything fitted: then all three files agree
+        runs = json.loads((out / "run.json").read_text())["runs"]
+        assert len(pd.read_csv(out / "summary.csv")) == len(runs) == 1
+        return
+    assert p.returncode == 1 and "\n" not in err and "No space left on device" in err, err
+    trials = pd.read_csv(out / "results.csv")
+    assert 1 <= len(trials) <= 3 and trials["decode_j_per_token"].notna().all()
+    has_summary = (out / "summary.csv").exists()
+    has_record = (out / "run.json").exists()
+    assert has_summary == has_record  # the pair lands together or not at all
+    assert not (out / ".tokenwatt.journal").exists()
+
+
+@pytest.mark.slow
+def test_a_folder_that_turns_read_only_mid_run(tmp_path):
+    """Permissions taken away after the first trial: one line, the finished trials kept."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.test_bad_input import _root_obeying_permissions
+
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        prefix = _root_obeying_permissions() or []
+        if not prefix:
+            pytest.skip("root writes through permission bits, and setpriv cannot drop that")
+    out = tmp_path / "out"
+    cmd = [*prefix, sys.executable, "-m", "tokenwatt.cli", "run", *FAST, "--repeats", "50",
+           "--min-seconds", "0.2", "--no-fidelity", "--meter", "estimate", "--out", str(out),
+           "-q"]  # fmt: skip
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "results.csv").exists():
+            assert p.poll() is None and time.monotonic() < deadline, p.stderr.read()
+            time.sleep(0.02)
+        (out / "results.csv").chmod(0o444)
+        out.chmod(0o555)
+        _, err = p.communicate(timeout=300)
+    finally:
+        out.chmod(0o755)
+        p.kill()
+    assert p.returncode == 1 and "Permission denied" in err, err
+    assert len(err.strip().splitlines()) == 1 and "kept" in err
+    assert len(pd.read_csv(out / "results.csv")) >= 1
+    assert not (out / "summary.csv").exists() and not (out / "run.json").exists()

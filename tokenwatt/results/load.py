@@ -22,7 +22,7 @@ def load_results(*paths: str | Path, summary: bool = False) -> Any:
             raise UserError(
                 f"results: {str(csv_path)!r} not found; give a tokenwatt results folder"
             )
-        df = _read_csv(csv_path, need="" if summary else "run_id")
+        df = _read_csv(csv_path, trials=not summary)
         df["results_dir"] = str(csv_path.parent)
         frames.append(df)
     if not frames:
@@ -31,9 +31,9 @@ def load_results(*paths: str | Path, summary: bool = False) -> Any:
     return pd.concat(frames, ignore_index=True, sort=False)
 
 
-def _read_csv(path: Path, need: str) -> Any:
+def _read_csv(path: Path, trials: bool) -> Any:
     """A results CSV, or one line saying why it is not one (empty, garbage, someone else's:
-    without the column `need`; summaries are judged by the columns their reader needs)."""
+    trial rows without schema_version and run_id; summaries are judged by their readers)."""
     import pandas as pd
 
     try:
@@ -45,9 +45,10 @@ def _read_csv(path: Path, need: str) -> Any:
         why = type(e).__name__
         raise UserError(f"results: {str(path)!r} is not a CSV tokenwatt can read ({why}); "
                         "give a tokenwatt results folder") from None  # fmt: skip
-    if need and need not in df.columns:
-        raise UserError(f"results: {str(path)!r} is not a tokenwatt results file (no {need} "
-                        "column); give a tokenwatt results folder")  # fmt: skip
+    if trials and not {"schema_version", "run_id"} & set(df.columns):
+        raise UserError(f"results: {str(path)!r} is not a tokenwatt results file (no "
+                        "schema_version or run_id column); give a tokenwatt results "
+                        "folder")  # fmt: skip
     return df
 
 
