@@ -212,3 +212,15 @@ def test_a_folder_that_turns_read_only_mid_run(tmp_path):
     assert len(err.strip().splitlines()) == 1 and "kept" in err
     assert len(pd.read_csv(out / "results.csv")) >= 1
     assert not (out / "summary.csv").exists() and not (out / "run.json").exists()
+
+
+def test_a_sweep_checks_its_folder_too(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.csv").write_bytes(b"\xff\xfe garbage")
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(f"precision: [fp32, bf16]\nout: {out}\n")
+    before = snapshot(tmp_path)
+    for flags in (("--dry-run",), ("-q",)):
+        assert_one_line(cli_run("sweep", str(cfg), *flags), "results.csv", "not UTF-8")
+    assert snapshot(tmp_path) == before

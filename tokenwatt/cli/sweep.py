@@ -42,13 +42,13 @@ def sweep(
     sweep goes on (exit 0).
     """
     from tokenwatt.cli.console import console
-    from tokenwatt.results.folder import case_states
+    from tokenwatt.results.folder import case_states, check_out_dir
     from tokenwatt.sweep.plan import load_sweep, pending
     from tokenwatt.sweep.run import failure_summary, run_sweep
 
     data, cases = load_sweep(config, out, region, pue, max_cases=max_cases)
     if dry_run:
-        states = case_states(Path(data["out"]))
+        states = case_states(check_out_dir(data["out"]))  # a damaged folder: one line
         todo = {c.case_id for c in pending(cases, states, force, retry_failed)}
         for c in cases:
             state = "run" if c.case_id in todo else states.get(c.case_id, "")
