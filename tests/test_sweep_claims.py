@@ -152,7 +152,7 @@ model: preset:tiny-llama
 precision: [fp32, bf16]
 device: cpu
 workload: {batch_size: 1, prompt_tokens: 8, new_tokens: 6}
-measure: {meter: estimate, warmup: 0, repeats: 30, min_seconds: 0.1, idle_seconds: 0}
+measure: {meter: estimate, warmup: 0, repeats: 20, min_seconds: 0.1, idle_seconds: 0}
 fidelity: {enabled: false}
 out: OUT
 """
@@ -207,8 +207,28 @@ def test_sweep_killed_alone_then_resumed_at_once(tmp_path):
     summary = pd.read_csv(out / SUMMARY_CSV)
     assert len(summary) == 2 and summary["case_id"].is_unique
     rows = pd.read_csv(out / RESULTS_CSV)
-    assert (rows["status"] == "ok").all() and len(rows) == 60
+    assert (rows["status"] == "ok").all() and len(rows) == 40
     assert set(rows["run_id"]) == set(summary["run_id"])  # no trial of a run left incomplete
     meta = json.loads((out / "run.json").read_text())
     assert len(meta["runs"]) == 2 and not meta.get("failures")
     assert not (out / ".staging").exists() and not (out / ".cases").exists()
+
+
+@pytest.mark.slow
+def test_two_sweeps_started_at_once_measure_each_case_once(tmp_path):
+    out = tmp_path / "sweep"
+    cfg = tmp_path / "sweep.yaml"
+    one_case = SWEEP.replace("[fp32, bf16]", "fp32").replace("repeats: 20", "repeats: 2")
+    cfg.write_text(one_case.replace("OUT", str(out)))
+    cmd = [sys.executable, "-m", "tokenwatt.cli", "sweep", str(cfg), "-q"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]  # fmt: skip
+    results = [(p.wait(timeout=900), p.stdout.read(), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _, _ in results)
+    if codes == [0, 0]:  # the machine was so slow that one began after the other had ended
+        assert any("(1 skipped as already done)" in out for _, out, _ in results), results
+    else:
+        assert codes == [0, 2], results
+        (refused,) = [err for code, _, err in results if code == 2]
+        assert "another sweep is running" in refused and len(refused.strip().splitlines()) == 1
+    assert len(pd.read_csv(out / SUMMARY_CSV)) == 1
