@@ -84,7 +84,7 @@ def test_a_huge_config_file_is_refused_unread(work):
         f.write("cases:\n")
         f.write("  - {precision: bf16}\n" * 2_500_000)
     with time_limit(LIMIT_S):
-        rejected(work, str(p), needles=("larger than 1 MiB",))
+        rejected(work, str(p), needles=("larger than 256 KiB",))
 
 
 def test_seed_flag_beyond_64_bits(work):

@@ -280,8 +280,8 @@ def default_config_text() -> str:
     return resources.files("tokenwatt").joinpath("configs/quickstart.yaml").read_text("utf-8")
 
 
-MAX_CONFIG_BYTES = 1 << 20  # 1 MiB: a grid of thousands of cases fits; a 50 MB file is a mistake
-MAX_VALUES = 100_000  # values a config may hold once YAML aliases are expanded
+MAX_CONFIG_BYTES = 256 << 10  # real configs are a few KiB; PyYAML builds ~100 KiB/s of objects
+MAX_VALUES = 1_000_000  # values once YAML aliases expand (a 256 KiB file without them holds fewer)
 MAX_DEPTH = 64
 
 
@@ -344,7 +344,7 @@ def _read_config_text(p: Path) -> str:
     with open(p, "rb") as f:  # read at most the cap: the file may be huge or still growing
         raw = f.read(MAX_CONFIG_BYTES + 1)
     if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{p}: larger than {MAX_CONFIG_BYTES >> 20} MiB; a config is a "
+        raise ConfigError(f"{p}: larger than {MAX_CONFIG_BYTES >> 10} KiB; a config is a "
                           "short YAML file (a grid is a few lists, not every case written "
                           "out)")  # fmt: skip
     try:

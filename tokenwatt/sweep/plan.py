@@ -110,19 +110,17 @@ def _check_size(
     """Count the cases before making any (each is validated, so a huge grid would take
     minutes only to be too big to run)."""
     n = 0
-    for entry in entries:
+    for entry in entries:  # a product of list lengths: counting is cheap, making is not
         point = 1
         for _, values in _axes(_merge(base, entry)):
             point *= max(len(values), 1)
         n += point
-        if n > max_cases:
-            break
-    turns = _turns(agent, where) if agent else 1
-    if n * turns > max_cases:
+    n *= _turns(agent, where) if agent else 1
+    if n > max_cases:
         raise ConfigError(
-            f"{where}: the grid has {'more than ' if n > max_cases else ''}{n * turns:,} cases, "
-            f"over the limit of {max_cases:,}; each runs for minutes in its own process, so "
-            "split the sweep or pass --max-cases to allow more"
+            f"{where}: the grid has {n:,} cases, over the limit of {max_cases:,}; each runs "
+            "for minutes in its own process, so split the sweep or pass --max-cases to allow "
+            "more"
         )
 
 
