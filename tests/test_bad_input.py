@@ -50,7 +50,7 @@ def assert_one_line(result, *needles: str) -> str:
 @pytest.fixture
 def work(tmp_path: Path) -> Path:
     (tmp_path / "existing").mkdir()
-    (tmp_path / "existing" / "results.csv").write_text("run_id,trial\nold,0\n")
+    (tmp_path / "existing" / "results.csv").write_text("run_id,trial,schema_version\nold,0,1\n")
     return tmp_path
 
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
+    StrictBool,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -27,19 +31,40 @@ EXPERTS = ("tokenwatt", "transformers")
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
+# YAML's `true` is no batch size and its 'yes' no boolean: numbers and flags are taken as
+# typed (a float field still takes an integer).
+StrictFloat = Annotated[float, Strict()]
+MAX_PATH = 4096  # PATH_MAX on Linux: longer paths fail in the OS with an unclear error
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, v: Any) -> Any:
+        items = v if isinstance(v, list) else [v]
+        if any(isinstance(x, str) and "\x00" in x for x in items):
+            raise ValueError("contains a NUL byte; remove it")
+        return v
+
 
 class Workload(_Strict):
-    batch_size: int = Field(1, ge=1, le=65536, description="Sequences decoded together.")
-    prompt_tokens: int = Field(128, ge=1, le=1_048_576, description="Prompt length in tokens.")
-    new_tokens: int = Field(
+    batch_size: StrictInt = Field(1, ge=1, le=65536, description="Sequences decoded together.")
+    prompt_tokens: StrictInt = Field(
+        128, ge=1, le=1_048_576, description="Prompt length in tokens."
+    )
+    new_tokens: StrictInt = Field(
         128, ge=2, le=1_048_576, description="Tokens generated per sequence (EOS ignored)."
     )
-    seed: int = Field(0, description="Seed for random weights and prompts.")
+    seed: StrictInt = Field(  # torch seeds its generators with 64 bits
+        0, ge=-(2**63), le=2**64 - 1, description="Seed for random weights and prompts."
+    )
     prompts_file: str | None = Field(
-        None, description="Text file of prompts, one per line (needs a model with a tokenizer)."
+        None,
+        min_length=1,
+        max_length=MAX_PATH,
+        description="Text file of prompts, one per line (needs a model with a tokenizer).",
     )
 
 
@@ -50,28 +75,28 @@ class Measure(_Strict):
         description="GPU boards to measure (NVML indexes, UUIDs or PCI bus ids, comma-separated);"
         " default: the boards the model runs on.",
     )
-    warmup: int = Field(1, ge=0, le=1000, description="Unmeasured warm-up generations.")
-    repeats: int = Field(5, ge=1, le=10000, description="Measured trials.")
-    min_seconds: float = Field(
+    warmup: StrictInt = Field(1, ge=0, le=1000, description="Unmeasured warm-up generations.")
+    repeats: StrictInt = Field(5, ge=1, le=10000, description="Measured trials.")
+    min_seconds: StrictFloat = Field(
         5.0, ge=0, le=86400, description="Each trial repeats the generation this long at least."
     )
-    idle_seconds: float = Field(
+    idle_seconds: StrictFloat = Field(
         2.0, ge=0, le=3600, description="Idle baseline length before the trials (0: none)."
     )
-    sample_interval_ms: float = Field(
+    sample_interval_ms: StrictFloat = Field(
         20.0, gt=0, le=10000, description="Power trace sampling interval."
     )
-    cooldown_s: float | None = Field(
+    cooldown_s: StrictFloat | None = Field(
         None,
         ge=0,
         le=3600,
         description="Pause between trials (default: 2 s on a GPU, so each trial starts from a "
         "settled board; 0 on CPU).",
     )
-    random_delay_s: float = Field(
+    random_delay_s: StrictFloat = Field(
         0.0, ge=0, le=3600, description="Random extra pause (0..x s) before each trial."
     )
-    cpu_tdp_w: float | None = Field(
+    cpu_tdp_w: StrictFloat | None = Field(
         None, gt=0, le=10000, description="CPU TDP the estimate uses (default: looked up)."
     )
 
@@ -79,7 +104,7 @@ class Measure(_Strict):
     @classmethod
     def _meter(cls, v: str) -> str:
         if v not in METERS:
-            raise ValueError(f"unknown meter {v!r}; choose one of {', '.join(METERS)}")
+            raise ValueError(f"unknown meter {short(v)}; choose one of {', '.join(METERS)}")
         return v
 
     @field_validator("gpus", mode="before")
@@ -101,19 +126,21 @@ FIDELITY_REFERENCES = ("auto", *REFERENCE_NAMES)
 
 
 class Fidelity(_Strict):
-    enabled: bool = Field(True, description="Measure output fidelity against a reference.")
+    enabled: StrictBool = Field(True, description="Measure output fidelity against a reference.")
     reference: str = Field(
         "auto", description="Reference precision (auto: fp32 on CPU, bf16 on GPU)."
     )
-    sequences: int = Field(4, ge=1, le=4096, description="Sequences the fidelity check scores.")
-    tokens: int = Field(64, ge=2, le=65536, description="Tokens scored per sequence.")
+    sequences: StrictInt = Field(
+        4, ge=1, le=4096, description="Sequences the fidelity check scores."
+    )
+    tokens: StrictInt = Field(64, ge=2, le=65536, description="Tokens scored per sequence.")
 
     @field_validator("reference")
     @classmethod
     def _reference(cls, v: str) -> str:
         if v not in FIDELITY_REFERENCES:
             raise ValueError(
-                f"unknown reference {v!r}; choose one of {', '.join(FIDELITY_REFERENCES)}"
+                f"unknown reference {short(v)}; choose one of {', '.join(FIDELITY_REFERENCES)}"
             )
         return v
 
@@ -122,7 +149,7 @@ class Carbon(_Strict):
     region: str | None = Field(
         None, description="Carbon region (ISO3 country, grid region or named profile)."
     )
-    pue: float | None = Field(
+    pue: StrictFloat | None = Field(
         None,
         ge=1.0,
         le=5.0,
@@ -134,14 +161,19 @@ class Carbon(_Strict):
 class RunConfig(_Strict):
     name: str = Field("run", description="Name recorded with the results.")
     model: str = Field(
-        "preset:tiny-llama", description="preset:NAME, a local checkpoint directory, or a hub id."
+        "preset:tiny-llama",
+        min_length=1,
+        max_length=MAX_PATH,
+        description="preset:NAME, a local checkpoint directory, or a hub id.",
     )
     precision: str = Field(
         "auto",
         description="Number format of the weights and the matmuls (auto: fp32 on CPU, bf16 on "
         "GPU; recorded as resolved).",
     )
-    compile: bool = Field(False, description="Static KV cache + torch.compile of the decode step.")
+    compile: StrictBool = Field(
+        False, description="Static KV cache + torch.compile of the decode step."
+    )
     experts: str = Field(
         "tokenwatt",
         description="MoE models: tokenwatt runs every precision's experts through one loop (so a "
@@ -149,10 +181,10 @@ class RunConfig(_Strict):
         "transformers' own for dtype precisions.",
     )
     device: str = Field("auto", description="Where the model runs.")
-    trust_remote_code: bool = Field(
+    trust_remote_code: StrictBool = Field(
         False, description="Allow a checkpoint's own Python code to run."
     )
-    allow_pickle: bool = Field(
+    allow_pickle: StrictBool = Field(
         False, description="Allow pickle (*.bin) weights, which can run code when loaded."
     )
     workload: Workload = Workload()
@@ -160,8 +192,17 @@ class RunConfig(_Strict):
     fidelity: Fidelity = Fidelity()
     carbon: Carbon = Carbon()
     out: str = Field(
-        "results/run", description="Results folder (rows are appended, never truncated)."
+        "results/run",
+        max_length=MAX_PATH,
+        description="Results folder (rows are appended, never truncated).",
     )
+
+    @field_validator("out")
+    @classmethod
+    def _out(cls, v: str) -> str:
+        if not v.strip():  # '' would write into the current folder
+            raise ValueError("is empty; give a folder for the results, e.g. results/run")
+        return v
 
     @model_validator(mode="after")
     def _compile_needs_warmup(self) -> RunConfig:
@@ -183,7 +224,7 @@ class RunConfig(_Strict):
     @classmethod
     def _device(cls, v: str) -> str:
         if not DEVICE_RE.match(v):
-            raise ValueError(f"unknown device {v!r}; use auto, cpu, cuda or cuda:N")
+            raise ValueError(f"unknown device {short(v)}; use auto, cpu, cuda or cuda:N")
         return v
 
     @field_validator("precision")
@@ -191,7 +232,7 @@ class RunConfig(_Strict):
     def _precision(cls, v: str) -> str:
         if v not in PRECISION_CHOICES:
             raise ValueError(
-                f"unknown precision {v!r}; choose one of {', '.join(PRECISION_CHOICES)}"
+                f"unknown precision {short(v)}; choose one of {', '.join(PRECISION_CHOICES)}"
             )
         return v
 
@@ -202,7 +243,9 @@ class RunConfig(_Strict):
             name = v.removeprefix("preset:")
             if name not in PRESETS:
                 hint = _nearest(name, PRESETS)
-                raise ValueError(f"unknown preset {name!r}{hint}; presets: {', '.join(PRESETS)}")
+                raise ValueError(
+                    f"unknown preset {short(name)}{hint}; presets: {', '.join(PRESETS)}"
+                )
         return v
 
 
@@ -266,34 +309,107 @@ def default_config_text() -> str:
     return resources.files("tokenwatt").joinpath("configs/quickstart.yaml").read_text("utf-8")
 
 
+MAX_CONFIG_BYTES = 256 << 10  # real configs are a few KiB; PyYAML builds ~100 KiB/s of objects
+MAX_VALUES = 1_000_000  # values once YAML aliases expand (a 256 KiB file without them holds fewer)
+MAX_DEPTH = 64
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """PyYAML's safe loader (libyaml's parser where installed: 50x faster on large files)
+    that refuses duplicate keys, which PyYAML would silently resolve to the last one."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults` may be overridden by the mapping's own keys
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: PyYAML's own check says so
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {short(key)}", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path | None) -> dict[str, Any]:
     """Parse a YAML config file (or the embedded quickstart when path is None)."""
     if path is None:
         text, where = default_config_text(), "embedded quickstart"
     else:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist; pass a YAML file path")
-        try:
-            text, where = p.read_text(encoding="utf-8"), str(p)
-        except UnicodeDecodeError:
-            raise ConfigError(f"{p}: not UTF-8 text; a config is a YAML text file") from None
+        text, where = _read_config_text(Path(path)), str(path)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or "invalid YAML"
         raise ConfigError(f"{where}: malformed YAML{at}: {problem}; fix the syntax") from None
-    except (ValueError, RecursionError) as e:  # an impossible date, nesting too deep
-        raise ConfigError(f"{where}: malformed YAML: {str(e)[:80]}; fix the value") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: malformed YAML: nested too deep; flatten it") from None
+    except (ValueError, TypeError, IndexError, AttributeError, OverflowError, KeyError) as e:
+        # an impossible date, an empty !!int or !!timestamp: PyYAML's constructors crash
+        why = str(e).splitlines()[0][:80] if str(e) else type(e).__name__
+        raise ConfigError(f"{where}: malformed YAML: a value cannot be read ({why}); "
+                          "fix the value") from None  # fmt: skip
     if data is None:
+        print(f"note: {where} is empty: every field takes its default", file=sys.stderr)
         return {}
     if not isinstance(data, dict):
         raise ConfigError(
             f"{where}: a config must be a mapping of keys to values, not a list or scalar"
         )
+    _check_expanded_size(data, where)
     return data
+
+
+def _read_config_text(p: Path) -> str:
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist; pass a YAML file path")
+    with open(p, "rb") as f:  # read at most the cap: the file may be huge or still growing
+        raw = f.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p}: larger than {MAX_CONFIG_BYTES >> 10} KiB; a config is a "
+                          "short YAML file (a grid is a few lists, not every case written "
+                          "out)")  # fmt: skip
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text; a config is a YAML text file") from None
+
+
+def _check_expanded_size(data: Any, where: str) -> None:
+    """Refuse YAML aliases that expand into a bomb (a billion laughs) or refer to themselves:
+    the loaded object shares the aliased parts, so it is small, but everything that copies or
+    prints it would expand them. Counted once per shared part, so the check is linear."""
+    sizes: dict[int, int] = {}
+
+    def size(o: Any, depth: int, path: set[int]) -> int:
+        if not isinstance(o, (dict, list)):
+            return 1
+        if id(o) in path:
+            raise ConfigError(f"{where}: a YAML alias refers to itself; remove the loop")
+        if id(o) not in sizes:
+            if depth > MAX_DEPTH:
+                raise ConfigError(f"{where}: nested deeper than {MAX_DEPTH} levels; flatten it")
+            path.add(id(o))
+            items = [*o.keys(), *o.values()] if isinstance(o, dict) else o
+            n = 1
+            for item in items:
+                n += size(item, depth + 1, path)
+                if n > MAX_VALUES:
+                    raise ConfigError(f"{where}: YAML aliases expand to more than "
+                                      f"{MAX_VALUES:,} values; write the values out or use "
+                                      "fewer aliases")  # fmt: skip
+            path.discard(id(o))
+            sizes[id(o)] = n
+        return sizes[id(o)]
+
+    size(data, 0, set())
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -306,7 +422,7 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
         dotted = OVERRIDE_PATHS.get(key) or (key if key in leaf_fields() else None)
         if dotted is None:
             hint = _nearest(key, [*OVERRIDE_PATHS, *leaf_fields()])
-            raise ConfigError(f"unknown setting {key!r}{hint}; see tokenwatt run --help")
+            raise ConfigError(f"unknown setting {short(key)}{hint}; see tokenwatt run --help")
         path = dotted.split(".")
         node = out
         for part in path[:-1]:
@@ -342,8 +458,21 @@ def _describe(err: dict[str, Any]) -> str:
         msg = msg.removeprefix("Value error, ")
         return f"{field}: {msg}" if err["loc"] else msg
     value = err.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    shown = "" if isinstance(value, dict) else f" (got {short(value)})"
     return f"{field}: {msg}{shown}"
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """A bounded repr for messages: a value from a config file may be huge."""
+    import reprlib
+
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"  # repr() of 10**5000 raises
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxdict, r.maxstring, r.maxother = 2, 4, 4, limit, limit
+    r.maxlong = 40
+    text = r.repr(value)
+    return text if len(text) <= 2 * limit else text[: 2 * limit] + "..."
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:

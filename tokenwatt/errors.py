@@ -36,6 +36,14 @@ class MissingExtra(UserError):
     """An optional dependency is not installed; the message gives the pip command."""
 
 
+class ResultsFolderError(UserError):
+    """A file in the results folder is damaged or not tokenwatt's: the message names it."""
+
+
+class FolderBusy(UserError):
+    """Another live process holds the results folder (a sweep) or a case of it."""
+
+
 class RunFault(TokenwattError):
     """The run could not finish; finished trials are saved. Exit code 1."""
 
@@ -48,6 +56,10 @@ class RunStopped(RunFault):
 
 class CaseOutOfMemory(RunFault):
     """The case ran out of memory; finished trials are saved."""
+
+
+class WriteFailed(RunFault):
+    """A result file could not be written (disk full, read-only); what was written is kept."""
 
 
 class MeterError(TokenwattError, RuntimeError):

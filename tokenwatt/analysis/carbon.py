@@ -91,6 +91,11 @@ def _check_profile(name: str, prof: Any, path: str) -> dict[str, Any]:
     where = f"{path}: region {name!r}"
     if not isinstance(prof, dict) or not isinstance(prof.get("grid"), dict):
         raise ConfigError(f"{where}: needs grid: {{codecarbon: KEY}} or grid: {{g_per_kwh: X}}")
+    g = prof["grid"].get("g_per_kwh")
+    if "g_per_kwh" in prof["grid"] and not (
+        isinstance(g, int | float) and not isinstance(g, bool) and 0 <= g <= 5000
+    ):
+        raise ConfigError(f"{where}: grid.g_per_kwh must be a number of gCO2/kWh from 0 to 5000")
     sources = prof.get("sources") or {}
     for key in PROFILE_FIELDS:
         if prof.get(key) is not None and not sources.get(key):

@@ -57,6 +57,8 @@ def compare(
     from tokenwatt.report.comparison import compare_folders, write_csv, write_markdown
 
     key, value = _baseline(baseline)  # type: ignore[misc]
+    for flag, path in (("--markdown", markdown_path), ("--csv", csv_path)):
+        _check_output_file(flag, path)
     table = compare_folders(results, key, value, metric, allow_mixed_impl)
     print_comparison(table)
     if markdown_path:
@@ -73,10 +75,26 @@ def report(results_dir: str, baseline: str | None, out: str | None) -> None:
     """Write a Markdown and an HTML report with tables, figures and how to reproduce them."""
     from tokenwatt.cli.console import console
     from tokenwatt.report.document import write_report
+    from tokenwatt.results.folder import check_files
 
+    check_files(Path(results_dir), "report", "give a tokenwatt results folder")
+    if out and Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"--out: {out!r} is a file; give a folder for report.md and report.html")
     paths = write_report(Path(results_dir), _baseline(baseline), Path(out) if out else None)
     for p in paths:
         console.print(f"wrote {p}")
+
+
+def _check_output_file(flag: str, path: str | None) -> None:
+    """Before any work: the file's folder exists and the path is not a folder."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{flag}: {path!r} is a folder; give a file path")
+    if not p.parent.is_dir():
+        raise UserError(f"{flag}: folder {str(p.parent)!r} does not exist; create it or give "
+                        "another path")  # fmt: skip
 
 
 def print_comparison(table: Any) -> None:

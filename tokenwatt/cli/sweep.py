@@ -19,6 +19,9 @@ import click
 @click.option("--region", help="Carbon region for every case (ISO3, grid region or profile).")
 @click.option("--pue", type=float, help="Facility PUE for every case (>= 1).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+# default: tokenwatt.sweep.plan.MAX_CASES (not imported here, so --help stays instant)
+@click.option("--max-cases", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Refuse a grid of more cases than this (each runs for minutes).")  # fmt: skip
 def sweep(
     config: str,
     out: str | None,
@@ -28,6 +31,7 @@ def sweep(
     region: str | None,
     pue: float | None,
     quiet: bool,
+    max_cases: int,
 ) -> None:
     """Run every case of a sweep CONFIG (lists expand into a grid), each in its own process.
 
@@ -38,20 +42,20 @@ def sweep(
     sweep goes on (exit 0).
     """
     from tokenwatt.cli.console import console
-    from tokenwatt.results.folder import case_states
+    from tokenwatt.results.folder import case_states, check_out_dir
     from tokenwatt.sweep.plan import load_sweep, pending
     from tokenwatt.sweep.run import failure_summary, run_sweep
 
-    data, cases = load_sweep(config, out, region, pue)
+    data, cases = load_sweep(config, out, region, pue, max_cases=max_cases)
     if dry_run:
-        states = case_states(Path(data["out"]))
+        states = case_states(check_out_dir(data["out"]))  # a damaged folder: one line
         todo = {c.case_id for c in pending(cases, states, force, retry_failed)}
         for c in cases:
             state = "run" if c.case_id in todo else states.get(c.case_id, "")
             console.print(f"{c.case_id}  {state:8}  {c.label}")
         console.print(f"{len(cases)} cases, {len(todo)} to run, folder {data.get('out')}")
         return
-    text = Path(config).read_text(encoding="utf-8")
+    text = Path(config).read_text(encoding="utf-8")  # read_yaml checked its size and encoding
     from tokenwatt.sweep.plan import schedule_of
 
     rounds = schedule_of(data).rounds  # the bar counts every run of every round

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tokenwatt.errors import UserError
+from tokenwatt.models.memory import check_model_config
 
 
 @dataclass
@@ -53,6 +56,7 @@ def _from_preset(name: str, device: str, dtype: Any, seed: int) -> LoadedModel:
     if name not in PRESETS:
         raise UserError(f"model: unknown preset {name!r}; presets: {', '.join(PRESETS)}")
     config = preset_config(name)
+    check_model_config(config, dtype, device, f"preset:{name}")
     torch.manual_seed(seed)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
@@ -82,20 +86,48 @@ def _from_local(
         raise UserError(f"model: {str(path)!r} has no weights (*.safetensors); save them there")
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (ValueError, OSError) as e:
+    except Exception as e:  # malformed JSON, a validator's ValueError wrapped by huggingface_hub
+        why = _first_line(e.__cause__ or e)[:200].rstrip(".")
         raise UserError(
-            f"model: cannot read {str(path / 'config.json')!r}: {_first_line(e)}"
+            f"model: cannot read {str(path / 'config.json')!r}: {why}; fix or re-save it"
         ) from None
     _require_causal_lm(config, str(path), trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(
-        path,
-        config=config,
-        dtype=dtype,
-        use_safetensors=has_safetensors,
-        trust_remote_code=trust_remote_code,
-        local_files_only=True,
-    ).to(device)
+    check_model_config(config, dtype, device, repr(str(path)))
+    with _damaged(path):
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            config=config,
+            dtype=dtype,
+            use_safetensors=has_safetensors,
+            trust_remote_code=trust_remote_code,
+            local_files_only=True,
+        ).to(device)
     return LoadedModel(model, _tokenizer(path, trust_remote_code), "local", str(path))
+
+
+@contextmanager
+def _damaged(path: Path) -> Iterator[None]:
+    """A truncated or empty safetensors file, weights of another shape than config.json says:
+    one line naming the checkpoint (out of memory stays itself: the run reports it)."""
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a progress bar before the error would not be one line
+    try:
+        yield
+    except Exception as e:
+        if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
+            raise
+        why = f"{type(e).__name__}: {_first_line(e)[:160]}"
+        if "mismatched_sizes" in why:  # transformers points at a report it logged, unseen here
+            why = "its weights have other shapes than its config.json says"
+        raise UserError(
+            f"model: cannot load the weights of {str(path)!r} ({why.rstrip('.')}); the "
+            "checkpoint is damaged or does not match its config.json: re-save or re-download it"
+        ) from None
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
 
 
 def _require_causal_lm(config: Any, where: str, trust_remote_code: bool) -> None:
@@ -124,11 +156,13 @@ def _not_decoder(config: Any) -> bool:
 
 
 def _from_hub(spec: str, device: str, dtype: Any, trust_remote_code: bool) -> LoadedModel:
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     try:
+        config = AutoConfig.from_pretrained(spec, trust_remote_code=trust_remote_code)
+        check_model_config(config, dtype, device, repr(spec))
         model = AutoModelForCausalLM.from_pretrained(
-            spec, dtype=dtype, trust_remote_code=trust_remote_code
+            spec, config=config, dtype=dtype, trust_remote_code=trust_remote_code
         ).to(device)
     except OSError as e:
         raise UserError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -119,14 +120,24 @@ def metric_label(table: Any) -> str:
     return label if table.attrs.get("measured") else f"{label} (estimate)"
 
 
+MD_SPECIAL = "\\`[]|"  # code spans, links and table cells; emphasis (* _) is only cosmetic
+
+
+def md_escape(text: Any) -> str:
+    """A name or path as literal Markdown text: the HTML tags, links and table pipes of a
+    model path or sweep name show as typed, and a viewer that renders inline HTML runs none
+    of it."""
+    s = html.escape(" ".join(str(text).splitlines()), quote=False)
+    return "".join("\\" + c if c in MD_SPECIAL else c for c in s)
+
+
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    """A GitHub-flavoured Markdown table (pipes in cells escaped)."""
-    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    """A GitHub-flavoured Markdown table, every cell escaped (it may hold a user's names)."""
     lines = [
-        "| " + " | ".join(esc(h) for h in headers) + " |",
+        "| " + " | ".join(md_escape(h) for h in headers) + " |",
         "|" + "|".join("---" for _ in headers) + "|",
     ]
-    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    lines += ["| " + " | ".join(md_escape(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
 

@@ -461,16 +461,16 @@ def _reproduce(folder: Path, runs: list[dict[str, Any]]) -> list[Block]:
 
 
 def to_markdown(blocks: list[Block], out: Path) -> str:
-    from tokenwatt.report.comparison import markdown_table
+    from tokenwatt.report.comparison import markdown_table, md_escape
 
     parts = []
     for b in blocks:
         if b.kind == "h1":
-            parts.append(f"# {b.text}")
+            parts.append(f"# {md_escape(b.text)}")
         elif b.kind == "h2":
-            parts.append(f"## {b.text}")
+            parts.append(f"## {md_escape(b.text)}")
         elif b.kind == "p":
-            parts.append(b.text)
+            parts.append(_md_paragraph(b.text))
         elif b.kind == "table":
             parts.append(markdown_table(b.headers or [], b.rows or []))
         elif b.kind == "img" and b.path:
@@ -481,7 +481,8 @@ def to_markdown(blocks: list[Block], out: Path) -> str:
                 f"({rel.with_suffix('.svg').as_posix()})_"
             )
         elif b.kind == "code":
-            parts.append(f"```yaml\n{b.text.rstrip()}\n```")
+            fence = "`" * max(3, _longest_backtick_run(b.text) + 1)  # the text cannot close it
+            parts.append(f"{fence}yaml\n{b.text.rstrip()}\n{fence}")
         elif b.kind == "details":
             parts.append(_details_markdown(b))
     return "\n\n".join(parts) + "\n"
@@ -489,8 +490,25 @@ def to_markdown(blocks: list[Block], out: Path) -> str:
 
 def _details_markdown(b: Block) -> str:
     """A collapsed block (GitHub renders <details>); the body shown whole as a code block."""
-    return (f"<details><summary>{html.escape(b.text)}</summary>\n\n```json\n"
-            f"{b.body.rstrip()}\n```\n\n</details>")  # fmt: skip
+    fence = "`" * max(3, _longest_backtick_run(b.body) + 1)
+    return (f"<details><summary>{html.escape(b.text)}</summary>\n\n{fence}json\n"
+            f"{b.body.rstrip()}\n{fence}\n\n</details>")  # fmt: skip
+
+
+def _md_paragraph(text: str) -> str:
+    """Our paragraphs keep their **bold** and `code`; names in them (a model in "no baseline
+    for") cannot open HTML or a link outside code spans."""
+    import re
+
+    parts = re.split(r"(`[^`\n]+`)", text)
+    esc = lambda s: html.escape(s, quote=False).replace("[", "\\[").replace("]", "\\]")  # noqa: E731
+    return "".join(p if p.startswith("`") else esc(p) for p in parts)
+
+
+def _longest_backtick_run(text: str) -> int:
+    import re
+
+    return max((len(m) for m in re.findall(r"`+", text)), default=0)
 
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;

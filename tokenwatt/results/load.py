@@ -27,13 +27,34 @@ def load_results(*paths: str | Path, summary: bool = False) -> Any:
             raise UserError(
                 f"results: {str(csv_path)!r} not found; give a tokenwatt results folder"
             )
-        df = tidy(pd.read_csv(csv_path))
+        df = tidy(_read_csv(csv_path, trials=not summary))
         df["results_dir"] = str(csv_path.parent)
         frames.append(df)
     if not frames:
         raise UserError("results: give at least one results folder")
     _check_schema(frames)
     return pd.concat(frames, ignore_index=True, sort=False)
+
+
+def _read_csv(path: Path, trials: bool) -> Any:
+    """A results CSV, or one line saying why it is not one (empty, garbage, someone else's:
+    trial rows without schema_version and run_id; summaries are judged by their readers)."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"results: {str(path)!r} is empty; run or sweep into the folder first, "
+                        "or give another results folder") from None  # fmt: skip
+    except (ValueError, UnicodeDecodeError, OSError) as e:  # pandas' ParserError: a ValueError
+        why = type(e).__name__
+        raise UserError(f"results: {str(path)!r} is not a CSV tokenwatt can read ({why}); "
+                        "give a tokenwatt results folder") from None  # fmt: skip
+    if trials and not {"schema_version", "run_id"} & set(df.columns):
+        raise UserError(f"results: {str(path)!r} is not a tokenwatt results file (no "
+                        "schema_version or run_id column); give a tokenwatt results "
+                        "folder")  # fmt: skip
+    return df
 
 
 # Column names of older files -> today's. `flags` shadowed pandas' DataFrame.flags.

@@ -22,7 +22,7 @@ from tokenwatt.results.columns import (
     TRIAL_COLUMNS,
 )
 from tokenwatt.results.folder import check_out_dir, prepare_out_dir
-from tokenwatt.results.store import append_rows, locked, update_json
+from tokenwatt.results.store import append_rows, locked, transaction, update_json
 from tokenwatt.runner.faults import (
     MAX_CONSECUTIVE_DEGRADED,
     guarded_trial,
@@ -164,9 +164,10 @@ def measure_session(
         raise RunStopped(stopped_message(fault or "no trial", 0, out))
     summary, warnings = summarise(session, ok, routing)
     note_degraded(summary, warnings, trials)
-    with locked(out):
-        append_rows(out / SUMMARY_CSV, [summary], list(summary_header(summary)))
+    # The summary row marks the run complete: it and its run.json record land together or not.
+    with transaction(out, RUN_JSON, SUMMARY_CSV):
         update_json(out / RUN_JSON, "runs", run_record(session, summary, details, warnings))
+        append_rows(out / SUMMARY_CSV, [summary], list(summary_header(summary)))
     if streak >= MAX_CONSECUTIVE_DEGRADED:
         raise RunStopped(stopped_message(fault or "", len(ok), out))
     return RunOutcome(run_id, out, trials, summary, warnings)

@@ -58,8 +58,9 @@ def prepare_session(
     model = loaded.model
     phase("precision", f"applying {cfg.precision}")
     prec = apply_precision(model, cfg.precision, device, cfg.experts)
-    vocab = model.config.get_text_config().vocab_size
-    prompts = make_prompts(cfg.workload, vocab, loaded.tokenizer, device)
+    text_config = model.config.get_text_config()
+    context = getattr(text_config, "max_position_embeddings", None)
+    prompts = make_prompts(cfg.workload, text_config.vocab_size, loaded.tokenizer, device, context)
     if cfg.fidelity.enabled:
         ref = reference_precision(cfg.fidelity.reference, device)
         phase("fidelity", f"fidelity reference: {cfg.model} at {ref}")

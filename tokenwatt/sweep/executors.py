@@ -15,8 +15,9 @@ A SlurmExecutor needs no change to the case code:
     --wrap "python -m tokenwatt.sweep.case OUT/.cases/<case_id>.json"` (Slurm sets
     CUDA_VISIBLE_DEVICES to the allocated GPU, so local_device is "cuda"), then waits for the
     jobs (`sbatch --wait`, or poll `squeue`) and reports progress from `case_states(out)`;
-  - a job that dies without writing (node failure, time limit) is recorded with
-    `tokenwatt.sweep.case.record_failure`, as `_died` does here.
+  - a job that dies without writing (node failure) is recorded with
+    `tokenwatt.sweep.case.record_failure`, as `_died` does here; one stopped by a signal
+    (a time limit's SIGTERM) is an interruption, not a failure.
 Results merge safely because every write to OUT holds OUT's file lock (filelock works on
 NFS/Lustre when the cluster supports fcntl or lockf on it; check once).
 """
@@ -33,9 +34,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tokenwatt.results.store import write_atomic
-from tokenwatt.sweep.case import EVENT_PREFIX, FAILED_EXIT, INTERRUPTED_EXIT, record_failure
+from tokenwatt.errors import FolderBusy, WriteFailed
+from tokenwatt.results.columns import SUMMARY_CSV
+from tokenwatt.results.folder import CASES, LOGS
+from tokenwatt.results.store import read_rows, write_atomic
+from tokenwatt.sweep.case import (
+    EVENT_PREFIX,
+    FAILED_EXIT,
+    HELD_EXIT,
+    INTERRUPTED_EXIT,
+    OUT_FAULT_EXIT,
+    record_failure,
+)
 from tokenwatt.sweep.plan import Case
+
+# A case ended by one of these was stopped (Ctrl-C, a time limit, a closed terminal), not
+# broken: the sweep stops as interrupted and a rerun measures the case again.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 OnEvent = Callable[[Case, dict[str, Any]], None]
 
@@ -52,17 +67,22 @@ class Executor(ABC):
         """Run one case to its end (done or failed, both recorded in `out`)."""
 
 
-def case_file(case: Case, out: Path, local_device: str) -> Path:
-    """The CASE.json a case process reads."""
-    path = out / ".cases" / f"{case.case_id}.json"
+def case_file(case: Case, out: Path, local_device: str, parent_pid: int | None = None) -> Path:
+    """The CASE.json a case process reads (with the case's complete runs so far, so it can
+    tell that another process completed it meanwhile)."""
+    path = out / CASES / f"{case.case_id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
+    summary = read_rows(out / SUMMARY_CSV)[0]
     spec = {
         "case_id": case.case_id,
         "config": case.config,
         "out": str(out),
         "tags": case.tags,
         "local_device": local_device,
+        "complete_runs": [r["run_id"] for r in summary if r.get("case_id") == case.case_id],
     }
+    if parent_pid:
+        spec["parent_pid"] = parent_pid
     write_atomic(path, json.dumps(spec, indent=1))
     return path
 
@@ -95,9 +115,9 @@ class LocalProcessExecutor(Executor):
 
     def run(self, case: Case, out: Path, on_event: OnEvent | None = None) -> None:
         visible, local = device_env(case.config["device"], os.environ.get("CUDA_VISIBLE_DEVICES"))
-        path = case_file(case, out, local)
+        path = case_file(case, out, local, parent_pid=os.getpid())
         env = dict(os.environ, CUDA_VISIBLE_DEVICES=visible, PYTHONUNBUFFERED="1")
-        log = out / ".logs" / f"{case.case_id}.log"
+        log = out / LOGS / f"{case.case_id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         cmd = [self.python, "-m", "tokenwatt.sweep.case", str(path)]
         with open(log, "w", encoding="utf-8") as err:
@@ -108,11 +128,15 @@ class LocalProcessExecutor(Executor):
             except BaseException:  # Ctrl-C, SIGTERM (cli's Terminated), anything: no orphans
                 self._stop(proc)
                 raise
-        if code == INTERRUPTED_EXIT or code == -signal.SIGINT:
+        path.unlink(missing_ok=True)
+        if code == INTERRUPTED_EXIT or -code in STOP_SIGNALS:
             raise KeyboardInterrupt
+        if code == HELD_EXIT:
+            raise FolderBusy(_last_line(log).removeprefix("Error: "))
+        if code == OUT_FAULT_EXIT:
+            raise WriteFailed(_last_line(log).removeprefix("Error: "))
         if code not in (0, FAILED_EXIT):
             _died(out, case, local, code, log)
-        path.unlink(missing_ok=True)
 
     def _follow(self, proc: subprocess.Popen, case: Case, on_event: OnEvent | None) -> None:
         assert proc.stdout is not None
@@ -134,12 +158,11 @@ class LocalProcessExecutor(Executor):
 
 def _died(out: Path, case: Case, local: str, code: int, log: Path) -> None:
     """The process ended without recording itself (killed, crashed): record it for it."""
-    tail = [ln for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln]
     why = f"case process exited with code {code}"
     if code < 0:
         why = f"case process killed by signal {-code} (out of host memory?)"
-    if tail:
-        why += f"; last log line: {tail[-1][:200]}"
+    if tail := _last_line(log):
+        why += f"; last log line: {tail[:200]}"
     spec = {
         "case_id": case.case_id,
         "config": case.config,
@@ -147,3 +170,12 @@ def _died(out: Path, case: Case, local: str, code: int, log: Path) -> None:
         "local_device": local,
     }
     record_failure(out, spec, why)
+
+
+def _last_line(log: Path) -> str:
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""

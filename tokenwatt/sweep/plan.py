@@ -49,6 +49,8 @@ TOP_EXPANDABLE = ("model", "precision", "compile", "device")
 SWEEP_ONLY_KEYS = ("cases", "agent", "rounds", "order", "order_seed")
 ORDERS = ("interleaved", "sequential")
 MAX_ROUNDS = 1000
+MAX_CASES = 1000  # `tokenwatt sweep --max-cases` raises it: each case runs for minutes
+MAX_TURNS = 1000
 
 
 @dataclass
@@ -77,11 +79,15 @@ class Case:
 
 
 def load_sweep(
-    path: str | Path, out: str | None = None, region: str | None = None, pue: float | None = None
+    path: str | Path,
+    out: str | None = None,
+    region: str | None = None,
+    pue: float | None = None,
+    max_cases: int = MAX_CASES,
 ) -> tuple[dict[str, Any], list[Case]]:
     """Read a sweep YAML and expand it; `out`, `region` and `pue` override the file."""
     data = read_yaml(path)
-    if out:
+    if out is not None:  # --out '' is refused by the validation, not ignored
         data["out"] = out
     carbon = {k: v for k, v in (("region", region), ("pue", pue)) if v is not None}
     if carbon:
@@ -92,15 +98,16 @@ def load_sweep(
         resolve_region(str(data["carbon"]["region"]))  # one line now, not a failed row per case
     data.setdefault("out", RunConfig().out)
     schedule_of(data, where=str(path))  # a bad rounds/order is one line now, before any case
-    return data, plan(data, where=str(path))
+    return data, plan(data, where=str(path), max_cases=max_cases)
 
 
-def plan(data: dict[str, Any], where: str = "sweep") -> list[Case]:
+def plan(data: dict[str, Any], where: str = "sweep", max_cases: int = MAX_CASES) -> list[Case]:
     """Every case of a sweep config, in order, duplicates removed."""
     base = {k: v for k, v in data.items() if k not in SWEEP_ONLY_KEYS}
     entries = data.get("cases") or [{}]
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise ConfigError(f"{where}: cases must be a list of mappings, e.g. - {{precision: bf16}}")
+    _check_size(base, entries, data.get("agent"), where, max_cases)
     cases: dict[str, Case] = {}
     for i, entry in enumerate(entries):
         merged = _merge(base, entry)
@@ -110,6 +117,37 @@ def plan(data: dict[str, Any], where: str = "sweep") -> list[Case]:
                 cid = case_id(c)
                 cases.setdefault(cid, Case(cid, config_to_dict(c), tags))
     return list(cases.values())
+
+
+def _check_size(
+    base: dict[str, Any], entries: list[dict[str, Any]], agent: Any, where: str, max_cases: int
+) -> None:
+    """Count the cases before making any (each is validated, so a huge grid would take
+    minutes only to be too big to run)."""
+    n = 0
+    for entry in entries:  # a product of list lengths: counting is cheap, making is not
+        point = 1
+        for _, values in _axes(_merge(base, entry)):
+            point *= max(len(values), 1)
+        n += point
+    n *= _turns(agent, where) if agent else 1
+    if n > max_cases:
+        raise ConfigError(
+            f"{where}: the grid has {n:,} cases, over the limit of {max_cases:,}; each runs "
+            "for minutes in its own process, so split the sweep or pass --max-cases to allow "
+            "more"
+        )
+
+
+def _axes(data: dict[str, Any]) -> list[tuple[tuple[str, ...], list[Any]]]:
+    """(path, values) of every list-valued field a grid expands."""
+    axes: list[tuple[tuple[str, ...], list[Any]]] = []
+    for key, value in data.items():
+        if key == "workload" and isinstance(value, dict):
+            axes += [(("workload", k), v) for k, v in value.items() if isinstance(v, list)]
+        elif isinstance(value, list) and key in TOP_EXPANDABLE:
+            axes.append(((key,), value))
+    return axes
 
 
 def expand(data: dict[str, Any], where: str = "sweep") -> list[dict[str, Any]]:
@@ -154,17 +192,9 @@ def agent_turns(
     """
     if not agent:
         return [(cfg, {})]
-    try:
-        turns = int(agent["turns"])
-        system, user, reply = (
-            int(agent[k]) for k in ("system_tokens", "user_tokens", "reply_tokens")
-        )
-    except (KeyError, TypeError, ValueError):
-        raise ConfigError(
-            f"{where}: agent needs integer turns, system_tokens, user_tokens and reply_tokens"
-        ) from None
-    if turns < 1:
-        raise ConfigError(f"{where}: agent.turns must be at least 1 (got {turns})")
+    turns = _turns(agent, where)
+    system, user, reply = (_agent_int(agent, k, where)
+                           for k in ("system_tokens", "user_tokens", "reply_tokens"))  # fmt: skip
     out = []
     request = cfg.get("name", "agent")
     for t in range(1, turns + 1):
@@ -175,6 +205,22 @@ def agent_turns(
         c["name"] = f"{request}-turn{t}"
         out.append((c, {"request": request, "turn": t, "turns": turns}))
     return out
+
+
+def _turns(agent: Any, where: str) -> int:
+    turns = _agent_int(agent, "turns", where)
+    if not 1 <= turns <= MAX_TURNS:
+        raise ConfigError(f"{where}: agent.turns must be from 1 to {MAX_TURNS} (got {turns:,})")
+    return turns
+
+
+def _agent_int(agent: Any, key: str, where: str) -> int:
+    value = agent.get(key) if isinstance(agent, dict) else None
+    if type(value) is not int:  # 1e9 is a float, true a bool: neither counts turns
+        raise ConfigError(
+            f"{where}: agent needs integer turns, system_tokens, user_tokens and reply_tokens"
+        )
+    return value
 
 
 def _no_lists(d: dict[str, Any], prefix: str, where: str) -> None:

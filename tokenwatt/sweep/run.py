@@ -1,5 +1,10 @@
 """Running a planned sweep: record the plan, run the pending cases through an executor, and
-read back from the results folder what happened (the folder, not the executor, is the truth)."""
+read back from the results folder what happened (the folder, not the executor, is the truth).
+
+One sweep at a time per folder: a sweep holds OUT/.sweep.lock while it runs (the kernel drops
+it when the process dies), and a second one is refused with a line naming the first. Energy
+measurements must not share a machine, so two sweeps never split the work between them.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,18 @@ from typing import Any
 
 from tokenwatt._util.ids import utc_now
 from tokenwatt.config import RunConfig
-from tokenwatt.results.folder import SWEEP_JSON, SWEEP_YAML, case_states, failures, prepare_out_dir
-from tokenwatt.results.store import locked, update_json, write_atomic
+from tokenwatt.errors import FolderBusy
+from tokenwatt.results.folder import (
+    CASES,
+    STAGING,
+    SWEEP_JSON,
+    SWEEP_LOCK,
+    SWEEP_YAML,
+    case_states,
+    failures,
+    prepare_out_dir,
+)
+from tokenwatt.results.store import holder, locked, try_claim, update_json, write_atomic
 from tokenwatt.sweep.plan import Case, batches, runs_done, schedule_of
 
 
@@ -43,17 +58,25 @@ def run_sweep(
 
     executor = executor or LocalProcessExecutor()
     out = prepare_out_dir(data.get("out") or RunConfig().out)
-    _record_plan(out, data, cases, config_text)
-    clear_stale_staging(out)
+    claim = try_claim(out / SWEEP_LOCK, "sweep")
+    if claim is None:
+        raise FolderBusy(f"out: another sweep is running in {str(out)!r}: "
+                         f"{holder(out / SWEEP_LOCK)}; wait for it to end or give another "
+                         "--out")  # fmt: skip
     sched = schedule_of(data)
     ran: list[str] = []
-    try:  # rounds: one batch per round (or per run); without: the pending cases at once
-        for batch in batches(cases, sched, lambda: runs_done(out), force, retry_failed):
-            ran += [c.case_id for c in batch if c.case_id not in ran]
-            executor.run_all(batch, out, on_event)
+    try:
+        _record_plan(out, data, cases, config_text)
+        clear_stale(out)
+        try:  # rounds: one batch per round (or per run); without: the pending cases at once
+            for batch in batches(cases, sched, lambda: runs_done(out), force, retry_failed):
+                ran += [c.case_id for c in batch if c.case_id not in ran]
+                executor.run_all(batch, out, on_event)
+        finally:
+            clear_stale(out)  # an interrupted case process leaves its staging folder
+            _remove_empty(out)
     finally:
-        clear_stale_staging(out)  # an interrupted case process leaves its staging folder
-        _remove_empty(out)
+        claim.release()
     states = case_states(out)
     errors = failures(out)
     planned = {c.case_id for c in cases}
@@ -83,25 +106,32 @@ def _record_plan(
 
 
 def _remove_empty(out: Path) -> None:
-    from tokenwatt.sweep.case import STAGING
-
-    for name in (STAGING, ".cases"):
+    for name in (STAGING, CASES):
         try:
             (out / name).rmdir()
         except OSError:
-            pass  # not there, or not empty (another sweep is using it)
+            pass  # not there, or not empty (an orphaned case still running)
 
 
-def clear_stale_staging(out: Path) -> None:
-    """Remove staging folders of case processes that are gone (interrupted or killed)."""
+def clear_stale(out: Path) -> None:
+    """Remove what case processes that are gone left behind: staging folders, CASE.json
+    files and their claims (a case still running, an orphan of a killed sweep, holds its
+    claim and keeps its files)."""
     import shutil
 
-    from tokenwatt.sweep.case import STAGING
+    from tokenwatt.sweep.case import case_lock
 
     for d in (out / STAGING).glob("*-*"):
         pid = d.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(d, ignore_errors=True)
+    for case_id in {p.stem for p in (out / CASES).glob("*.json")} | {
+        p.stem for p in (out / CASES).glob("*.lock")
+    }:
+        claim = try_claim(case_lock(out, case_id), "cleaning up")
+        if claim is not None:  # nobody measures this case: its files are stale
+            (out / CASES / f"{case_id}.json").unlink(missing_ok=True)
+            claim.release()  # and its lock file goes with the claim
 
 
 def _alive(pid: int) -> bool:
