@@ -88,9 +88,16 @@ def test_approx_params_of_presets_match_their_real_sizes():
         ("preset:qwen2.5-0.5b", "fp32", "cpu", None),
     ],
 )
-def test_slow_reason(model, precision, device, slow):
+def test_slow_reason(model, precision, device, slow, monkeypatch):
+    monkeypatch.setattr("tokenwatt.runner.slow.free_bytes", lambda device: 64 * 2**30)  # fits
     reason = slow_reason(load_config(None, model=model, precision=precision), device)
     assert (reason is None) if slow is None else (slow in reason and "\n" not in reason)
+
+
+def test_no_slow_warning_for_weights_that_cannot_load(monkeypatch):
+    monkeypatch.setattr("tokenwatt.runner.slow.free_bytes", lambda device: 16 * 2**30)
+    cfg = load_config(None, model="preset:llama-3.1-8b", precision="fp32")
+    assert slow_reason(cfg, "cpu") is None  # 32 GB > 16 GiB: the load refuses it in one line
 
 
 def test_slow_warning_is_printed_before_the_work(tmp_path, invoke, fast_args, monkeypatch):
