@@ -24,28 +24,13 @@ import sys
 import time
 from pathlib import Path
 
+from overhead import thread_cpu_s  # measured the same way in both benchmarks
+
 
 def quantiles_us(xs: list[float]) -> str:
     q = statistics.quantiles(xs, n=100)
     return (f"median {1e6 * statistics.median(xs):.1f} us, p90 {1e6 * q[89]:.1f} us, "
             f"p99 {1e6 * q[98]:.1f} us")  # fmt: skip
-
-
-def thread_cpu_s(native_id: int | None) -> float:
-    """CPU seconds of one thread of this process: Linux's schedstat (nanoseconds; psutil's
-    per-thread times count 10 ms clock ticks, too coarse for a thread that runs 0.1% of the
-    time), else psutil."""
-    try:
-        with open(f"/proc/self/task/{native_id}/schedstat") as f:
-            return int(f.read().split()[0]) / 1e9
-    except (OSError, ValueError, IndexError):
-        pass
-    import psutil
-
-    for t in psutil.Process().threads():
-        if t.id == native_id:
-            return t.user_time + t.system_time
-    return float("nan")
 
 
 def hold_the_gil(seconds: float) -> None:
