@@ -130,7 +130,8 @@ def test_user_warning_shows_after_a_run_through_the_api(tmp_path):
 
 
 def test_every_flag_the_docs_name_exists():
-    """A flag the README or docs promise is an option of some tokenwatt command."""
+    """A flag the README or docs promise is an option of some tokenwatt command or of a
+    benchmark script (`python benchmarks/gpu_check.py --simulate`)."""
     import re
     from pathlib import Path
 
@@ -142,6 +143,10 @@ def test_every_flag_the_docs_name_exists():
         for p in command.params:
             options.update(p.opts, p.secondary_opts)
     pip_flags = {"--index-url"}
+    for script in (root / "benchmarks").glob("*.py"):
+        options.update(re.findall(r"add_argument\(\s*\"(--[a-z][a-z0-9-]*)", script.read_text()))
     for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
-        named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", doc.read_text()))
+        commands = doc.read_text().replace("\\\n", " ").splitlines()  # continued lines joined
+        lines = [ln for ln in commands if not re.search(r"\bpip3? ", ln)]
+        named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", "\n".join(lines)))
         assert named - options - pip_flags == set(), doc.name

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import click
 
 from tokenwatt.errors import UserError
+from tokenwatt.report.format import MIN_INTERVAL_N, NOT_INFORMATIVE
 
 
 def _baseline(value: str | None) -> tuple[str, str] | None:
@@ -97,6 +99,14 @@ def _check_output_file(flag: str, path: str | None) -> None:
                         "another path")  # fmt: skip
 
 
+_NO_INTERVAL = re.compile(rf"\[{NOT_INFORMATIVE}, (n=\d+)\]")
+
+
+def _short_interval(cell: str) -> str:
+    """`1.97 [interval not informative, n=2]` as `1.97 (n=2)†`, whole in 80 columns."""
+    return _NO_INTERVAL.sub(r"(\1)†", cell)
+
+
 def print_comparison(table: Any) -> None:
     from rich.table import Table
     from rich.text import Text
@@ -114,9 +124,13 @@ def print_comparison(table: Any) -> None:
         first_figure = headers.index(metric_label(table))
         for i, h in enumerate(headers):
             t.add_column(h, justify="left" if i < first_figure else "right")
-        for cells in rows:  # as Text: "[interval not informative, n=2]" is not rich markup
+        short = [[_short_interval(c) for c in cells] for cells in rows]
+        for cells in short:  # as Text: "[0.85, 0.97]" is not rich markup
             t.add_row(*(Text(c) for c in cells))
         console.print(t)
+        if any(c != s for cells, s_cells in zip(rows, short) for c, s in zip(cells, s_cells)):
+            console.print(f"† below {MIN_INTERVAL_N} runs or trials: {NOT_INFORMATIVE}, not "
+                          "shown", highlight=False)  # fmt: skip
         console.print(basis_note(table), highlight=False)
     for m in table.attrs.get("missing", []):
         err_console.print(f"no baseline for: {m}", highlight=False)

@@ -70,7 +70,9 @@ CHOICES: dict[str, click.ParamType] = {
 def _base_type(annotation: Any) -> Any:
     """int, float, bool or str for `int`, `float | None`, `list[str] | None`, ..."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    ann = args[0] if args else annotation
+    ann = args[0] if args and typing.get_origin(annotation) is not typing.Annotated else annotation
+    if typing.get_origin(ann) is typing.Annotated:  # StrictInt = Annotated[int, Strict()]
+        ann = typing.get_args(ann)[0]
     return ann if ann in (int, float, bool, str) else str
 
 

@@ -56,22 +56,28 @@ def check_sizes(config: Any, where: str) -> None:
 
 def weight_count(config: Any) -> int:
     """A lower bound on the parameters: per layer attention and MLP (every expert of a MoE)
-    matrices, plus the embeddings (and an untied LM head)."""
-    h = getattr(config, "hidden_size", 0) or 0
-    layers = getattr(config, "num_hidden_layers", 0) or 0
-    heads = getattr(config, "num_attention_heads", 0) or 1
-    kv = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or max(h // heads, 1)
+    matrices, plus the embeddings (and an untied LM head). `config`: a transformers config or
+    the same keys as a mapping (a preset's shapes, a config.json)."""
+    def get(key: str, default: Any = None) -> Any:
+        if isinstance(config, dict):
+            return config.get(key, default)
+        return getattr(config, key, default)
+
+    h = get("hidden_size", 0) or 0
+    layers = get("num_hidden_layers", 0) or 0
+    heads = get("num_attention_heads", 0) or 1
+    kv = get("num_key_value_heads") or heads
+    head_dim = get("head_dim") or max(h // heads, 1)
     attention = h * head_dim * (2 * heads + 2 * kv)  # q, o and k, v projections
-    inter = getattr(config, "intermediate_size", None) or 4 * h
-    experts = next((e for k in EXPERT_KEYS if (e := getattr(config, k, None))), 0)
+    inter = get("intermediate_size") or 4 * h
+    experts = next((e for k in EXPERT_KEYS if (e := get(k))), 0)
     if experts:
-        inter = getattr(config, "moe_intermediate_size", None) or inter
+        inter = get("moe_intermediate_size") or inter
         mlp = experts * 2 * h * inter
     else:
         mlp = 2 * h * inter  # up and down (a gated MLP has a third matrix: not counted)
-    vocab = getattr(config, "vocab_size", 0) or 0
-    heads_out = 1 if getattr(config, "tie_word_embeddings", True) else 2
+    vocab = get("vocab_size", 0) or 0
+    heads_out = 1 if get("tie_word_embeddings", True) else 2
     return layers * (attention + mlp) + heads_out * vocab * h
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenwatt.config import RunConfig
+from tokenwatt.models.memory import free_bytes
 from tokenwatt.registry.precisions import get
 
 # FP4 emulation quantises and dequantises in PyTorch at every step; on a CPU it is fine for
@@ -37,6 +38,8 @@ def slow_reason(cfg: RunConfig, device: str) -> str | None:
                 "precision")  # fmt: skip
     if params:
         weight_bytes = params * prec.weight_bits / 8
+        if weight_bytes > (free_bytes(device) or float("inf")):
+            return None  # it cannot load at all: the load says so in one line, not this
         if weight_bytes >= LARGE_CPU_WEIGHT_BYTES:
             return (f"slow run: {cfg.model}{size} at {cfg.precision} holds "
                     f"{weight_bytes / 1e9:.0f} GB of weights, read once per decoded token on "
@@ -45,13 +48,15 @@ def slow_reason(cfg: RunConfig, device: str) -> str | None:
 
 
 def approx_params(model: str) -> float | None:
-    """Parameters from the model's shapes, without loading it; None when unknown."""
+    """Parameters from the model's shapes (a lower bound), without loading it; None: unknown."""
+    from tokenwatt.models.memory import weight_count
+
     config = _model_config(model)
     if not config:
         return None
     try:
-        return _params(config)
-    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return float(weight_count(config)) or None
+    except (TypeError, ValueError, ZeroDivisionError):
         return None
 
 
@@ -70,18 +75,3 @@ def _model_config(model: str) -> dict[str, Any] | None:
         return None
     text = data.get("text_config")
     return text if isinstance(text, dict) else data
-
-
-def _params(c: dict[str, Any]) -> float:
-    """Embeddings + layers x (attention + MLP x experts): a decoder's weights, within ~5%."""
-    h, layers, vocab = int(c["hidden_size"]), int(c["num_hidden_layers"]), int(c["vocab_size"])
-    heads = int(c["num_attention_heads"])
-    kv = int(c.get("num_key_value_heads") or heads)
-    head_dim = int(c.get("head_dim") or h // heads)
-    experts = int(c.get("num_local_experts") or c.get("num_experts") or 1)
-    inter = int(c.get("moe_intermediate_size") if experts > 1 and c.get("moe_intermediate_size")
-                else c["intermediate_size"])  # fmt: skip
-    attention = 2 * h * heads * head_dim + 2 * h * kv * head_dim
-    mlp = 3 * h * inter * experts
-    embeddings = vocab * h * (1 if c.get("tie_word_embeddings", True) else 2)
-    return float(layers * (attention + mlp) + embeddings)
