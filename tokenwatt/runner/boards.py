@@ -27,10 +27,12 @@ def board_meters(meters: list[Any]) -> list[Any]:
     return [m for m in meters if getattr(m, "name", "") == "nvml"]
 
 
-def board_constants(meters: list[Any]) -> dict[str, Any]:
-    """`boards` (how many GPU boards are measured) and `board_uuids` (`;`-joined, in order)."""
+def board_constants(meters: list[Any], model_boards: int = 1) -> dict[str, Any]:
+    """`boards` (how many GPU boards are measured), `board_uuids` (`;`-joined, in order) and
+    `model_boards` (how many CUDA boards the model spans: the floor's aggregate bandwidth)."""
     boards = board_meters(meters)
-    return {"boards": len(boards), "board_uuids": ";".join(m.uuid for m in boards)}
+    return {"boards": len(boards), "board_uuids": ";".join(m.uuid for m in boards),
+            "model_boards": max(1, model_boards)}  # fmt: skip
 
 
 def board_columns(meters: list[Any], phases: dict[str, PhaseEnergy], tokens: int,

@@ -101,7 +101,7 @@ def prepare_session(
         **counts,
         **fidelity,
         **labels(c for meter in meters for c in meter.channels),
-        **board_constants(meters),
+        **board_constants(meters, len(placement.cuda)),
     }
     model_info = {
         "config": model.config.to_dict(),
