@@ -7,8 +7,8 @@ from typing import Any
 from tokenwatt.analysis.stats import CV_WARN, POSITIVE_METRICS, describe
 from tokenwatt.config import config_to_dict
 from tokenwatt.results.columns import SUMMARY_METRICS, TRIAL_COLUMNS
-from tokenwatt.runner.session import Session
 from tokenwatt.runner.boards import board_summary
+from tokenwatt.runner.session import Session
 from tokenwatt.runner.trials import enrich
 
 

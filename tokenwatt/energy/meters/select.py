@@ -202,7 +202,12 @@ def visible_boards(nvml_module: str | None = None) -> list[str]:
     """NVML identities of the boards this process can use: CUDA_VISIBLE_DEVICES's entries
     (CUDA indexes or UUIDs, matched to NVML's boards by UUID), else every board NVML lists;
     [] without NVML."""
-    from tokenwatt.energy.meters.nvml import cuda_entry_target, cuda_visible, import_pynvml, nvml_init
+    from tokenwatt.energy.meters.nvml import (
+        cuda_entry_target,
+        cuda_visible,
+        import_pynvml,
+        nvml_init,
+    )
 
     name = nvml_module or os.environ.get("TOKENWATT_NVML_MODULE") or "pynvml"
     if name in _NO_NVML:
