@@ -133,7 +133,7 @@ class SlurmExecutor(Executor):
         use_squeue_fallback()
         jobs: list[tuple[Case, Any]] = []
         for gpus, group in arrays(cases).items():
-            ex = submitit.AutoExecutor(folder=out / LOGS / "slurm" / "%A_%a", cluster="slurm")
+            ex = submitit.AutoExecutor(folder=out / LOGS / "slurm" / "%j", cluster="slurm")
             ex.update_parameters(**sbatch_parameters(self.opts, gpus, len(group)))
             paths = [str(case_file(c, out, _local_device(c))) for c in group]
             jobs += zip(group, ex.map_array(run_case_file, paths))
