@@ -20,6 +20,13 @@ SIZE_KEYS = (
     "moe_intermediate_size", "num_local_experts", "num_experts", "n_routed_experts",
 )  # fmt: skip
 EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
+# Gated MLPs (SwiGLU, GeGLU) have three matrices, not two: Llama, Mistral, Qwen, Gemma, Phi-3
+# and their MoE variants; they say so by model_type (hidden_act "silu" is the common tell).
+GATED_MLP_TYPES = frozenset({
+    "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma",
+    "gemma2", "gemma3_text", "phi3", "olmo", "olmo2", "olmoe", "granite", "granitemoe",
+    "deepseek_v2", "deepseek_v3", "cohere",
+})  # fmt: skip
 
 
 def check_model_config(config: Any, dtype: Any, device: str, where: str,
@@ -73,9 +80,8 @@ def weight_count(config: Any) -> int:
     experts = next((e for k in EXPERT_KEYS if (e := get(k))), 0)
     if experts:
         inter = get("moe_intermediate_size") or inter
-        mlp = experts * 2 * h * inter
-    else:
-        mlp = 2 * h * inter  # up and down (a gated MLP has a third matrix: not counted)
+    gated = get("model_type") in GATED_MLP_TYPES or get("hidden_act") == "silu"
+    mlp = (3 if gated else 2) * h * inter * max(experts, 1)
     vocab = get("vocab_size", 0) or 0
     heads_out = 1 if get("tie_word_embeddings", True) else 2
     return layers * (attention + mlp) + heads_out * vocab * h

@@ -65,7 +65,7 @@ def _model_config(model: str) -> dict[str, Any] | None:
 
     if model.startswith("preset:"):
         preset = PRESETS.get(model.removeprefix("preset:"))
-        return dict(preset.config) if preset else None
+        return {"model_type": preset.model_type, **preset.config} if preset else None
     path = Path(model) / "config.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
