@@ -21,7 +21,8 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 # import name -> distribution name, where they differ
 DISTRIBUTION = {"yaml": "pyyaml", "pynvml": "nvidia-ml-py", "importlinter": "import-linter"}
 # Packages a plain install may lack: each is imported only behind a check that names its extra.
-OPTIONAL = {"torchao": "quant", "codecarbon": "carbon", "matplotlib": "plots"}
+OPTIONAL = {"torchao": "quant", "codecarbon": "carbon", "matplotlib": "plots",
+            "accelerate": "multigpu", "submitit": "slurm"}  # fmt: skip
 
 
 def _requirement_names(reqs: list[str]) -> set[str]:

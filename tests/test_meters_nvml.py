@@ -103,10 +103,11 @@ def test_edge_state_records_temperature_clock_and_limit():
 
 
 def test_cuda_visible_devices_maps_indexes_uuid_prefixes_and_refuses_mig(monkeypatch):
-    sim.configure(3, 300.0)
+    gpus = sim.configure(3, 300.0)
     sim.nvmlInit()
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,0")
-    assert cuda_target("cuda:0", sim) == 2 and cuda_target("cuda:1", sim) == 0
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,0")  # CUDA indexes -> NVML boards by UUID
+    assert cuda_target("cuda:0", sim) == gpus[2].uuid
+    assert cuda_target("cuda:1", sim) == gpus[0].uuid
     uuid1 = sim.STATE.gpus[1].uuid
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", uuid1[:9])
     assert cuda_target("cuda", sim) == uuid1
@@ -114,7 +115,7 @@ def test_cuda_visible_devices_maps_indexes_uuid_prefixes_and_refuses_mig(monkeyp
     with pytest.raises(MeterUnavailable, match="MIG"):
         cuda_target("cuda:0", sim)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    assert cuda_target("cuda:1", sim) == 1
+    assert cuda_target("cuda:1", sim) == gpus[1].uuid
     m = NvmlMeter(uuid1, nvml=sim, clock=VirtualClock(), measure_period=False)
     assert m.channels[0].key == "gpu1"
 

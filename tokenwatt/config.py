@@ -29,6 +29,7 @@ from tokenwatt.registry.presets import PRESETS
 METERS = ("auto", "nvml", "rapl", "estimate")
 EXPERTS = ("tokenwatt", "transformers")
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+MAX_BOARDS = 64  # boards one case can hold (a node has up to 8-16; a few nodes at most)
 
 
 # YAML's `true` is no batch size and its 'yes' no boolean: numbers and flags are taken as
@@ -181,6 +182,13 @@ class RunConfig(_Strict):
         "transformers' own for dtype precisions.",
     )
     device: str = Field("auto", description="Where the model runs.")
+    gpus: list[str] | int | None = Field(
+        None,
+        description="GPU boards the case holds: N (the first N visible) or a list (CUDA "
+        "indexes, UUIDs or PCI bus ids); with device cuda the model is placed across them "
+        "(device_map auto); they are measured unless measure.gpus names others (default: the "
+        "device's one board).",
+    )
     trust_remote_code: StrictBool = Field(
         False, description="Allow a checkpoint's own Python code to run."
     )
@@ -219,6 +227,42 @@ class RunConfig(_Strict):
         if v not in EXPERTS:
             raise ValueError(f"unknown experts implementation {v!r}; use {' or '.join(EXPERTS)}")
         return v
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpus(cls, v: Any) -> Any:
+        """2, "2" -> 2 boards; "0,1", [0, 1], ["GPU-..."] -> a list of board names."""
+        if v is None:
+            return None
+        if isinstance(v, str) and v.strip().isdigit():
+            v = int(v.strip())
+        if isinstance(v, int) and not isinstance(v, bool):
+            if not 1 <= v <= MAX_BOARDS:
+                raise ValueError(f"must be from 1 to {MAX_BOARDS} boards (got {v})")
+            return v
+        items = v.split(",") if isinstance(v, str) else v if isinstance(v, list) else None
+        if items is None or any(isinstance(x, (bool, dict, list, float)) for x in items):
+            raise ValueError("give a number of boards (2) or a list of CUDA indexes, UUIDs or "
+                             "PCI bus ids (0,1)")  # fmt: skip
+        out = [str(x).strip() for x in items if str(x).strip()]
+        if not out or len(set(out)) != len(out):
+            raise ValueError("needs at least one board, each named once, e.g. gpus: 2 or 0,1")
+        return out
+
+    @model_validator(mode="after")
+    def _gpus_and_device(self) -> RunConfig:
+        if self.gpus is not None and self.device.startswith("cuda:") and self.board_count() > 1:
+            raise ValueError(f"device: {self.device} is one board but gpus asks for "
+                             f"{self.board_count()}; use device: cuda with gpus")  # fmt: skip
+        return self
+
+    def board_count(self) -> int:
+        """How many GPU boards the case holds (what a scheduler must give it)."""
+        if isinstance(self.gpus, int):
+            return self.gpus
+        if self.gpus:
+            return len(self.gpus)
+        return 0 if self.device == "cpu" else 1
 
     @field_validator("device")
     @classmethod
@@ -260,6 +304,7 @@ FLAGS: dict[str, str | None] = {
     "compile": "compile",
     "experts": "experts",
     "device": "device",
+    "gpus": "model-gpus",  # --gpus is measure.gpus (the boards measured), older and documented
     "trust_remote_code": "trust-remote-code",
     "allow_pickle": "allow-pickle",
     "workload.batch_size": "batch-size",
@@ -507,4 +552,6 @@ def case_id(cfg: RunConfig) -> str:
     d = config_to_dict(cfg)
     d.pop("out", None)
     d.pop("name", None)
+    if d.get("gpus") is None:  # a field added later: unset, it keeps earlier cases' ids
+        d.pop("gpus", None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

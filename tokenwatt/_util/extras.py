@@ -16,6 +16,8 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "quant": ("torchao", "the quantised precisions"),
     "carbon": ("codecarbon", "carbon intensity and CPU TDP data"),
     "plots": ("matplotlib", "the report's figures"),
+    "multigpu": ("accelerate", "placing a model across several GPU boards"),
+    "slurm": ("submitit", "sweeps on a Slurm cluster"),
 }
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -477,6 +477,16 @@ def floor_columns(row: dict[str, Any], model_info: dict[str, Any]) -> dict[str, 
         return out
 
 
+def aggregate(hw: Hardware, boards: int) -> Hardware:
+    """A model spread over `boards` identical boards reads its weights through all of their
+    memory: the floor uses their aggregate bandwidth (the optimistic bound: a layer-by-layer
+    split, as device_map="auto" makes, runs one board at a time). Energy per byte is unchanged."""
+    if boards <= 1:
+        return hw
+    return replace(hw, name=f"{boards}x {hw.name}",
+                   memory_bandwidth_bytes_per_s=hw.memory_bandwidth_bytes_per_s * boards)
+
+
 def _floor_columns(
     row: dict[str, Any], info: dict[str, Any], hw: Hardware, out: dict[str, Any]
 ) -> dict[str, Any]:
@@ -484,6 +494,7 @@ def _floor_columns(
     precision = str(info.get("precision") or row.get("precision") or "bf16")
     batch = max(1, int(row.get("batch_size") or 1))
     prompt, new = float(row.get("prompt_tokens") or 0), float(row.get("new_tokens") or 0)
+    hw = aggregate(hw, int(row.get("model_boards") or 1))
     fl, w = model_floor(config, info, precision, batch, prompt, new, hw)
     fits = fits_in_cache(config, info, batch, prompt + new, hw)
     measured = positive(row.get("decode_j_per_token"))

@@ -22,6 +22,16 @@ import click
 # default: tokenwatt.sweep.plan.MAX_CASES (not imported here, so --help stays instant)
 @click.option("--max-cases", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Refuse a grid of more cases than this (each runs for minutes).")  # fmt: skip
+@click.option("--executor", type=click.Choice(["local", "slurm"]), default="local",
+              show_default=True, help="Where the cases run: here one by one, or Slurm arrays.")
+@click.option("--partition", help="Slurm partition (--executor slurm).")
+@click.option("--time-limit", type=click.IntRange(min=1), default=60, show_default=True,
+              help="Slurm time limit per case, minutes.")
+@click.option("--account", help="Slurm account to charge.")
+@click.option("--sbatch", "sbatch_flags", multiple=True,
+              help="An extra sbatch flag, e.g. --sbatch=--qos=high (repeatable).")
+@click.option("--array-parallelism", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Slurm array tasks running at once.")  # fmt: skip
 def sweep(
     config: str,
     out: str | None,
@@ -32,6 +42,12 @@ def sweep(
     pue: float | None,
     quiet: bool,
     max_cases: int,
+    executor: str = "local",
+    partition: str | None = None,
+    time_limit: int = 60,
+    account: str | None = None,
+    sbatch_flags: tuple[str, ...] = (),
+    array_parallelism: int = 8,
 ) -> None:
     """Run every case of a sweep CONFIG (lists expand into a grid), each in its own process.
 
@@ -54,15 +70,32 @@ def sweep(
             state = "run" if c.case_id in todo else states.get(c.case_id, "")
             console.print(f"{c.case_id}  {state:8}  {c.label}")
         console.print(f"{len(cases)} cases, {len(todo)} to run, folder {data.get('out')}")
+        if executor == "slurm":
+            from tokenwatt.sweep.slurm import SlurmOptions, describe_arrays
+
+            opts = SlurmOptions(partition, time_limit, account, list(sbatch_flags),
+                                array_parallelism)  # fmt: skip
+            for line in describe_arrays([c for c in cases if c.case_id in todo], opts):
+                console.print(line, highlight=False)
         return
+    runner = None
+    if executor == "slurm":
+        from tokenwatt.sweep.slurm import SlurmExecutor, SlurmOptions
+
+        runner = SlurmExecutor(
+            SlurmOptions(partition, time_limit, account, list(sbatch_flags), array_parallelism),
+            confirm_cancel=lambda: click.confirm("\ncancel the submitted Slurm jobs?",
+                                                 default=True, err=True),
+        )  # fmt: skip
     text = Path(config).read_text(encoding="utf-8")  # read_yaml checked its size and encoding
     from tokenwatt.sweep.plan import schedule_of
 
     rounds = schedule_of(data).rounds  # the bar counts every run of every round
     with sweep_progress(cases * rounds, disabled=quiet) as on_event:
         outcome = run_sweep(
-            data, cases, force=force, retry_failed=retry_failed, on_event=on_event, config_text=text
-        )
+            data, cases, executor=runner, force=force, retry_failed=retry_failed,
+            on_event=on_event, config_text=text,
+        )  # fmt: skip
     ok = sum(1 for s in outcome.status.values() if s == "complete")
     click.echo(
         f"sweep {outcome.out}: {len(outcome.planned)} cases, {ok} complete "

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tokenwatt._util.devices import placed_boards
+from tokenwatt._util.extras import require
 from tokenwatt.errors import UserError
 from tokenwatt.models.memory import check_model_config
 
@@ -30,7 +32,10 @@ def load_model(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
 ) -> LoadedModel:
-    """Build or load a causal LM on `device` in `dtype`, in eval mode."""
+    """Build or load a causal LM on `device` in `dtype`, in eval mode; across the boards
+    `place_on` recorded when a case holds several (`gpus: N`)."""
+    if _boards(device):
+        require("multigpu", f"a model across {len(_boards(device))} boards")
     if spec.startswith("preset:"):
         loaded = _from_preset(spec.removeprefix("preset:"), device, dtype, seed)
     elif _looks_local(spec):
@@ -40,6 +45,30 @@ def load_model(
     loaded.model.eval()
     loaded.info.setdefault("params_total", sum(p.numel() for p in loaded.model.parameters()))
     return loaded
+
+
+def _boards(device: str) -> list[int]:
+    """The CUDA boards to spread the model over; [] for one device."""
+    return placed_boards() if device.startswith("cuda") else []
+
+
+def _placement(device: str) -> dict[str, Any]:
+    """from_pretrained's device arguments: device_map="auto" over the case's boards."""
+    from tokenwatt.models.placement import free_on, placement_kwargs
+
+    boards = _boards(device)
+    return placement_kwargs(boards, free_on(boards)) if boards else {}
+
+
+def _placed(model: Any, device: str, where: str) -> Any:
+    """One device: move the model there. Several boards: check that it stayed on them."""
+    boards = _boards(device)
+    if not boards:
+        return model.to(device)
+    from tokenwatt.models.placement import check_map
+
+    check_map(getattr(model, "hf_device_map", None) or {"": "?"}, boards, where)
+    return model
 
 
 def _looks_local(spec: str) -> bool:
@@ -56,10 +85,15 @@ def _from_preset(name: str, device: str, dtype: Any, seed: int) -> LoadedModel:
     if name not in PRESETS:
         raise UserError(f"model: unknown preset {name!r}; presets: {', '.join(PRESETS)}")
     config = preset_config(name)
-    check_model_config(config, dtype, device, f"preset:{name}")
+    check_model_config(config, dtype, device, f"preset:{name}", boards=_boards(device))
     torch.manual_seed(seed)
-    with torch.device(device):
+    boards = _boards(device)
+    with torch.device("cpu" if boards else device):  # several boards: built here, then spread
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    if boards:
+        from tokenwatt.models.placement import dispatch
+
+        model = dispatch(model, boards, f"preset:{name}")
     return LoadedModel(model, None, "preset", f"preset:{name}", {"like": PRESETS[name].like})
 
 
@@ -92,7 +126,7 @@ def _from_local(
             f"model: cannot read {str(path / 'config.json')!r}: {why}; fix or re-save it"
         ) from None
     _require_causal_lm(config, str(path), trust_remote_code)
-    check_model_config(config, dtype, device, repr(str(path)))
+    check_model_config(config, dtype, device, repr(str(path)), boards=_boards(device))
     with _damaged(path):
         model = AutoModelForCausalLM.from_pretrained(
             path,
@@ -101,7 +135,9 @@ def _from_local(
             use_safetensors=has_safetensors,
             trust_remote_code=trust_remote_code,
             local_files_only=True,
-        ).to(device)
+            **_placement(device),
+        )
+    model = _placed(model, device, repr(str(path)))
     return LoadedModel(model, _tokenizer(path, trust_remote_code), "local", str(path))
 
 
@@ -160,10 +196,12 @@ def _from_hub(spec: str, device: str, dtype: Any, trust_remote_code: bool) -> Lo
 
     try:
         config = AutoConfig.from_pretrained(spec, trust_remote_code=trust_remote_code)
-        check_model_config(config, dtype, device, repr(spec))
+        check_model_config(config, dtype, device, repr(spec), boards=_boards(device))
         model = AutoModelForCausalLM.from_pretrained(
-            spec, config=config, dtype=dtype, trust_remote_code=trust_remote_code
-        ).to(device)
+            spec, config=config, dtype=dtype, trust_remote_code=trust_remote_code,
+            **_placement(device),
+        )  # fmt: skip
+        model = _placed(model, device, repr(spec))
     except OSError as e:
         raise UserError(
             f"model: {spec!r} is neither a preset, a local directory nor a reachable hub model "

@@ -29,12 +29,16 @@ GATED_MLP_TYPES = frozenset({
 })  # fmt: skip
 
 
-def check_model_config(config: Any, dtype: Any, device: str, where: str) -> None:
-    """One-line UserError when the config's sizes are damaged or its weights cannot fit."""
+def check_model_config(config: Any, dtype: Any, device: str, where: str,
+                       boards: list[int] | None = None) -> None:  # fmt: skip
+    """One-line UserError when the config's sizes are damaged or its weights cannot fit (on
+    `device`, or on the CUDA `boards` together when the model is spread over several)."""
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     check_sizes(text, where)
     need = weight_count(text) * _itemsize(dtype)
-    free = free_bytes(device)
+    free = sum(free_bytes(f"cuda:{b}") or 0 for b in boards) if boards else free_bytes(device)
+    if boards:
+        device = f"{len(boards)} boards ({', '.join(f'cuda:{b}' for b in boards)})"
     if free is not None and need > free:
         raise UserError(
             f"model: {where} needs at least {_gib(need)} for its weights in "

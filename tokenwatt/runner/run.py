@@ -138,7 +138,8 @@ def measure_session(
         session.generate(session.model, session.prompts, cfg.workload.new_tokens)
     if cfg.measure.idle_seconds > 0:
         phase("idle", f"idle baseline: {cfg.measure.idle_seconds:g} s with nothing running")
-    session.idle_power_w = measure_idle_w(session.meters, cfg.measure.idle_seconds)
+    session.idle_by_channel = measure_idle_by_channel(session.meters, cfg.measure.idle_seconds)
+    session.idle_power_w = sum(session.idle_by_channel.values()) or float("nan")
     reset_peak_memory(session.device)
     phase("trials", f"trials (each at least {cfg.measure.min_seconds:g} s)")
     trials: list[dict[str, Any]] = []
@@ -175,11 +176,14 @@ def measure_session(
 
 def measure_idle_w(meters: list[Any], seconds: float) -> float:
     """Idle power over `seconds` with nothing running, measured on the same meters."""
+    per_channel = measure_idle_by_channel(meters, seconds)
+    return sum(per_channel.values()) if per_channel else float("nan")
+
+
+def measure_idle_by_channel(meters: list[Any], seconds: float) -> dict[str, float]:
+    """Idle W per meter channel (each board its own); {} when no idle baseline is taken."""
     from tokenwatt.energy.recorder import measure_idle_power
 
-    if seconds <= 0:
-        return float("nan")
-    per_channel = measure_idle_power(meters, seconds)
-    return sum(per_channel.values()) if per_channel else float("nan")
+    return dict(measure_idle_power(meters, seconds)) if seconds > 0 else {}
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from tokenwatt.config import RunConfig
 from tokenwatt.energy.meters.base import labels
 from tokenwatt.registry.precisions import PRECISIONS
+from tokenwatt.runner.placement import Placement
 
 
 @dataclass
@@ -27,6 +28,9 @@ class Session:
     idle_power_w: float = float("nan")
     meta: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # said once, before the trials
+    # The GPU boards the case holds (CUDA indexes the model spans, NVML UUIDs): see placement.py
+    placement: Placement = field(default_factory=Placement)
+    idle_by_channel: dict[str, float] = field(default_factory=dict)  # idle W per meter channel
 
 
 def prepare_session(
@@ -34,6 +38,7 @@ def prepare_session(
 ) -> Session:
     import torch
 
+    from tokenwatt._util.devices import place_on
     from tokenwatt.energy.meters.select import boards_not_running_the_model, open_meters
     from tokenwatt.models.decode import generation_fn
     from tokenwatt.models.fidelity import measure_fidelity, reference_precision
@@ -41,9 +46,14 @@ def prepare_session(
     from tokenwatt.models.moe import param_counts
     from tokenwatt.models.precision import apply_precision, base_dtype
     from tokenwatt.models.workload import make_prompts
+    from tokenwatt.runner.boards import board_constants
     from tokenwatt.runner.environment import device_name, environment
+    from tokenwatt.runner.placement import resolve_placement
 
     phase = on_phase or (lambda event, text: None)
+    placement = resolve_placement(cfg, device)
+    place_on(placement.cuda)  # a model across several boards: loads spread it, marks wait for all
+    device = placement.device(device)
     torch.manual_seed(cfg.workload.seed)
     build = "building" if cfg.model.startswith("preset:") else "loading"
     phase("load", f"{build} {cfg.model}")
@@ -67,7 +77,8 @@ def prepare_session(
     fidelity = measure_fidelity(cfg, model, device) if cfg.fidelity.enabled else {}
     m = cfg.measure
     phase("meters", f"opening meters ({m.meter})")
-    meters = open_meters(m.meter, device, gpus=m.gpus, cpu_tdp_w=m.cpu_tdp_w)
+    meters = open_meters(m.meter, device, gpus=m.gpus or placement.boards or None,
+                         cpu_tdp_w=m.cpu_tdp_w)  # fmt: skip
     counts = param_counts(model)
     constants = {
         "name": cfg.name,
@@ -90,6 +101,7 @@ def prepare_session(
         **counts,
         **fidelity,
         **labels(c for meter in meters for c in meter.channels),
+        **board_constants(meters, len(placement.cuda)),
     }
     model_info = {
         "config": model.config.to_dict(),
@@ -107,10 +119,12 @@ def prepare_session(
         "model_info": dict(loaded.info),
         "precision_report": {"backend": prec.precision_backend, **prec.detail},
     }
-    mismatch = boards_not_running_the_model(meters, device) if m.gpus else None
+    mismatch = (boards_not_running_the_model(meters, device, placement.boards)
+                if m.gpus or cfg.gpus is not None else None)  # fmt: skip
     return Session(cfg, device, model, prompts, meters, generation_fn(cfg.compile), constants,
                    model_info, meta=meta,
-                   warnings=[f"other-boards: {mismatch}"] if mismatch else [])  # fmt: skip
+                   warnings=[f"other-boards: {mismatch}"] if mismatch else [],
+                   placement=placement)  # fmt: skip
 
 
 def _kv_bytes(model: Any) -> int:

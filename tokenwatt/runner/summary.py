@@ -7,6 +7,7 @@ from typing import Any
 from tokenwatt.analysis.stats import CV_WARN, POSITIVE_METRICS, describe
 from tokenwatt.config import config_to_dict
 from tokenwatt.results.columns import SUMMARY_METRICS, TRIAL_COLUMNS
+from tokenwatt.runner.boards import board_summary
 from tokenwatt.runner.session import Session
 from tokenwatt.runner.trials import enrich
 
@@ -27,6 +28,7 @@ def summarise(
             summary[f"{metric}_{k}"] = d[k]
         means[metric] = d["mean"]
     summary["idle_power_w"] = session.idle_power_w
+    summary.update(board_summary(trials))  # each board's J/token means and idle power
     summary["peak_memory_mb"] = max(t["peak_memory_mb"] for t in trials)
     summary.update({k: v for k, v in routing.items()})
     from tokenwatt.analysis.carbon import CARBON_COLUMNS

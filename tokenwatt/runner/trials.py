@@ -10,6 +10,7 @@ from typing import Any
 from tokenwatt._util.ids import utc_now
 from tokenwatt.config import RunConfig
 from tokenwatt.energy.recorder import PhaseEnergy, PhaseRecorder, dynamic_joules
+from tokenwatt.runner.boards import board_columns, board_detail
 from tokenwatt.runner.contention import ContentionMonitor, Readings, gpu_pids_of
 from tokenwatt.runner.session import Session
 
@@ -73,6 +74,7 @@ def run_trial(session: Session, index: int) -> tuple[dict[str, Any], dict[str, A
         "marks": [{"phase": m.phase, "t_s": m.t} for m in rec.marks],
         "trace": rec.trace(),
         "phases": {k: {"seconds": v.seconds, "joules": v.joules} for k, v in phases.items()},
+        **board_detail(session.meters, phases),
         "edge_start": edge_start,
         "edge_end": [m.edge_state() for m in session.meters],
     }
@@ -126,6 +128,7 @@ def trial_row(
         ),  # fmt: skip
         "peak_memory_mb": _peak_memory_mb(session.device),
         "cooldown_s": cooldown_s(session.cfg, session.device) if index > 0 else 0.0,
+        **board_columns(session.meters, phases, tokens, decode_tokens, session.idle_by_channel),
     }
     return enrich(row, session)
 

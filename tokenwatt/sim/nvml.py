@@ -86,6 +86,7 @@ class SimGPU:
     other_pids: list[int] = field(default_factory=list)
     base_mj: int = 987_654_321  # the counter runs since the driver loaded, not since we opened
     zero_j: float = 0.0
+    bus: int | None = None  # PCI bus number (default 0x17 + 0x20 x index: NVML order = PCI)
 
     @property
     def uuid(self) -> str:
@@ -93,7 +94,8 @@ class SimGPU:
 
     @property
     def pci_bus_id(self) -> str:
-        return f"00000000:{0x17 + 0x20 * self.index:02X}:00.0"
+        bus = 0x17 + 0x20 * self.index if self.bus is None else self.bus
+        return f"00000000:{bus:02X}:00.0"
 
     def __post_init__(self) -> None:
         self.schedule = TickSchedule(self.period_s, self.period_jitter_s, self.phase_s,
@@ -131,25 +133,44 @@ class _State:
 STATE = _State()
 
 
+# Boards of one machine are not synchronised: board i's sensor publishes this fraction of a
+# period after board 0's (0.37 spreads any number of boards over the period without repeats).
+PHASE_STAGGER = 0.37
+
+
 def configure(
     gpus: int = 1,
-    power: float | PiecewiseProfile | list[PiecewiseProfile] = 300.0,
+    power: float | PiecewiseProfile | list[float | PiecewiseProfile] = 300.0,
     clock: Callable[[], float] | None = None,
     wall: Callable[[], float] | None = None,
+    boards: list[dict[str, Any]] | None = None,
     **gpu_kwargs: Any,
 ) -> list[SimGPU]:
-    """Reset the simulation: `gpus` boards following `power` (watts or profiles) from now."""
+    """Reset the simulation: `gpus` boards following `power` (watts or profiles, one per board
+    when a list) from now. `gpu_kwargs` go to every board, `boards[i]` to board i only (e.g.
+    {"other_pids": [...]} or {"bus": 0x81}). Without a `phase_s`, board i's updates come
+    PHASE_STAGGER x i of a period after board 0's, as unsynchronised boards' do."""
     profiles = power if isinstance(power, list) else [power] * gpus
     profiles = [p if isinstance(p, PiecewiseProfile) else constant(p) for p in profiles]
     STATE.clock = clock or time.perf_counter
     STATE.origin = STATE.clock()
     STATE.wall = wall or getattr(STATE.clock, "wall", time.time)
     STATE.epoch_offset_s = STATE.wall() - STATE.clock()  # clock time -> seconds since 1970
-    STATE.gpus = [SimGPU(i, p, **gpu_kwargs) for i, p in enumerate(profiles)]
+    STATE.gpus = [SimGPU(i, p, **_board_kwargs(i, gpu_kwargs, boards))
+                  for i, p in enumerate(profiles)]  # fmt: skip
     STATE.errors = {}
     STATE.calls = {}
     STATE.generation += 1
     return STATE.gpus
+
+
+def _board_kwargs(i: int, common: dict[str, Any],
+                  boards: list[dict[str, Any]] | None) -> dict[str, Any]:  # fmt: skip
+    kwargs = {**common, **(boards[i] if boards and i < len(boards) else {})}
+    if "phase_s" not in kwargs:
+        period = kwargs.get("period_s", SimGPU.period_s)
+        kwargs["phase_s"] = (PHASE_STAGGER * i % 1.0) * period
+    return kwargs
 
 
 def now() -> float:
@@ -354,7 +375,8 @@ def nvmlDeviceGetComputeRunningProcesses(handle: Any) -> list[Any]:
 def install_from_env(env: dict[str, str] | None = None) -> list[SimGPU]:
     """Configure from TOKENWATT_SIM_* variables.
 
-    TOKENWATT_SIM_POWER_W   constant board power in W (default 300)
+    TOKENWATT_SIM_POWER_W   constant board power in W (default 300); a comma-separated list
+                            gives each board its own (e.g. 61,74: boards idle differently)
     TOKENWATT_SIM_PROFILE   steady|steps|spikes|bursts|phases instead of a constant (seeded, 120 s)
     TOKENWATT_SIM_GPUS      number of boards (default 1)
     TOKENWATT_SIM_PERIOD_MS sensor update period (default 100)
@@ -363,7 +385,9 @@ def install_from_env(env: dict[str, str] | None = None) -> list[SimGPU]:
     TOKENWATT_SIM_NO_COUNTER=1  no energy counter (pre-Volta): the meter must fall back
     TOKENWATT_SIM_ARCH      NVML architecture number (default 9, Hopper)
     TOKENWATT_SIM_MIG=1     MIG mode enabled
-    TOKENWATT_SIM_OTHER_PIDS  comma-separated pids of other processes on the board
+    TOKENWATT_SIM_OTHER_PIDS  comma-separated pids of other processes on every board;
+                            PID@B puts one on board B only
+    TOKENWATT_SIM_PHASE_MS  comma-separated update phases per board (default: staggered)
     TOKENWATT_SIM_ERRORS    function:code[:times],... raised on the next calls
     """
     env = dict(os.environ if env is None else env)
@@ -374,14 +398,23 @@ def install_from_env(env: dict[str, str] | None = None) -> list[SimGPU]:
         "has_counter": env.get("TOKENWATT_SIM_NO_COUNTER", "") not in ("1", "true"),
         "arch": int(env.get("TOKENWATT_SIM_ARCH", str(real.NVML_DEVICE_ARCH_HOPPER))),
         "mig": env.get("TOKENWATT_SIM_MIG", "") in ("1", "true"),
-        "other_pids": [int(p) for p in env.get("TOKENWATT_SIM_OTHER_PIDS", "").split(",") if p],
     }
-    power: Any = float(env.get("TOKENWATT_SIM_POWER_W", "300"))
+    n = int(env.get("TOKENWATT_SIM_GPUS", "1"))
+    boards: list[dict[str, Any]] = [{"other_pids": []} for _ in range(n)]
+    for spec in filter(None, env.get("TOKENWATT_SIM_OTHER_PIDS", "").split(",")):
+        pid, _, board = spec.partition("@")
+        for i in [int(board)] if board else range(n):
+            boards[i]["other_pids"].append(int(pid))
+    for i, ms in enumerate(filter(None, env.get("TOKENWATT_SIM_PHASE_MS", "").split(","))):
+        if i < n:
+            boards[i]["phase_s"] = float(ms) / 1000.0
+    watts = [float(w) for w in env.get("TOKENWATT_SIM_POWER_W", "300").split(",") if w]
+    power: Any = [watts[i % len(watts)] for i in range(n)] if len(watts) > 1 else watts[0]
     if env.get("TOKENWATT_SIM_PROFILE"):
         from tokenwatt.sim.profiles import PROFILES
 
         power = PROFILES[env["TOKENWATT_SIM_PROFILE"]]()
-    gpus = configure(int(env.get("TOKENWATT_SIM_GPUS", "1")), power, **kwargs)
+    gpus = configure(n, power, boards=boards, **kwargs)
     for spec in filter(None, env.get("TOKENWATT_SIM_ERRORS", "").split(",")):
         fn, code, *times = spec.split(":")
         inject_error(fn, int(code), int(times[0]) if times else 1)

@@ -87,13 +87,17 @@ def case_file(case: Case, out: Path, local_device: str, parent_pid: int | None =
     return path
 
 
-def device_env(device: str, visible: str | None) -> tuple[str, str]:
+def device_env(device: str, visible: str | None, boards: int = 0) -> tuple[str, str]:
     """(CUDA_VISIBLE_DEVICES for the case, the device name the case uses inside it).
 
     cpu sees no GPU; cuda:N sees only GPU N (counted within the parent's own visible list,
-    which may hold UUIDs) and calls it "cuda"; auto and cuda see the first visible GPU.
+    which may hold UUIDs) and calls it "cuda"; auto and cuda see the first visible GPU. A
+    case that holds `boards` GPUs (its `gpus` field) sees the first that many.
     """
     gpus = [g.strip() for g in visible.split(",") if g.strip()] if visible else []
+    if boards > 1 or (device == "cpu" and boards):  # a case holding boards (gpus: N): the first N
+        names = gpus[:boards] if gpus else [str(i) for i in range(boards)]
+        return ",".join(names), "cpu" if device == "cpu" else "cuda"
     if device == "cpu":
         return "", "cpu"
     if device.startswith("cuda:"):
@@ -114,9 +118,15 @@ class LocalProcessExecutor(Executor):
         self.grace_s = grace_s
 
     def run(self, case: Case, out: Path, on_event: OnEvent | None = None) -> None:
-        visible, local = device_env(case.config["device"], os.environ.get("CUDA_VISIBLE_DEVICES"))
+        gpus = case.config.get("gpus")
+        held = 0 if gpus is None else gpus if isinstance(gpus, int) else len(gpus)
+        visible, local = device_env(case.config["device"], os.environ.get("CUDA_VISIBLE_DEVICES"),
+                                    held)  # fmt: skip
         path = case_file(case, out, local, parent_pid=os.getpid())
         env = dict(os.environ, CUDA_VISIBLE_DEVICES=visible, PYTHONUNBUFFERED="1")
+        if isinstance(gpus, list):  # boards named by the case, in the parent's numbering: keep it
+            env.pop("CUDA_VISIBLE_DEVICES")
+            env.update({k: v for k, v in os.environ.items() if k == "CUDA_VISIBLE_DEVICES"})
         log = out / LOGS / f"{case.case_id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         cmd = [self.python, "-m", "tokenwatt.sweep.case", str(path)]

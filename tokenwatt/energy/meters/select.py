@@ -97,8 +97,56 @@ def open_nvml(
     return meters
 
 
-def boards_not_running_the_model(meters: Sequence[Meter], device: str) -> str | None:
-    """A one-line warning when `measure.gpus` names boards the model does not run on."""
+def held_boards(gpus: int | Sequence[str], nvml_module: str | None = None) -> list[str]:
+    """NVML UUIDs of the boards a case holds, found without CUDA (the model runs elsewhere, or
+    CUDA is not started yet): N -> the first N this process can see, in CUDA_VISIBLE_DEVICES
+    order; a list -> each entry, a CUDA index (counted within CUDA_VISIBLE_DEVICES, as
+    `cuda:N` is), a UUID or a PCI bus id. Matched by UUID or PCI bus id, never by index."""
+    from tokenwatt.energy.meters.nvml import (
+        cuda_entry_target,
+        cuda_visible,
+        import_pynvml,
+        nvml_init,
+        uuid_of_bus_id,
+    )
+
+    nvml = import_pynvml(nvml_module)
+    nvml_init(nvml)
+    try:
+        visible = cuda_visible()
+        if isinstance(gpus, int):
+            entries = visible if visible is not None else [
+                str(i) for i in range(nvml.nvmlDeviceGetCount())]  # fmt: skip
+            if len(entries) < gpus:
+                raise MeterUnavailable(f"gpus: {gpus} boards asked for but this process sees "
+                                       f"{len(entries)}; ask for fewer")  # fmt: skip
+            entries = entries[:gpus]
+        else:
+            entries = [_within(e, visible) for e in gpus]
+        return [uuid_of_bus_id(e, nvml) if _is_bus_id(e) else cuda_entry_target(e, nvml)
+                for e in entries]  # fmt: skip
+    finally:
+        nvml.nvmlShutdown()
+
+
+def _within(entry: str, visible: list[str] | None) -> str:
+    """A CUDA index counted within CUDA_VISIBLE_DEVICES, as that list's entry."""
+    if not entry.isdigit() or visible is None:
+        return entry
+    if int(entry) >= len(visible):
+        raise MeterUnavailable(f"gpus: board {entry} is not among CUDA_VISIBLE_DEVICES="
+                               f"{','.join(visible)}")  # fmt: skip
+    return visible[int(entry)]
+
+
+def _is_bus_id(entry: str) -> bool:
+    return ":" in entry and not entry.startswith(("GPU-", "MIG-"))
+
+
+def boards_not_running_the_model(meters: Sequence[Meter], device: str,
+                                 model_boards: Sequence[str] = ()) -> str | None:  # fmt: skip
+    """A one-line warning when the measured boards are not the model's: some run no part of
+    it, or some of the model's boards (`model_boards`: UUIDs or bus ids) are not measured."""
     from tokenwatt.energy.meters.nvml import NvmlMeter, cuda_target
 
     boards = [m for m in meters if isinstance(m, NvmlMeter)]
@@ -108,13 +156,21 @@ def boards_not_running_the_model(meters: Sequence[Meter], device: str) -> str | 
     if not device.startswith("cuda"):
         return (f"measured boards {names} do not run the model (it runs on {device}); their "
                 "energy is whatever else runs there")  # fmt: skip
-    try:
-        target = cuda_target(device, boards[0].nvml)
-    except MeterUnavailable:
-        return None
-    if all(target not in (m.index, m.uuid) for m in boards):
-        return (f"measured boards {names} are not the model's board ({device}); their energy "
-                "is whatever else runs there")  # fmt: skip
+    if not model_boards:
+        try:
+            model_boards = [str(cuda_target(device, boards[0].nvml))]
+        except MeterUnavailable:
+            return None
+    ids = [{str(m.index), m.uuid, m.pci_bus_id} for m in boards]
+    outside = [m for m, i in zip(boards, ids) if not i & set(model_boards)]
+    unmeasured = [b for b in model_boards if not any(b in i for i in ids)]
+    if outside:
+        return (f"measured boards {', '.join(f'gpu{m.index}' for m in outside)} are not the "
+                f"model's ({device}); their energy is whatever else runs there")  # fmt: skip
+    if unmeasured:
+        return (f"the model also runs on boards that are not measured ({', '.join(unmeasured)}); "
+                "its energy is partial: measure every board it spans (leave measure.gpus "
+                "unset)")  # fmt: skip
     return None
 
 
@@ -144,8 +200,14 @@ _NO_NVML: set[str] = set()  # bindings that could not start: not tried again in 
 
 def visible_boards(nvml_module: str | None = None) -> list[str]:
     """NVML identities of the boards this process can use: CUDA_VISIBLE_DEVICES's entries
-    (indexes or UUIDs, mapped to NVML's), else every board NVML lists; [] without NVML."""
-    from tokenwatt.energy.meters.nvml import board_target, import_pynvml, nvml_init
+    (CUDA indexes or UUIDs, matched to NVML's boards by UUID), else every board NVML lists;
+    [] without NVML."""
+    from tokenwatt.energy.meters.nvml import (
+        cuda_entry_target,
+        cuda_visible,
+        import_pynvml,
+        nvml_init,
+    )
 
     name = nvml_module or os.environ.get("TOKENWATT_NVML_MODULE") or "pynvml"
     if name in _NO_NVML:
@@ -157,14 +219,13 @@ def visible_boards(nvml_module: str | None = None) -> list[str]:
         _NO_NVML.add(name)
         return []
     try:
-        count = nvml.nvmlDeviceGetCount()
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        visible = cuda_visible()
         if visible is None:
-            return [str(i) for i in range(count)]
+            return [str(i) for i in range(nvml.nvmlDeviceGetCount())]
         out = []
-        for entry in filter(None, (v.strip() for v in visible.split(","))):
+        for entry in visible:
             try:
-                out.append(str(board_target(entry, nvml)))
+                out.append(cuda_entry_target(entry, nvml))
             except MeterUnavailable:
                 continue  # a MIG slice or an entry that names nothing: not measurable
         return out
