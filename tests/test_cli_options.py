@@ -143,10 +143,11 @@ def test_every_flag_the_docs_name_exists():
         for p in command.params:
             options.update(p.opts, p.secondary_opts)
     pip_flags = {"--index-url"}
+    pip_flags |= {"--gpus-per-node"}  # sbatch's own option, named where the README explains arrays
     for script in (root / "benchmarks").glob("*.py"):
         options.update(re.findall(r"add_argument\(\s*\"(--[a-z][a-z0-9-]*)", script.read_text()))
     for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
         commands = doc.read_text().replace("\\\n", " ").splitlines()  # continued lines joined
         lines = [ln for ln in commands if not re.search(r"\bpip3? ", ln)]
-        named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", "\n".join(lines)))
+        named = set(re.findall(r"(?<![\w=-])--[a-z][a-z0-9-]*", "\n".join(lines)))
         assert named - options - pip_flags == set(), doc.name

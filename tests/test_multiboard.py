@@ -42,8 +42,9 @@ def test_each_held_board_is_measured_and_the_row_is_their_sum(tmp_path, invoke, 
     for _, row in df.iterrows():
         seconds = row["prefill_s"] + row["decode_s"]
         for i in (0, 1):
-            # ground truth: a constant board draws P x t; the counter ticks every 100 ms
-            assert row[f"board{i}_total_j"] == pytest.approx(POWERS[i] * seconds, rel=0.06)
+            # ground truth: a constant board draws P x t over the trial's phases; within the
+            # accuracy benchmark's worst for steady 0.2-0.5 s windows (< 0.3%); measured 2e-5
+            assert row[f"board{i}_total_j"] == pytest.approx(POWERS[i] * seconds, rel=0.005)
             assert row[f"board{i}_idle_power_w"] == pytest.approx(POWERS[i], rel=0.05)
             assert row[f"board{i}_total_j_per_token"] == pytest.approx(
                 row[f"board{i}_total_j"] / row["tokens_generated"])
