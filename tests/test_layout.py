@@ -22,7 +22,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 DISTRIBUTION = {"yaml": "pyyaml", "pynvml": "nvidia-ml-py", "importlinter": "import-linter"}
 # Packages a plain install may lack: each is imported only behind a check that names its extra.
 OPTIONAL = {"torchao": "quant", "codecarbon": "carbon", "matplotlib": "plots",
-            "accelerate": "multigpu", "submitit": "slurm"}  # fmt: skip
+            "accelerate": "multigpu", "submitit": "slurm", "vllm": "vllm"}  # fmt: skip
 
 
 def _requirement_names(reqs: list[str]) -> set[str]:

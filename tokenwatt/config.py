@@ -27,6 +27,7 @@ from tokenwatt.registry.precisions import PRECISION_CHOICES, REFERENCE_NAMES
 from tokenwatt.registry.presets import PRESETS
 
 METERS = ("auto", "nvml", "rapl", "estimate")
+ENGINES = ("transformers", "vllm", "openai")  # tokenwatt/engines/, one module each
 EXPERTS = ("tokenwatt", "transformers")
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 MAX_BOARDS = 64  # boards one case can hold (a node has up to 8-16; a few nodes at most)
@@ -65,8 +66,26 @@ class Workload(_Strict):
         None,
         min_length=1,
         max_length=MAX_PATH,
-        description="Text file of prompts, one per line (needs a model with a tokenizer).",
+        description="Text file of prompts, one per line (needs a model with a tokenizer; the "
+        "openai engine sends its lines as text).",
     )
+    requests: StrictInt | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="engine openai: requests per trial, batch_size of them in flight at once "
+        "(default: 4 x batch_size).",
+    )
+
+    def request_count(self) -> int:
+        return self.requests if self.requests is not None else 4 * self.batch_size
+
+    @model_validator(mode="after")
+    def _requests_fill_the_batch(self) -> Workload:
+        if self.requests is not None and self.requests < self.batch_size:
+            raise ValueError(f"workload.requests ({self.requests}) is fewer than batch_size "
+                             f"({self.batch_size}) requests in flight; raise --requests")
+        return self
 
 
 class Measure(_Strict):
@@ -159,8 +178,58 @@ class Carbon(_Strict):
     )
 
 
+class Server(_Strict):
+    url: str | None = Field(
+        None,
+        max_length=2048,
+        description="engine openai: the server's OpenAI-compatible base URL, e.g. "
+        "http://127.0.0.1:8000/v1 (only its host is contacted).",
+    )
+    model: str | None = Field(
+        None, max_length=1024, description="engine openai: the served model name (default: the "
+        "first one the server's /v1/models lists)."
+    )
+    launch: str | None = Field(
+        None,
+        max_length=8192,
+        description="engine openai: a command that starts the server; tokenwatt waits for its "
+        "health endpoint, measures, and stops it (its log is kept in OUT).",
+    )
+    launch_timeout_s: StrictFloat = Field(
+        600.0, gt=0, le=86400, description="engine openai: how long a launched server may take "
+        "to become healthy."
+    )
+    request_timeout_s: StrictFloat = Field(
+        120.0, gt=0, le=86400, description="engine openai: a request with no streamed data "
+        "for this long fails."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{short(v)} is not an http(s) URL; give the server's base URL, "
+                             "e.g. http://127.0.0.1:8000/v1")  # fmt: skip
+        try:
+            parts.port  # noqa: B018 - raises on a port out of range
+        except ValueError:
+            raise ValueError(f"{short(v)} has an invalid port; use 1-65535") from None
+        return v.strip().rstrip("/")
+
+
 class RunConfig(_Strict):
     name: str = Field("run", description="Name recorded with the results.")
+    engine: str = Field(
+        "transformers",
+        description="What generates the tokens: transformers (tokenwatt's own decode loop), "
+        "vllm (vLLM's offline engine in process) or openai (a running OpenAI-compatible "
+        "server at server.url).",
+    )
     model: str = Field(
         "preset:tiny-llama",
         min_length=1,
@@ -170,7 +239,8 @@ class RunConfig(_Strict):
     precision: str = Field(
         "auto",
         description="Number format of the weights and the matmuls (auto: fp32 on CPU, bf16 on "
-        "GPU; recorded as resolved).",
+        "GPU; recorded as resolved). Engine openai: a label of what the server runs, which "
+        "tokenwatt cannot see (auto: recorded as 'server').",
     )
     compile: StrictBool = Field(
         False, description="Static KV cache + torch.compile of the decode step."
@@ -199,6 +269,7 @@ class RunConfig(_Strict):
     measure: Measure = Measure()
     fidelity: Fidelity = Fidelity()
     carbon: Carbon = Carbon()
+    server: Server = Server()
     out: str = Field(
         "results/run",
         max_length=MAX_PATH,
@@ -219,6 +290,33 @@ class RunConfig(_Strict):
                 "measure.warmup must be >= 1 with compile: true, or the first trial measures "
                 "the compilation"
             )
+        return self
+
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, v: str) -> str:
+        if v not in ENGINES:
+            hint = _nearest(v, ENGINES)
+            raise ValueError(f"unknown engine {short(v)}{hint}; choose one of "
+                             f"{', '.join(ENGINES)}")  # fmt: skip
+        return v
+
+    @model_validator(mode="after")
+    def _engine_needs(self) -> RunConfig:
+        s = self.server
+        if self.engine == "openai" and not s.url:
+            raise ValueError("engine openai needs server.url (--url http://HOST:PORT/v1), the "
+                             "server to measure")  # fmt: skip
+        if self.engine != "openai" and (s.url or s.launch):
+            field = "server.url" if s.url else "server.launch"
+            raise ValueError(f"{field} is for engine openai (engine is {self.engine}); add "
+                             "--engine openai or drop it")  # fmt: skip
+        if self.engine != "openai" and self.workload.requests is not None:
+            raise ValueError("workload.requests is for engine openai; drop --requests or add "
+                             "--engine openai")  # fmt: skip
+        if self.engine != "transformers" and self.compile:
+            raise ValueError(f"compile: true is the transformers engine's static cache; "
+                             f"engine {self.engine} compiles on its own terms: drop --compile")
         return self
 
     @field_validator("experts")
@@ -299,6 +397,7 @@ class RunConfig(_Strict):
 # same names with underscores.
 FLAGS: dict[str, str | None] = {
     "name": "name",
+    "engine": "engine",
     "model": "model",
     "precision": "precision",
     "compile": "compile",
@@ -312,6 +411,7 @@ FLAGS: dict[str, str | None] = {
     "workload.new_tokens": "new-tokens",
     "workload.seed": "seed",
     "workload.prompts_file": "prompts-file",
+    "workload.requests": "requests",
     "measure.meter": "meter",
     "measure.gpus": "gpus",
     "measure.warmup": "warmup",
@@ -328,6 +428,11 @@ FLAGS: dict[str, str | None] = {
     "fidelity.tokens": "fidelity-tokens",
     "carbon.region": "region",
     "carbon.pue": "pue",
+    "server.url": "url",
+    "server.model": "server-model",
+    "server.launch": "launch",
+    "server.launch_timeout_s": "launch-timeout-s",
+    "server.request_timeout_s": "request-timeout-s",
     "out": "out",
 }
 # Python keyword (tokenwatt.run(batch_size=...), click parameter names) -> dotted path.
@@ -552,6 +657,13 @@ def case_id(cfg: RunConfig) -> str:
     d = config_to_dict(cfg)
     d.pop("out", None)
     d.pop("name", None)
-    if d.get("gpus") is None:  # a field added later: unset, it keeps earlier cases' ids
+    # Fields added later: at their defaults they keep earlier cases' ids.
+    if d.get("gpus") is None:
         d.pop("gpus", None)
+    if d.get("engine") == "transformers":
+        d.pop("engine", None)
+    if d.get("server") == config_to_dict(RunConfig())["server"]:
+        d.pop("server", None)
+    if d.get("workload", {}).get("requests") is None:
+        d.get("workload", {}).pop("requests", None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

@@ -75,3 +75,8 @@ class MeterUnavailable(MeterError):
 
 class Terminated(BaseException):
     """SIGTERM, raised in the main thread so cleanup runs as for Ctrl-C (exit 143)."""
+
+
+class EngineFault(TokenwattError, RuntimeError):
+    """An engine outside this process failed during a trial (a server answering errors or
+    dying, vLLM's engine core gone): that trial is marked degraded with the reason."""

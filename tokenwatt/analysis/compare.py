@@ -1,7 +1,8 @@
 """Compare cases against a baseline: energy ratio with a 95% CI, speed ratio, fidelity.
 
-A case is the set of trials sharing CASE_KEYS (model, precision, compile, device, batch size,
-prompt and new tokens, energy scope), from every complete run of it in one folder or many.
+A case is the set of trials sharing CASE_KEYS (engine, window, model, precision, compile,
+device, batch size, prompt and new tokens, energy scope), from every complete run of it in one
+folder or many.
 `compare(trials, "precision", "bf16")` pairs each case with the case that has precision=bf16
 and the same value of every other key.
 
@@ -38,6 +39,8 @@ from tokenwatt.errors import UserError
 __all__ = ["compare", "case_stats", "ok_trials", "ratio_ci", "paired_ratio_ci", "run_means"]
 
 CASE_KEYS = (
+    "engine",
+    "window",
     "model",
     "precision",
     "compile",
@@ -47,6 +50,8 @@ CASE_KEYS = (
     "new_tokens",
     "energy_scope",
 )
+# Rows from before a key existed take its value then (one engine, the whole run).
+KEY_DEFAULTS = {"engine": "transformers", "window": "whole-run"}
 FIDELITY = ("top1_agreement", "kl_divergence")
 STAT_METRICS = (
     "decode_j_per_token",
@@ -87,6 +92,9 @@ def ok_trials(trials: Any, summary: Any = None) -> Any:
     if summary is not None and "run_id" in summary and len(summary):
         df = df[df["run_id"].isin(set(summary["run_id"]))]
     df = df.copy()
+    for k, default in KEY_DEFAULTS.items():  # rows written before the key existed
+        if k in df:
+            df[k] = df[k].where(df[k].notna() & (df[k] != ""), default)
     for k in CASE_KEYS:
         if k in df:
             df[k] = df[k].map(key_str)

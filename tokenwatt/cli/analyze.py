@@ -26,9 +26,10 @@ def _baseline(value: str | None) -> tuple[str, str] | None:
 @click.option("--baseline", required=True, help="KEY=VALUE, e.g. precision=bf16.")
 @click.option(
     "--metric",
-    default="decode_j_per_token",
-    show_default=True,
-    help="The energy figure to compare (a per-trial column).",
+    default=None,
+    help="The energy figure to compare (a per-trial column). Default: decode_j_per_token, or "
+    "total_j_per_token when a served engine's rows (engine openai, which has no decode "
+    "phase) are among them.",
 )
 @click.option(
     "--markdown",
@@ -46,7 +47,7 @@ def _baseline(value: str | None) -> tuple[str, str] | None:
 def compare(
     results: tuple[str, ...],
     baseline: str,
-    metric: str,
+    metric: str | None,
     markdown_path: str | None,
     csv_path: str | None,
     allow_mixed_impl: bool,

@@ -142,16 +142,35 @@ METRICS = [
 ]
 
 
-def summary_table(s: dict[str, Any]) -> Table:
-    t = Table(title=f"{s['name']}: {s['model']} {s['precision']} on {s['device_name']}")
+# A served engine's windows (engine openai): no prefill/decode split, latencies instead.
+SERVED_METRICS = [
+    ("total_j_per_token", "J/generated token"),
+    ("decode_tokens_per_s", "tokens/s"),
+    ("avg_power_w", "average power W"),
+    ("ttft_s_median", "time to first token s (median)"),
+    ("itl_s_median", "inter-token latency s (median)"),
+]
+
+
+def summary_table(s: dict[str, Any], windows: list[dict[str, Any]] | None = None) -> Table:
+    title = f"{s['name']}: {s['model']} {s['precision']} on {s['device_name']}"
+    engine = s.get("engine")
+    t = Table(title=title + (f" · engine {engine}" if engine and engine != "transformers"
+                             else ""))  # fmt: skip
     t.add_column("figure")
     t.add_column("mean", justify="right")
     t.add_column("95% CI", justify="right")
     t.add_column("CV", justify="right")
-    n = s.get("n_trials")
-    for metric, title in METRICS:  # every one is a positive quantity
-        ci = interval(s.get(f"{metric}_ci95_low"), s.get(f"{metric}_ci95_high"), n)
-        t.add_row(title, fmt(s.get(f"{metric}_mean")), ci, pct(s.get(f"{metric}_cv")))
+    served = [w for w in windows or [] if w.get("window") not in (None, "whole-run")]
+    for summary in [s, *served]:
+        n = summary.get("n_trials")
+        metrics = SERVED_METRICS if engine == "openai" else METRICS
+        for metric, name in metrics:  # every one is a positive quantity
+            label = f"{name} ({summary['window']})" if engine == "openai" else name
+            ci = interval(summary.get(f"{metric}_ci95_low"), summary.get(f"{metric}_ci95_high"),
+                          n)  # fmt: skip
+            t.add_row(label, fmt(summary.get(f"{metric}_mean")), ci,
+                      pct(summary.get(f"{metric}_cv")))  # fmt: skip
     return t
 
 
@@ -169,7 +188,7 @@ def print_outcome(outcome: Any) -> None:
     s = outcome.summary
     label = ("SIMULATED" if "simulated" in str(s.get("energy_source")) else
              "measured" if s.get("measured") else "ESTIMATE")  # fmt: skip
-    console.print(summary_table(s))
+    console.print(summary_table(s, getattr(outcome, "windows", None)))
     contended = " · [bold red]CONTENDED[/bold red]" if s.get("contended") else ""
     console.print(
         f"energy: {label} · scope {s['energy_scope']} · source {s['energy_source']} · "

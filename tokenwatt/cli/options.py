@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from tokenwatt.config import EXPERTS, FIDELITY_REFERENCES, FLAGS, METERS, leaf_fields
+from tokenwatt.config import ENGINES, EXPERTS, FIDELITY_REFERENCES, FLAGS, METERS, leaf_fields
 from tokenwatt.registry.precisions import PRECISION_CHOICES
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:0", "cuda:1")
@@ -62,6 +62,7 @@ CHOICES: dict[str, click.ParamType] = {
     "precision": FieldChoice(PRECISION_CHOICES, "precision"),
     "measure.meter": FieldChoice(METERS, "measure.meter"),
     "experts": FieldChoice(EXPERTS, "experts"),
+    "engine": FieldChoice(ENGINES, "engine"),
     "fidelity.reference": FieldChoice(FIDELITY_REFERENCES, "fidelity.reference"),
     "device": DeviceType(),
 }

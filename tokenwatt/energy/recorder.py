@@ -10,6 +10,12 @@ API used by the runner (and, through `evaluate`, by `tokenwatt.Monitor`):
                        # attribution ("counter-updates+trace" | "mark-reads"), flags ("a;b")
     rec.trace()                          # the power trace rows, for the run JSON
 
+An engine that runs outside this process (vLLM's engine core, a server) cannot be marked by a
+device synchronisation here; it dates its own phase boundaries (request timestamps on the
+system-wide monotonic clock). Then `rec.start()` opens the window and `rec.mark_at(phase, t)`
+places each dated boundary afterwards: the reads at such a mark are interpolated from the
+sampler's trace, and slowly updating counters are attributed exactly as for live marks.
+
 A phase's energy is summed over all its occurrences; the "end" phase (between repetitions)
 belongs to no phase. Channels whose counter is continuous (RAPL, the estimate) use the
 difference of the reads taken at the marks. Channels with a slowly updating counter (NVML,
@@ -130,6 +136,7 @@ class PhaseRecorder:
         self._result: dict[str, PhaseEnergy] | None = None
         self._quality: dict[str, Any] = {}
         self._reloads0 = reloads(meters)
+        self._started = False
 
     @property
     def channels(self) -> list[Channel]:
@@ -140,8 +147,20 @@ class PhaseRecorder:
 
     def mark(self, phase: str) -> None:
         if not self.marks:
-            self._begin()
+            self.start()
         self.marks.append(Mark(phase, self.clock(), self.read()))
+
+    def start(self) -> None:
+        """Open the window (sampler, alignment) before any mark; marks may follow dated."""
+        if not self._started:
+            self._started = True
+            self._begin()
+
+    def mark_at(self, phase: str, t: float) -> None:
+        """A boundary the engine dated itself, at `t` on this recorder's clock (after start())."""
+        if self.sampler is None:
+            raise RuntimeError("mark_at needs a sampler: call start() first")
+        self.marks.append(Mark(phase, t, {}))
 
     def _begin(self) -> None:
         if self._own_sampler and self.sampler is None and self.meters:
@@ -168,16 +187,44 @@ class PhaseRecorder:
         if len(self.marks) < 2:
             return {}
         flags: list[str] = []
+        dated = any(not m.joules for m in self.marks)
+        if dated:
+            self.marks.sort(key=lambda m: m.t)
         if self.sampler is not None:
+            if dated:  # the continuous meters' trace must reach past the last dated mark
+                self.sampler.driver.wait(self.sampler, lambda: self._traced_past(
+                    self.marks[-1].t), self.clock() + 1.0)  # fmt: skip
             if not self.sampler.wait_ticks_after(self.marks[-1].t):
                 flags.append("no-update-after-end")
             if self._own_sampler:
                 self.sampler.stop()
+            if dated:
+                self._fill_dated_reads()
         out, self._quality = evaluate(self.meters, self.sampler, self.marks, flags,
                                       idle_power_w=self.idle_power_w,
                                       reloads0=self._reloads0,
                                       changes_at_marks=self.changes_at_marks)  # fmt: skip
         return out
+
+
+    def _traced_past(self, t: float) -> bool:
+        assert self.sampler is not None
+        return all(lane.samples and lane.samples[-1].t > t for lane in self.sampler.lanes)
+
+    def _fill_dated_reads(self) -> None:
+        """Each dated mark's cumulative joules, interpolated linearly between the trace's
+        reads (every sample_interval for continuous meters; a slowly updating counter's
+        value here is replaced by the attribution over its dated updates)."""
+        assert self.sampler is not None
+        series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for lane in self.sampler.lanes:
+            samples = list(lane.samples)
+            for key in samples[0].joules if samples else ():
+                pts = [(s.t, s.joules[key]) for s in samples if key in s.joules]
+                series[key] = (np.array([p[0] for p in pts]), np.array([p[1] for p in pts]))
+        for m in self.marks:
+            if not m.joules:
+                m.joules = {k: float(np.interp(m.t, ts, es)) for k, (ts, es) in series.items()}
 
 
 def evaluate(meters: list[Meter], sampler: Sampler | None, marks: list[Mark],

@@ -22,12 +22,21 @@ from tokenwatt.report.format import fmt, ratio_with_ci
 
 
 def compare_folders(
-    paths: Sequence[str], key: str, value: str, metric: str, allow_mixed_impl: bool = False
-) -> Any:
+    paths: Sequence[str], key: str, value: str, metric: str | None = None,
+    allow_mixed_impl: bool = False,
+) -> Any:  # fmt: skip
     from tokenwatt.results.load import load_results, load_summary
 
     trials = ok_trials(load_results(*paths), _maybe_summary(paths, load_summary))
+    metric = metric or default_metric(trials)
     return compare(trials, key, value, metric, allow_mixed_impl=allow_mixed_impl)
+
+
+def default_metric(trials: Any) -> str:
+    """Decode J/token, unless a served engine's rows (no decode phase of their own) are here:
+    then the whole window's J/token, which every engine's rows carry."""
+    served = "engine" in trials and (trials["engine"] == "openai").any()
+    return "total_j_per_token" if served else "decode_j_per_token"
 
 
 def _maybe_summary(paths: Sequence[str], load_summary: Any) -> Any:

@@ -21,8 +21,8 @@ from typing import Any
 from tokenwatt._util.ids import utc_now
 from tokenwatt.errors import UserError
 
-PREFERRED_BASELINE = {"precision": "bf16"}
-BASELINE_KEYS = ("precision", "batch_size", "prompt_tokens", "model", "device_name")
+PREFERRED_BASELINE = {"precision": "bf16", "engine": "transformers"}
+BASELINE_KEYS = ("engine", "precision", "batch_size", "prompt_tokens", "model", "device_name")
 
 
 @dataclass
@@ -297,7 +297,9 @@ def _comparison(trials: Any, stats: Any, baseline: tuple[str, str] | None) -> li
     baseline = baseline or auto_baseline(stats)
     if baseline is None:
         return []
-    table = compare(trials, baseline[0], baseline[1])
+    from tokenwatt.report.comparison import default_metric
+
+    table = compare(trials, baseline[0], baseline[1], default_metric(trials))
     headers, rows = display_rows(table)
     blocks = [Block("h2", f"Comparison against {baseline[0]}={baseline[1]}")]
     if not rows:

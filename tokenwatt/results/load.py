@@ -27,7 +27,7 @@ def load_results(*paths: str | Path, summary: bool = False) -> Any:
             raise UserError(
                 f"results: {str(csv_path)!r} not found; give a tokenwatt results folder"
             )
-        df = tidy(_read_csv(csv_path, trials=not summary))
+        df = tidy(_read_csv(csv_path, trials=not summary)).copy()  # defragmented: one insert
         df["results_dir"] = str(csv_path.parent)
         frames.append(df)
     if not frames:

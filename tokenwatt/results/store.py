@@ -57,7 +57,11 @@ def transaction(out: Path, *names: str) -> Iterator[None]:
     change and removed after the last; whoever takes the lock next rolls back one left behind.
     """
     with locked(out), _io_errors(out / JOURNAL):
-        _write_journal(out, names)
+        try:
+            _write_journal(out, names)
+        except BaseException:  # e.g. the disk filled while writing it: nothing changed yet
+            shutil.rmtree(out / JOURNAL, ignore_errors=True)
+            raise
         try:
             yield
         except BaseException:

@@ -15,7 +15,7 @@ from typing import Any
 
 from tokenwatt._util.ids import utc_now
 from tokenwatt.config import RunConfig
-from tokenwatt.errors import MeterError
+from tokenwatt.errors import EngineFault, MeterError
 
 MAX_CONSECUTIVE_DEGRADED = 3
 DEGRADED = "degraded"
@@ -69,15 +69,16 @@ def oom_message(cfg: RunConfig, device: str, error: str, out: str) -> str:
 
 
 def guarded_trial(
-    run: Callable[[Any, int], tuple[dict[str, Any], dict[str, Any]]],
+    run: Callable[[Any, int], tuple[list[dict[str, Any]], dict[str, Any]]],
     session: Any,
     index: int,
-) -> tuple[dict[str, Any], dict[str, Any], str | None]:
-    """Run one trial; a meter failure gives a degraded row and its reason instead of a crash."""
+) -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:
+    """Run one trial; a meter or engine failure gives a degraded row and its reason instead of
+    a crash (finished trials are kept)."""
     try:
-        row, detail = run(session, index)
-        return row, detail, None
-    except MeterError as e:
+        rows, detail = run(session, index)
+        return rows, detail, None
+    except (MeterError, EngineFault) as e:
         reason = one_line(e)
         row = {
             **session.constants,
@@ -86,7 +87,7 @@ def guarded_trial(
             "status": DEGRADED,
             "status_reason": reason,
         }
-        return row, {"trial": index, "status": DEGRADED, "status_reason": reason}, reason
+        return [row], {"trial": index, "status": DEGRADED, "status_reason": reason}, reason
 
 
 def note_degraded(
@@ -98,7 +99,7 @@ def note_degraded(
     if not bad:
         return
     warnings.append(
-        f"degraded: {len(bad)} trial(s) lost their energy reading "
+        f"degraded: {len(bad)} trial(s) lost their energy reading or their engine "
         f"({bad[-1]['status_reason']}); the summary uses the {summary['n_trials']} good ones"
     )
     flags = (summary.get("summary_flags"), "degraded")

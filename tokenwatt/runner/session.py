@@ -1,15 +1,16 @@
-"""Everything a run's trials need, prepared once: the model at its precision, the prompts, the
-fidelity against a reference, the meters, and the columns every row of the run shares."""
+"""Everything a run's trials need, prepared once: the engine with its model (or server), the
+meters, and the columns every row of the run shares."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tokenwatt.config import RunConfig
 from tokenwatt.energy.meters.base import labels
-from tokenwatt.registry.precisions import PRECISIONS
+from tokenwatt.engines.base import Engine
 from tokenwatt.runner.placement import Placement
 
 
@@ -19,12 +20,11 @@ class Session:
 
     cfg: RunConfig
     device: str
-    model: Any
-    prompts: Any
+    engine: Engine
     meters: list[Any]
-    generate: Callable[..., Any]
     constants: dict[str, Any]  # columns shared by every row of this run
     model_info: dict[str, Any]
+    model: Any = None  # the in-process model (transformers engine), else None
     idle_power_w: float = float("nan")
     meta: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # said once, before the trials
@@ -34,99 +34,125 @@ class Session:
 
 
 def prepare_session(
-    cfg: RunConfig, device: str, on_phase: Callable[[str, str], None] | None = None
+    cfg: RunConfig,
+    device: str,
+    on_phase: Callable[[str, str], None] | None = None,
+    log_dir: Path | None = None,
 ) -> Session:
-    import torch
-
-    from tokenwatt._util.devices import place_on
-    from tokenwatt.energy.meters.select import boards_not_running_the_model, open_meters
-    from tokenwatt.models.decode import generation_fn
-    from tokenwatt.models.fidelity import measure_fidelity, reference_precision
-    from tokenwatt.models.load import load_model
-    from tokenwatt.models.moe import param_counts
-    from tokenwatt.models.precision import apply_precision, base_dtype
-    from tokenwatt.models.workload import make_prompts
-    from tokenwatt.runner.boards import board_constants
-    from tokenwatt.runner.environment import device_name, environment
-    from tokenwatt.runner.placement import resolve_placement
+    """Prepare the engine, then open the meters. On failure the engine is closed again."""
+    from tokenwatt.engines import open_engine
 
     phase = on_phase or (lambda event, text: None)
+    placement, device = _placement(cfg, device)
+    engine = open_engine(cfg, device, log_dir)
+    try:
+        return _prepare(cfg, device, placement, engine, phase)
+    except BaseException:
+        engine.close()
+        raise
+
+
+def _placement(cfg: RunConfig, device: str) -> tuple[Placement, str]:
+    if cfg.engine == "openai":  # the model runs in a server: this process only drives it
+        return Placement(), "cpu"
+    from tokenwatt._util.devices import place_on
+    from tokenwatt.runner.placement import resolve_placement
+
     placement = resolve_placement(cfg, device)
     place_on(placement.cuda)  # a model across several boards: loads spread it, marks wait for all
-    device = placement.device(device)
-    torch.manual_seed(cfg.workload.seed)
-    build = "building" if cfg.model.startswith("preset:") else "loading"
-    phase("load", f"{build} {cfg.model}")
-    loaded = load_model(
-        cfg.model,
-        device,
-        base_dtype(cfg.precision, device),
-        seed=cfg.workload.seed,
-        trust_remote_code=cfg.trust_remote_code,
-        allow_pickle=cfg.allow_pickle,
-    )
-    model = loaded.model
-    phase("precision", f"applying {cfg.precision}")
-    prec = apply_precision(model, cfg.precision, device, cfg.experts)
-    text_config = model.config.get_text_config()
-    context = getattr(text_config, "max_position_embeddings", None)
-    prompts = make_prompts(cfg.workload, text_config.vocab_size, loaded.tokenizer, device, context)
-    if cfg.fidelity.enabled:
-        ref = reference_precision(cfg.fidelity.reference, device)
-        phase("fidelity", f"fidelity reference: {cfg.model} at {ref}")
-    fidelity = measure_fidelity(cfg, model, device) if cfg.fidelity.enabled else {}
+    return placement, placement.device(device)
+
+
+def _prepare(cfg: RunConfig, device: str, placement: Placement, engine: Engine,
+             phase: Callable[[str, str], None]) -> Session:  # fmt: skip
+    from tokenwatt.energy.meters.select import open_meters
+    from tokenwatt.runner.boards import board_constants
+    from tokenwatt.runner.environment import environment
+
+    prepared = engine.prepare(phase)
     m = cfg.measure
     phase("meters", f"opening meters ({m.meter})")
     meters = open_meters(m.meter, device, gpus=m.gpus or placement.boards or None,
                          cpu_tdp_w=m.cpu_tdp_w)  # fmt: skip
-    counts = param_counts(model)
+    described = engine.describe()
     constants = {
         "name": cfg.name,
-        "model": cfg.model,
-        "precision": cfg.precision,
-        "precision_backend": prec.precision_backend,
-        "emulated": prec.emulated,
+        "engine": described["engine"],
+        "engine_version": described.get("engine_version", ""),
+        "model": cfg.model if cfg.engine != "openai" else _served_model(prepared, cfg),
+        "precision": _precision_label(cfg),
         "compile": cfg.compile,
         "device": device,
-        "device_name": device_name(device),
+        "device_name": _device_name(cfg, device, meters),
         "batch_size": cfg.workload.batch_size,
         "prompt_tokens": cfg.workload.prompt_tokens,
         "new_tokens": cfg.workload.new_tokens,
         "seed": cfg.workload.seed,
-        "weight_bytes": prec.weight_bytes,
-        "quantized_param_fraction": prec.quantized_param_fraction,
-        "weight_bits": PRECISIONS[cfg.precision].weight_bits,
-        "activation_bits": PRECISIONS[cfg.precision].activation_bits,
-        "experts_impl": prec.detail.get("experts_impl", ""),
-        **counts,
-        **fidelity,
+        **prepared.constants,
+        "engine_settings": _settings_text(described.get("engine_settings", {})),
         **labels(c for meter in meters for c in meter.channels),
         **board_constants(meters, len(placement.cuda)),
-    }
-    model_info = {
-        "config": model.config.to_dict(),
-        "precision": cfg.precision,
-        "emulated": prec.emulated,
-        "weight_bytes": prec.weight_bytes,
-        "kv_bytes_per_element": _kv_bytes(model),
-        **counts,
-        **prec.detail,
     }
     meta = {
         "environment": environment(device),
         "meters": [meter.describe() for meter in meters],
-        "model_source": loaded.source,
-        "model_info": dict(loaded.info),
-        "precision_report": {"backend": prec.precision_backend, **prec.detail},
+        "engine": described,
+        **prepared.meta,
     }
-    mismatch = (boards_not_running_the_model(meters, device, placement.boards)
-                if m.gpus or cfg.gpus is not None else None)  # fmt: skip
-    return Session(cfg, device, model, prompts, meters, generation_fn(cfg.compile), constants,
-                   model_info, meta=meta,
-                   warnings=[f"other-boards: {mismatch}"] if mismatch else [],
+    warnings = _warnings(cfg, device, meters, placement)
+    return Session(cfg, device, engine, meters, constants, prepared.model_info,
+                   model=prepared.model, meta=meta, warnings=warnings,
                    placement=placement)  # fmt: skip
 
 
-def _kv_bytes(model: Any) -> int:
-    """Bytes per KV-cache element: the cache is kept in the model's activation dtype."""
-    return int(getattr(model.dtype, "itemsize", 2))
+def _precision_label(cfg: RunConfig) -> str:
+    """A server's number format is the server's: recorded as given (a label), else 'server'."""
+    if cfg.engine == "openai" and cfg.precision == "auto":
+        return "server"
+    return cfg.precision
+
+
+def _served_model(prepared: Any, cfg: RunConfig) -> str:
+    server = prepared.meta.get("server", {})
+    return str(server.get("model") or cfg.server.model or cfg.model)
+
+
+def _device_name(cfg: RunConfig, device: str, meters: list[Any]) -> str:
+    """What ran the model: the boards measured, for a server; else the model's device."""
+    from tokenwatt.runner.environment import device_name
+
+    if cfg.engine == "openai":
+        boards = [c.device_name for m in meters for c in m.channels
+                  if c.scope == "gpu-board" and c.device_name]  # fmt: skip
+        if boards:
+            return boards[0] if len(set(boards)) == 1 else ";".join(dict.fromkeys(boards))
+        from urllib.parse import urlsplit
+
+        host = urlsplit(cfg.server.url or "").hostname or ""
+        if cfg.server.launch or host in ("127.0.0.1", "localhost", "::1"):
+            return device_name("cpu")  # a server on this machine, on its CPU
+        return f"server at {host}"
+    return device_name(device)
+
+
+def _settings_text(settings: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(settings, sort_keys=True, default=str)
+
+
+def _warnings(cfg: RunConfig, device: str, meters: list[Any], placement: Placement) -> list[str]:
+    from tokenwatt.energy.meters.select import boards_not_running_the_model
+
+    out = []
+    if cfg.engine == "openai":
+        gpu = any(c.scope == "gpu-board" for m in meters for c in m.channels)
+        if not gpu and not cfg.server.launch:
+            out.append("server-not-covered: the CPU meter covers this process tree only, and "
+                       "the server was not launched by tokenwatt; give --gpus for its boards "
+                       "or --launch it")  # fmt: skip
+    elif cfg.measure.gpus or cfg.gpus is not None:
+        mismatch = boards_not_running_the_model(meters, device, placement.boards)
+        if mismatch:
+            out.append(f"other-boards: {mismatch}")
+    return out

@@ -6,10 +6,29 @@ from typing import Any
 
 from tokenwatt.analysis.stats import CV_WARN, POSITIVE_METRICS, describe
 from tokenwatt.config import config_to_dict
-from tokenwatt.results.columns import SUMMARY_METRICS, TRIAL_COLUMNS
+from tokenwatt.results.columns import SERVING_METRICS, SUMMARY_METRICS, TRIAL_COLUMNS
 from tokenwatt.runner.boards import board_summary
 from tokenwatt.runner.session import Session
 from tokenwatt.runner.trials import enrich
+
+
+def summarise_windows(
+    session: Session, trials: list[dict[str, Any]], routing: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """One summary row per window the trials measured (one for a phased engine; whole-run and
+    steady-state for a served one), first window first; the warnings of all, once each."""
+    windows = list(dict.fromkeys(str(t.get("window") or "whole-run") for t in trials))
+    summaries, warnings = [], []
+    for window in windows:
+        rows = [t for t in trials if str(t.get("window") or "whole-run") == window]
+        summary, said = summarise(session, rows, routing)
+        summary["window"] = window
+        if window != windows[0]:
+            said = [f"{window}: {w}" for w in said if w not in warnings and
+                    w.split(":")[0] not in ("simulated", "estimate", "server-not-covered")]
+        summaries.append(summary)
+        warnings += [w for w in said if w not in warnings]
+    return summaries, warnings
 
 
 def summarise(
@@ -19,17 +38,21 @@ def summarise(
     # variation inside one process only (n_runs = 1; compare and report pool runs).
     summary: dict[str, Any] = {**session.constants, "n_trials": len(trials), "n_runs": 1,
                                "ci_basis": "trials of one run"}  # fmt: skip
-    for col in ("prefill_s", "decode_s", "tokens_generated", "decode_tokens", "repetitions"):
-        summary[col] = sum(t[col] for t in trials)
+    for col in ("prefill_s", "decode_s", "window_s", "tokens_generated", "decode_tokens",
+                "repetitions", "requests", "requests_failed"):  # fmt: skip
+        if col in trials[0]:
+            summary[col] = sum(t[col] for t in trials)
     means: dict[str, Any] = dict(trials[-1])
-    for metric in SUMMARY_METRICS:
-        d = describe([t[metric] for t in trials], positive=metric in POSITIVE_METRICS)
+    served = [m for m in SERVING_METRICS if m in trials[0]]
+    for metric in SUMMARY_METRICS + served:
+        values = [t.get(metric, float("nan")) for t in trials]
+        d = describe(values, positive=metric in POSITIVE_METRICS)
         for k in ("mean", "std", "cv", "ci95_low", "ci95_high"):
             summary[f"{metric}_{k}"] = d[k]
         means[metric] = d["mean"]
     summary["idle_power_w"] = session.idle_power_w
     summary.update(board_summary(trials))  # each board's J/token means and idle power
-    summary["peak_memory_mb"] = max(t["peak_memory_mb"] for t in trials)
+    summary["peak_memory_mb"] = max((t["peak_memory_mb"] for t in trials), default=None)
     summary.update({k: v for k, v in routing.items()})
     from tokenwatt.analysis.carbon import CARBON_COLUMNS
     from tokenwatt.analysis.floor import FLOOR_COLUMNS
@@ -89,8 +112,10 @@ def summary_header(summary: dict[str, Any]) -> list[str]:
 
 
 def run_record(
-    session: Session, summary: dict[str, Any], details: list[dict[str, Any]], warnings: list[str]
-) -> dict[str, Any]:
+    session: Session, summary: dict[str, Any], details: list[dict[str, Any]],
+    warnings: list[str], summaries: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    windows = {"window_summaries": summaries} if summaries and len(summaries) > 1 else {}
     return {
         "run_id": session.constants["run_id"],
         "case_id": session.constants["case_id"],
@@ -99,6 +124,7 @@ def run_record(
         "summary": summary,
         "warnings": warnings,
         "trials": details,
+        **windows,
         **session.meta,
     }
 

@@ -10,8 +10,11 @@ from typing import Any
 from tokenwatt._util.ids import utc_now
 from tokenwatt.config import RunConfig
 from tokenwatt.energy.recorder import PhaseEnergy, PhaseRecorder, dynamic_joules
+from tokenwatt.engines.base import Batch, Engine, Mark, no_mark
+from tokenwatt.errors import EngineFault, UserError
 from tokenwatt.runner.boards import board_columns, board_detail
 from tokenwatt.runner.contention import ContentionMonitor, Readings, gpu_pids_of
+from tokenwatt.runner.faults import is_oom, one_line
 from tokenwatt.runner.session import Session
 
 # Between GPU trials by default: back-to-back trials heat the board and leakage power grows
@@ -35,24 +38,31 @@ def pause_between_trials(cfg: RunConfig, i: int, device: str = "cpu") -> None:
         time.sleep(random.uniform(0, cfg.measure.random_delay_s))
 
 
-def run_trial(session: Session, index: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Repeat the generation until the trial lasts at least min_seconds; one row."""
-    cfg = session.cfg
+def run_trial(session: Session, index: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Repeat the generation until the trial lasts at least min_seconds; its rows (one, or one
+    per window for a served engine) and its run.json detail."""
+    cfg, engine = session.cfg, session.engine
     rec = PhaseRecorder(
         session.meters,
         interval_s=cfg.measure.sample_interval_ms / 1000,
         idle_power_w=session.idle_power_w,
+        clock=engine.clock,
+        changes_at_marks=engine.windows == "phases",  # serving windows' edges are not changes
     )
-    reps, start = 0, time.perf_counter()
+    batches: list[Batch] = []
+    start = time.perf_counter()
     edge_start = [m.edge_state() for m in session.meters]
     contention = ContentionMonitor(Readings(gpu_other_pids=gpu_pids_of(session.meters))).start()
     try:
+        if not engine.live_marks:
+            rec.start()
         while True:
-            gen = session.generate(session.model, session.prompts, cfg.workload.new_tokens,
-                                   rec.mark)  # fmt: skip
-            reps += 1
+            batches.append(generate_batch(engine, rec.mark if engine.live_marks else no_mark))
             if time.perf_counter() - start >= cfg.measure.min_seconds:
                 break
+        for batch in batches:
+            for phase, t in batch.marks:
+                rec.mark_at(phase, t)
         phases = rec.phases()
     except BaseException:  # a failed trial never reaches phases(), which stops the sampler
         if rec.sampler is not None:
@@ -61,15 +71,21 @@ def run_trial(session: Session, index: int) -> tuple[dict[str, Any], dict[str, A
         raise
     load = contention.stop()
     quality = rec.quality()
-    row = trial_row(session, index, reps, gen, phases)
-    row.update(load)
-    row["counter_vs_trace_gap_pct"] = quality.get("counter_vs_trace_gap_pct")
-    row["quality_flags"] = quality.get("flags", "")
-    row["update_period_s"] = quality.get("update_period_s")
-    row.update(quality_columns(quality))
+    if engine.windows == "serving":
+        from tokenwatt.runner.serving import serving_rows
+
+        rows = serving_rows(session, index, batches, phases)
+    else:
+        rows = [trial_row(session, index, batches, phases)]
+    extra = {**load, "counter_vs_trace_gap_pct": quality.get("counter_vs_trace_gap_pct"),
+             "quality_flags": quality.get("flags", ""),
+             "update_period_s": quality.get("update_period_s"),
+             **quality_columns(quality)}  # fmt: skip
+    for row in rows:
+        row.update(extra)
     detail = {
         "trial": index,
-        "repetitions": reps,
+        "repetitions": len(batches),
         "quality": quality,
         "marks": [{"phase": m.phase, "t_s": m.t} for m in rec.marks],
         "trace": rec.trace(),
@@ -78,7 +94,24 @@ def run_trial(session: Session, index: int) -> tuple[dict[str, Any], dict[str, A
         "edge_start": edge_start,
         "edge_end": [m.edge_state() for m in session.meters],
     }
-    return row, detail
+    if engine.windows == "serving":
+        from tokenwatt.runner.serving import request_detail
+
+        detail["requests"] = request_detail(batches)
+    return rows, detail
+
+
+def generate_batch(engine: Engine, mark: Mark) -> Batch:
+    """One batch; an engine outside this process that fails (a server answering errors, a
+    dead engine core) is an EngineFault, which marks the trial degraded."""
+    try:
+        return engine.generate(mark)
+    except (UserError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as e:
+        if engine.name == "transformers" or is_oom(e):
+            raise
+        raise EngineFault(f"engine {engine.name}: {one_line(e)}") from e
 
 
 def quality_columns(quality: dict[str, Any]) -> dict[str, Any]:
@@ -95,12 +128,13 @@ def quality_columns(quality: dict[str, Any]) -> dict[str, Any]:
 
 
 def trial_row(
-    session: Session, index: int, reps: int, gen: Any, phases: dict[str, PhaseEnergy]
+    session: Session, index: int, batches: list[Batch], phases: dict[str, PhaseEnergy]
 ) -> dict[str, Any]:
     pre, dec = phases.get("prefill", PhaseEnergy()), phases.get("decode", PhaseEnergy())
-    tokens = reps * gen.tokens_generated
-    decode_tokens = reps * gen.decode_tokens
-    requests = reps * gen.batch_size
+    tokens = sum(b.tokens_generated for b in batches)  # counted from each batch's outputs
+    decode_tokens = sum(b.decode_tokens for b in batches)
+    requests = sum(b.batch_size for b in batches)
+    prompt_tokens = sum(b.batch_size * b.prompt_tokens for b in batches)
     idle_w = session.idle_power_w
     total_j, total_s = pre.total_j + dec.total_j, pre.seconds + dec.seconds
     row = {
@@ -108,15 +142,16 @@ def trial_row(
         "timestamp_utc": utc_now(),
         "trial": index,
         "status": "ok",
+        "window": "whole-run",
         "tokens_generated": tokens,
         "decode_tokens": decode_tokens,
-        "repetitions": reps,
+        "repetitions": len(batches),
         "prefill_s": pre.seconds,
         "decode_s": dec.seconds,
         "prefill_j": pre.total_j,
         "decode_j": dec.total_j,
         "total_j": total_j,
-        "prefill_j_per_token": _div(pre.total_j, requests * gen.prompt_tokens),
+        "prefill_j_per_token": _div(pre.total_j, prompt_tokens),
         "prefill_j_per_request": _div(pre.total_j, requests),
         "decode_j_per_token": _div(dec.total_j, decode_tokens),
         "total_j_per_token": _div(total_j, tokens),
@@ -126,7 +161,7 @@ def trial_row(
         "dynamic_decode_j_per_token": _div(
             dynamic_joules(dec.total_j, idle_w, dec.seconds), decode_tokens
         ),  # fmt: skip
-        "peak_memory_mb": _peak_memory_mb(session.device),
+        "peak_memory_mb": peak_memory_mb(session),
         "cooldown_s": cooldown_s(session.cfg, session.device) if index > 0 else 0.0,
         **board_columns(session.meters, phases, tokens, decode_tokens, session.idle_by_channel),
     }
@@ -154,6 +189,14 @@ def reset_peak_memory(device: str) -> None:
             f.write("5")
     except OSError:
         pass
+
+
+def peak_memory_mb(session: Session) -> float:
+    """The in-process model's peak memory; NaN for an engine whose model lives elsewhere
+    (vLLM's engine core, a server), where this process's memory says nothing about it."""
+    if session.engine.name != "transformers":
+        return float("nan")
+    return _peak_memory_mb(session.device)
 
 
 def _peak_memory_mb(device: str) -> float:

@@ -45,7 +45,7 @@ from tokenwatt.errors import ConfigError
 
 SWEEP_JSON = "sweep.json"
 SWEEP_YAML = "sweep.yaml"
-TOP_EXPANDABLE = ("model", "precision", "compile", "device")
+TOP_EXPANDABLE = ("engine", "model", "precision", "compile", "device")
 SWEEP_ONLY_KEYS = ("cases", "agent", "rounds", "order", "order_seed")
 ORDERS = ("interleaved", "sequential")
 MAX_ROUNDS = 1000
@@ -293,7 +293,10 @@ def runs_done(out: Path) -> tuple[Counter[str], Counter[str]]:
     from tokenwatt.results.columns import RESULTS_CSV, SUMMARY_CSV
     from tokenwatt.results.store import read_rows
 
-    done = Counter(r["case_id"] for r in read_rows(out / SUMMARY_CSV)[0] if r.get("case_id"))
+    # A run of a served engine writes one summary row per window: count runs, not rows.
+    runs = {(r["case_id"], r.get("run_id")) for r in read_rows(out / SUMMARY_CSV)[0]
+            if r.get("case_id")}  # fmt: skip
+    done = Counter(case for case, _ in runs)
     failed = Counter(r["case_id"] for r in read_rows(out / RESULTS_CSV)[0]
                      if r.get("status") == "failed" and r.get("case_id"))  # fmt: skip
     return done, failed

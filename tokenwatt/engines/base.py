@@ -1,0 +1,91 @@
+"""The engine seam: how tokens get generated, behind one small interface.
+
+An engine is prepared once per run (`prepare`), generates one batch per call (`generate`),
+describes itself for the rows and run.json (`describe`) and ends its processes (`close`). The
+run loop, the meters and the attribution never know which engine ran: they see a `Batch`
+(tokens counted from the engine's own outputs) and phase boundaries, either marked live by
+the engine after a device synchronisation (`live_marks`: the transformers loop), or dated by
+the engine on `clock` and handed back in `Batch.marks` (vLLM's per-request timestamps, a
+server's streamed chunks), which the recorder places on its trace afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Mark = Callable[[str], None]
+ENGINES = ("transformers", "vllm", "openai")
+
+
+def no_mark(phase: str) -> None:
+    pass
+
+
+@dataclass
+class RequestTiming:
+    """One request of a served batch, on the engine's clock (seconds)."""
+
+    sent_t: float
+    first_token_t: float | None = None
+    end_t: float | None = None
+    token_times: list[float] = field(default_factory=list)  # one per streamed chunk with text
+    output_tokens: int = 0  # from the server's usage (or the engine's output), never assumed
+    prompt_tokens: int = 0
+    error: str = ""  # why it failed ("" when it finished)
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and self.end_t is not None
+
+
+@dataclass
+class Batch:
+    """What one `generate` call produced; tokens are counted from the engine's outputs."""
+
+    tokens_generated: int
+    decode_tokens: int  # tokens after each sequence's first (the first comes from prefill)
+    batch_size: int  # sequences (or concurrent requests)
+    prompt_tokens: int  # per sequence
+    marks: list[tuple[str, float]] = field(default_factory=list)  # (phase, t on engine.clock)
+    requests: list[RequestTiming] = field(default_factory=list)
+
+
+@dataclass
+class Prepared:
+    """What an engine learned while preparing: the facts every row of the run shares."""
+
+    constants: dict[str, Any]  # precision_backend, emulated, weight_bytes, params_total, ...
+    model_info: dict[str, Any]  # config, weight_bytes, kv_bytes_per_element (for the floor)
+    meta: dict[str, Any] = field(default_factory=dict)  # model_source, precision_report, ...
+    model: Any = None  # the in-process model (transformers engine), else None
+    device: str = "cpu"  # where the model runs, as the meters should see it
+
+
+class Engine(ABC):
+    """One way of generating tokens. Subclasses set `name` and implement the four calls."""
+
+    name: str = ""
+    live_marks: bool = True  # True: generate() calls mark(); False: Batch.marks are dated
+    # windows: "phases" (prefill/decode/end marks) or "serving" (ramp-up/steady/ramp-down)
+    windows: str = "phases"
+    clock: Callable[[], float] = staticmethod(time.perf_counter)
+
+    @abstractmethod
+    def prepare(self, on_phase: Callable[[str, str], None]) -> Prepared:
+        """Load the model (or reach the server) once; raise UserError for bad input."""
+
+    @abstractmethod
+    def generate(self, mark: Mark = no_mark) -> Batch:
+        """Generate one batch of the workload."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """{"engine": name, "engine_version": "...", "engine_settings": {...}} for every row."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """End what prepare() started (processes, connections); safe to call twice."""

@@ -1,0 +1,218 @@
+"""Engine openai: measure a running OpenAI-compatible server (vLLM, SGLang, llama.cpp, ...).
+
+Each generate() streams workload.request_count() completions, batch_size of them in flight,
+and returns their timings; the whole-run and steady-state windows come from those timings
+(serving.py), dated on time.monotonic, which the recorder places on its power trace.
+
+Prompts are random token ids in [0, 1000): the server does not report its vocabulary size,
+and every tokenizer we know has more than 1000 ids, so such a prompt is valid for any model
+(ids are sent as a token list, so no tokenizer runs on either side). Every generate() call
+draws fresh ids (seeded by workload.seed and the call's number) so a server's prefix cache
+cannot skip the prefill of a repeated prompt; prompts_file lines are sent as text, cycled,
+and do repeat across calls.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tokenwatt.config import RunConfig
+from tokenwatt.engines.base import Batch, Engine, Mark, Prepared, RequestTiming, no_mark
+from tokenwatt.engines.openai_stream import endpoint, error_message, http_get, run_requests
+from tokenwatt.engines.serving import phase_marks
+from tokenwatt.errors import UserError
+
+PROMPT_ID_RANGE = 1000  # ids below this exist in every vocabulary (see the module docstring)
+PROBE_TOKENS = 2
+GET_TIMEOUT_S = 10.0
+
+
+class OpenAIEngine(Engine):
+    name = "openai"
+    live_marks = False
+    windows = "serving"
+    clock = staticmethod(time.monotonic)
+
+    def __init__(self, cfg: RunConfig, out_dir: Path | None = None,
+                 log_path: Path | None = None) -> None:  # fmt: skip
+        if not cfg.server.url:
+            raise UserError("server.url: engine openai needs the server's base URL; add "
+                            "--url http://HOST:PORT/v1")  # fmt: skip
+        self.cfg, self.url = cfg, cfg.server.url
+        self.ep = endpoint(self.url)
+        self.log_path = log_path or Path(out_dir or cfg.out) / "server.log"
+        self.server: Any = None  # a LaunchedServer while one runs
+        self.model = cfg.server.model or ""
+        self.ignore_eos = True
+        self.usage = True  # whether the server reports usage (else tokens = streamed chunks)
+        self.version = ""
+        self.calls = 0  # generate() calls so far: each draws fresh prompt ids
+        self.lines: list[str] | None = None  # workload.prompts_file's lines, once read
+
+    # -- prepare ---------------------------------------------------------------------------
+
+    def prepare(self, on_phase: Callable[[str, str], None]) -> Prepared:
+        try:
+            return self._prepare(on_phase)
+        except BaseException:
+            self.close()  # a launched server must not outlive a failed prepare
+            raise
+
+    def _prepare(self, on_phase: Callable[[str, str], None]) -> Prepared:
+        s = self.cfg.server
+        if s.launch:
+            from tokenwatt.engines.launch import LaunchedServer
+
+            on_phase("load", f"launching the server ({s.launch.split()[0]})")
+            self.server = LaunchedServer(s.launch, self.url, self.log_path, s.launch_timeout_s)
+            self.server.start()
+        on_phase("load", f"reaching the server at {self.url}")
+        listed = self._models()
+        if s.model and s.model not in listed:
+            raise UserError(f"server.model: {s.model!r} is not served at {self.url}; it serves "
+                            f"{', '.join(map(repr, listed[:10]))}: fix --server-model")
+        self.model = s.model or listed[0]
+        self.version = self._version()
+        self._probe(on_phase)
+        return Prepared(
+            constants={"precision_backend": "server", "emulated": False,
+                       "server_model": self.model},  # fmt: skip
+            model_info={},
+            meta={"server": {"url": self.url, "model": self.model, "models": listed,
+                             "ignore_eos": self.ignore_eos, "usage_reported": self.usage,
+                             "version": self.version, "launched": s.launch}},  # fmt: skip
+        )
+
+    def _get(self, path: str) -> tuple[int, bytes]:
+        try:
+            return http_get(self.ep, path, GET_TIMEOUT_S)
+        except (OSError, http.client.HTTPException) as e:
+            why = getattr(e, "strerror", None) or type(e).__name__
+            raise UserError(f"server.url: cannot reach {self.ep.root} ({why}); start the "
+                            "server, give --launch to start it, or fix --url") from None
+
+    def _models(self) -> list[str]:
+        path = self.ep.base_path + "/models"
+        status, body = self._get(path)
+        if status == 404:
+            raise UserError(f"server.url: {self.ep.root}{path} answered 404; give the "
+                            "OpenAI-compatible base URL, e.g. http://HOST:PORT/v1")  # fmt: skip
+        if status != 200:
+            raise UserError(f"server.url: {self.ep.root}{path} answered HTTP {status} "
+                            f"({error_message(body)}); fix --url or the server")  # fmt: skip
+        try:
+            data = json.loads(body)["data"]
+            listed = [str(m["id"]) for m in data]
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"server.url: {self.ep.root}{path} is not an OpenAI model list "
+                            "(no JSON data[].id); give an OpenAI-compatible server's base "
+                            "URL, e.g. http://HOST:PORT/v1") from None  # fmt: skip
+        if not listed:
+            raise UserError(f"server.url: the server at {self.url} lists no models; load a "
+                            "model in the server")  # fmt: skip
+        return listed
+
+    def _version(self) -> str:
+        """vLLM answers GET /version with {"version": "..."}; others may not: ''."""
+        try:
+            status, body = http_get(self.ep, "/version", GET_TIMEOUT_S)
+            version = json.loads(body).get("version", "") if status == 200 else ""
+        except (OSError, http.client.HTTPException, ValueError, AttributeError):
+            return ""
+        return str(version)[:100]
+
+    def _probe(self, on_phase: Callable[[str, str], None]) -> None:
+        """One tiny request: the server streams completions, and accepts ignore_eos or not."""
+        r = self._send([self._prompts(1, probe=True)[0]], PROBE_TOKENS, 1)[0]
+        if r.error and "ignore_eos" in r.error and r.error.startswith("HTTP 4"):
+            self.ignore_eos = False
+            on_phase("warning", "the server refuses ignore_eos: sequences may stop at EOS "
+                     "before new_tokens (tokens are counted from usage)")  # fmt: skip
+            r = self._send([self._prompts(1, probe=True)[0]], PROBE_TOKENS, 1)[0]
+        if r.error:
+            raise UserError(f"server.url: a streamed /completions request to {self.url} "
+                            f"failed ({r.error}); the server must serve OpenAI completions "
+                            "with stream: true")  # fmt: skip
+        if r.first_token_t is None:
+            raise UserError(f"server.url: {self.url} streamed no text for a completion; the "
+                            "server must stream OpenAI completions chunks")  # fmt: skip
+        self.usage = getattr(r, "counted_from", "usage") == "usage"
+        if not self.usage:
+            on_phase("warning", "the server sends no usage: tokens are counted as streamed "
+                     "chunks (one token each), which undercounts chunks of several")
+
+    # -- generate --------------------------------------------------------------------------
+
+    def _prompts(self, n: int, probe: bool = False) -> list[list[int] | str]:
+        w = self.cfg.workload
+        if w.prompts_file:
+            if self.lines is None:
+                self.lines = _prompt_lines(w.prompts_file)
+            lines = self.lines
+            start = 0 if probe else (self.calls * n) % len(lines)
+            return [lines[(start + i) % len(lines)] for i in range(n)]
+        rng = random.Random(f"tokenwatt:{w.seed}:{'probe' if probe else self.calls}")
+        size = min(w.prompt_tokens, 8) if probe else w.prompt_tokens
+        return [[rng.randrange(PROMPT_ID_RANGE) for _ in range(size)] for _ in range(n)]
+
+    def _send(self, prompts: list[Any], max_tokens: int, concurrency: int) -> list[RequestTiming]:
+        extra = {"ignore_eos": True} if self.ignore_eos else {}
+        return run_requests(self.url, self.model, prompts, max_tokens, concurrency,
+                            self.cfg.server.request_timeout_s, clock=self.clock,
+                            extra_body=extra)  # fmt: skip
+
+    def generate(self, mark: Mark = no_mark) -> Batch:
+        w = self.cfg.workload
+        prompts = self._prompts(w.request_count())
+        self.calls += 1
+        timings = self._send(prompts, w.new_tokens, w.batch_size)
+        ok = [r for r in timings if r.ok]
+        if not ok:
+            raise RuntimeError(f"all {len(timings)} requests to {self.url} failed; the first: "
+                               f"{timings[0].error}")  # fmt: skip
+        tokens = sum(r.output_tokens for r in ok)
+        # Text prompts tokenise to different lengths: the server's mean count is the length.
+        prompt_tokens = w.prompt_tokens
+        if w.prompts_file and any(r.prompt_tokens for r in ok):
+            prompt_tokens = round(sum(r.prompt_tokens for r in ok) / len(ok))
+        return Batch(tokens_generated=tokens, decode_tokens=tokens - len(ok),
+                     batch_size=w.batch_size, prompt_tokens=prompt_tokens,
+                     marks=phase_marks(timings, w.batch_size), requests=timings)  # fmt: skip
+
+    # -- describe / close ------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        w, s = self.cfg.workload, self.cfg.server
+        return {"engine": self.name, "engine_version": self.version, "engine_settings": {
+            "url": self.url, "model": self.model, "concurrency": w.batch_size,
+            "requests": w.request_count(), "ignore_eos": self.ignore_eos,
+            "token_count": "usage" if self.usage else "chunks", "launch": s.launch}}
+
+    def close(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            server.stop()
+
+
+def _prompt_lines(path: str) -> list[str]:
+    """The prompts file's non-empty lines (sent as text: the server tokenises them)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"workload.prompts_file: {path!r} does not exist; give a text "
+                        "file") from None  # fmt: skip
+    except (OSError, UnicodeDecodeError) as e:
+        why = getattr(e, "strerror", None) or "not UTF-8 text"
+        raise UserError(f"workload.prompts_file: cannot read {path!r} ({why}); give a UTF-8 "
+                        "text file with one prompt per line") from None  # fmt: skip
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise UserError(f"workload.prompts_file: {path!r} is empty; put one prompt per line")
+    return lines

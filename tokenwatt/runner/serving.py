@@ -1,0 +1,122 @@
+"""The rows of a served engine's trial: one per window, whole run and steady state.
+
+A served trial is one or more passes of `workload.requests` streamed requests with
+`batch_size` in flight (engines/openai.py). Each pass dates four marks (ramp-up, steady,
+ramp-down, end: engines/serving.py); the recorder attributes the boards' energy to them. The
+whole-run window is ramp-up + steady + ramp-down, the steady-state window (the ML.ENERGY rule:
+from when the batch is full until the ramp-down starts) is the steady phase alone. Tokens are
+those the server's streamed usage counted inside each window.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from tokenwatt._util.ids import utc_now
+from tokenwatt.energy.recorder import PhaseEnergy, dynamic_joules
+from tokenwatt.engines.base import Batch
+from tokenwatt.runner.boards import board_meters
+from tokenwatt.runner.session import Session
+from tokenwatt.runner.trials import cooldown_s, enrich
+
+WHOLE_RUN, STEADY_STATE = "whole-run", "steady-state"
+WINDOW_PHASES = {WHOLE_RUN: ("ramp-up", "steady", "ramp-down"), STEADY_STATE: ("steady",)}
+
+
+def merged(phases: dict[str, PhaseEnergy], names: tuple[str, ...]) -> PhaseEnergy:
+    """One window's energy: its phases' seconds and joules summed, errors in quadrature."""
+    out = PhaseEnergy()
+    for name in names:
+        pe = phases.get(name)
+        if pe is None:
+            continue
+        out.seconds += pe.seconds
+        for key, j in pe.joules.items():
+            out.joules[key] = out.joules.get(key, 0.0) + j
+            err = pe.joules_err.get(key, 0.0)
+            out.joules_err[key] = math.hypot(out.joules_err.get(key, 0.0), err)
+    return out
+
+
+def window_edges(batch: Batch, window: str) -> tuple[float, float] | None:
+    """(t0, t1) of one pass's window from its marks; None where the window is empty."""
+    at = dict(batch.marks)
+    if window == WHOLE_RUN:
+        return (batch.marks[0][1], batch.marks[-1][1]) if batch.marks else None
+    if "steady" in at and "ramp-down" in at and at["ramp-down"] > at["steady"]:
+        return at["steady"], at["ramp-down"]
+    return None
+
+
+def serving_rows(session: Session, index: int, batches: list[Batch],
+                 phases: dict[str, PhaseEnergy]) -> list[dict[str, Any]]:  # fmt: skip
+    return [window_row(session, index, batches, phases, w) for w in WINDOW_PHASES]
+
+
+def window_row(session: Session, index: int, batches: list[Batch],
+               phases: dict[str, PhaseEnergy], window: str) -> dict[str, Any]:  # fmt: skip
+    from tokenwatt.engines.serving import latency_stats, tokens_between
+
+    pe = merged(phases, WINDOW_PHASES[window])
+    spans = [(b, e) for b in batches if (e := window_edges(b, window))]
+    tokens = sum(tokens_between(b.requests, t0, t1) for b, (t0, t1) in spans)
+    requests = [r for b in batches for r in b.requests]
+    latency = latency_stats([(b.requests, t0, t1) for b, (t0, t1) in spans])
+    idle_w, j = session.idle_power_w, pe.total_j
+    ok = pe.seconds > 0 and tokens > 0
+    row = {
+        **session.constants,
+        "timestamp_utc": utc_now(),
+        "trial": index,
+        "status": "ok",
+        "window": window,
+        "tokens_generated": tokens,
+        "decode_tokens": tokens,
+        "repetitions": len(batches),
+        "window_s": pe.seconds,
+        "total_j": j if ok else math.nan,
+        "total_j_per_token": j / tokens if ok else math.nan,
+        "decode_tokens_per_s": tokens / pe.seconds if ok else math.nan,
+        "avg_power_w": j / pe.seconds if pe.seconds > 0 else math.nan,
+        "idle_power_w": idle_w,
+        "dynamic_total_j_per_token": (dynamic_joules(j, idle_w, pe.seconds) / tokens
+                                      if ok else math.nan),  # fmt: skip
+        "total_j_err": pe.total_err_j,
+        "requests": len(requests),
+        "requests_failed": sum(1 for r in requests if not r.ok),
+        "peak_memory_mb": math.nan,
+        "cooldown_s": cooldown_s(session.cfg, session.device) if index > 0 else 0.0,
+        **latency,
+        **window_board_columns(session, pe, tokens),
+    }
+    if not ok:
+        row["status"] = "degraded"
+        row["status_reason"] = f"{window}: empty window (requests {len(requests)}, batch " \
+            f"{session.cfg.workload.batch_size}); raise --requests"  # fmt: skip
+    failed = row["requests_failed"]
+    if failed:
+        row["status"] = "degraded"
+        first = next(r.error for r in requests if not r.ok)
+        row["status_reason"] = f"{failed} of {len(requests)} requests failed ({first})"
+    return enrich(row, session)
+
+
+def window_board_columns(session: Session, pe: PhaseEnergy, tokens: int) -> dict[str, Any]:
+    """Each measured board's joules over the window (a window has no prefill/decode split)."""
+    out: dict[str, Any] = {}
+    for i, m in enumerate(board_meters(session.meters)):
+        key = m.channels[0].key
+        j = pe.joules.get(key, math.nan)
+        out[f"board{i}_total_j"] = j
+        out[f"board{i}_total_j_per_token"] = j / tokens if tokens else math.nan
+        out[f"board{i}_idle_power_w"] = session.idle_by_channel.get(key, math.nan)
+    return out
+
+
+def request_detail(batches: list[Batch]) -> list[dict[str, Any]]:
+    """run.json's per-request record: when each was sent, first token, end, tokens, error."""
+    return [{"pass": i, "sent_t_s": r.sent_t, "first_token_t_s": r.first_token_t,
+             "end_t_s": r.end_t, "output_tokens": r.output_tokens,
+             "prompt_tokens": r.prompt_tokens, "error": r.error}
+            for i, b in enumerate(batches) for r in b.requests]  # fmt: skip
