@@ -144,6 +144,7 @@ def test_every_flag_the_docs_name_exists():
             options.update(p.opts, p.secondary_opts)
     pip_flags = {"--index-url"}
     pip_flags |= {"--gpus-per-node"}  # sbatch's own option, named where the README explains arrays
+    pip_flags |= {"--port"}  # the vLLM server's own, in the README's --launch example
     for script in (root / "benchmarks").glob("*.py"):
         options.update(re.findall(r"add_argument\(\s*\"(--[a-z][a-z0-9-]*)", script.read_text()))
     for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:

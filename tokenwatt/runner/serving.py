@@ -17,8 +17,8 @@ from tokenwatt._util.ids import utc_now
 from tokenwatt.energy.recorder import PhaseEnergy, dynamic_joules
 from tokenwatt.engines.base import Batch
 from tokenwatt.runner.boards import board_meters
+from tokenwatt.runner.rows import cooldown_s, enrich
 from tokenwatt.runner.session import Session
-from tokenwatt.runner.trials import cooldown_s, enrich
 
 WHOLE_RUN, STEADY_STATE = "whole-run", "steady-state"
 WINDOW_PHASES = {WHOLE_RUN: ("ramp-up", "steady", "ramp-down"), STEADY_STATE: ("steady",)}

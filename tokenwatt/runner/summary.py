@@ -8,8 +8,8 @@ from tokenwatt.analysis.stats import CV_WARN, POSITIVE_METRICS, describe
 from tokenwatt.config import config_to_dict
 from tokenwatt.results.columns import SERVING_METRICS, SUMMARY_METRICS, TRIAL_COLUMNS
 from tokenwatt.runner.boards import board_summary
+from tokenwatt.runner.rows import enrich
 from tokenwatt.runner.session import Session
-from tokenwatt.runner.trials import enrich
 
 
 def summarise_windows(

@@ -15,19 +15,8 @@ from tokenwatt.errors import EngineFault, UserError
 from tokenwatt.runner.boards import board_columns, board_detail
 from tokenwatt.runner.contention import ContentionMonitor, Readings, gpu_pids_of
 from tokenwatt.runner.faults import is_oom, one_line
+from tokenwatt.runner.rows import cooldown_s, enrich
 from tokenwatt.runner.session import Session
-
-# Between GPU trials by default: back-to-back trials heat the board and leakage power grows
-# with temperature, so each trial starts after a pause; 2 s also lets the driver's 1 s power
-# average settle. tokenwatt's choice (not a measured optimum), recorded per row as `cooldown_s`.
-GPU_COOLDOWN_S = 2.0
-
-
-def cooldown_s(cfg: RunConfig, device: str) -> float:
-    """The pause before each trial after the first: the config's, else the device default."""
-    if cfg.measure.cooldown_s is not None:
-        return cfg.measure.cooldown_s
-    return GPU_COOLDOWN_S if str(device).startswith("cuda") else 0.0
 
 
 def pause_between_trials(cfg: RunConfig, i: int, device: str = "cpu") -> None:
@@ -166,15 +155,6 @@ def trial_row(
         **board_columns(session.meters, phases, tokens, decode_tokens, session.idle_by_channel),
     }
     return enrich(row, session)
-
-
-def enrich(row: dict[str, Any], session: Session) -> dict[str, Any]:
-    from tokenwatt.analysis.carbon import carbon_columns
-    from tokenwatt.analysis.floor import floor_columns
-
-    row.update(carbon_columns(row, session.cfg.carbon))
-    row.update(floor_columns(row, session.model_info))
-    return row
 
 
 def reset_peak_memory(device: str) -> None:
