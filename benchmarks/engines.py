@@ -2,12 +2,13 @@
 run (issue 14).
 
 At each batch size (1 and 8 by default), round by round: tokenwatt's transformers loop, vLLM's
-offline engine in process, and a vLLM OpenAI-compatible server (started once by this script,
-a child of this process, so the CPU estimate covers it) driven by tokenwatt's streaming client
-(`whole-run` window). Same preset weights (saved once), prompt and new tokens, fp32 on the CPU.
-Run it in the vLLM environment (scripts/vllm-env.sh); the figures are medians over rounds of
-each run's mean, and each engine's ratio to transformers is the median of the per-round ratios.
-Every run is labelled contended or not; publish only an uncontended run.
+offline engine in process, and a vLLM OpenAI-compatible server started by `--launch` for its
+run (a child of this process, so the CPU estimate covers it; nothing else runs beside the other
+engines) and driven by tokenwatt's streaming client (`whole-run` window). Same preset weights
+(saved once), prompt and new tokens, fp32 on the CPU. Run it in the vLLM environment
+(scripts/vllm-env.sh); the figures are medians over rounds of each run's mean, and each
+engine's ratio to transformers is the median of the per-round ratios. Every run is labelled
+contended or not; publish only an uncontended run.
 
     VLLM_CPU_KVCACHE_SPACE=1 VLLM_HOST_IP=127.0.0.1 HF_HUB_OFFLINE=1 \\
         python benchmarks/engines.py [--batch 1 8] [--rounds 2] [--new-tokens 64]
@@ -22,7 +23,6 @@ import socket
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ENGINES = ("transformers", "vllm", "openai")
@@ -34,16 +34,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(ckpt: Path, port: int, max_seqs: int, log: Path):
-    from tokenwatt.engines.launch import LaunchedServer
-
-    cmd = (f"{sys.executable} -m vllm.entrypoints.openai.api_server --model {ckpt} "
-           f"--served-model-name preset:tiny-llama --dtype float32 --host 127.0.0.1 "
-           f"--port {port} --max-model-len 512 --max-num-seqs {max_seqs} --enforce-eager")
-    return LaunchedServer(cmd, f"http://127.0.0.1:{port}/v1", log, 600.0).start()
+def server_command(ckpt: Path, port: int, max_seqs: int) -> str:
+    return (f"{sys.executable} -m vllm.entrypoints.openai.api_server --model {ckpt} "
+            f"--served-model-name preset:tiny-llama --dtype float32 --host 127.0.0.1 "
+            f"--port {port} --max-model-len 512 --max-num-seqs {max_seqs} --enforce-eager")
 
 
-def one_run(engine: str, batch: int, args: argparse.Namespace, out: Path, url: str) -> dict:
+def one_run(engine: str, batch: int, args: argparse.Namespace, out: Path, ckpt: Path) -> dict:
     import tokenwatt
 
     kw = dict(model="preset:tiny-llama", precision="fp32", batch_size=batch,
@@ -55,7 +52,9 @@ def one_run(engine: str, batch: int, args: argparse.Namespace, out: Path, url: s
     elif engine == "vllm":
         kw.update(engine="vllm", device="cpu", fidelity=False)
     else:
-        kw.update(engine="openai", url=url, requests=4 * batch)
+        port = free_port()
+        kw.update(engine="openai", url=f"http://127.0.0.1:{port}/v1", requests=4 * batch,
+                  launch=server_command(ckpt, port, batch))  # fmt: skip
         kw.pop("model")
     outcome = tokenwatt.run(**kw)
     s = outcome.summary
@@ -84,22 +83,14 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="tokenwatt-engines-"))
     ckpt = with_word_tokenizer(export_preset("tiny-llama", 0, "float32"), work / "ckpt")
-    port = free_port()
-    t0 = time.perf_counter()
-    server = start_server(ckpt, port, max(args.batch), work / "server.log")
-    print(f"vLLM server up in {time.perf_counter() - t0:.0f} s", flush=True)
     runs = []
-    try:
-        for r in range(args.rounds):
-            for batch in args.batch:
-                for engine in ENGINES:  # the same order each round: pairs are close in time
-                    res = one_run(engine, batch, args, work / f"r{r}-b{batch}",
-                                  f"http://127.0.0.1:{port}/v1")  # fmt: skip
-                    res["round"] = r
-                    runs.append(res)
-                    print(json.dumps(res), flush=True)
-    finally:
-        server.stop()
+    for r in range(args.rounds):
+        for batch in args.batch:
+            for engine in ENGINES:  # the same order each round: pairs are close in time
+                res = one_run(engine, batch, args, work / f"r{r}-b{batch}", ckpt)
+                res["round"] = r
+                runs.append(res)
+                print(json.dumps(res), flush=True)
     table = summarise(runs, args.batch)
     print(json.dumps(table, indent=2))
     out = Path(args.out)

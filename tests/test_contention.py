@@ -59,7 +59,7 @@ def test_a_quiet_machine_is_not_contended() -> None:
 
 @pytest.mark.parametrize(
     ("kw", "reason"),
-    [(dict(others=1.5, runnable=0), "1.50 CPU cores"), (dict(others=0.0, runnable=2), "runnable"),
+    [(dict(others=1.5, runnable=0), "1.50 CPU cores"), (dict(others=0.2, runnable=2), "runnable"),
      (dict(others=0.0, runnable=0, steal=0.2), "steal"),
      (dict(others=0.0, runnable=0, gpu=[4242]), "other processes on the measured GPUs")],
 )  # fmt: skip
@@ -153,3 +153,10 @@ def test_injected_quiet_readings_give_an_uncontended_run(tmp_path, invoke, fast_
     assert not pd.read_csv(out / "results.csv")["contended"].any()
     summary = pd.read_csv(out / "summary.csv")
     assert not summary["contended"].any() and "CONTENDED" not in r.output
+
+
+def test_runnable_counts_without_other_cpu_time_are_not_contention():
+    """Our own many-threaded children (vLLM's worker) miscounted while /proc is walked show as
+    runnable threads of others, but others used no CPU: no contention."""
+    cols = _monitor(others=0.0, runnable=2)
+    assert cols["other_runnable"] == 2 and not cols["contended"]

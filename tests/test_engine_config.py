@@ -22,7 +22,7 @@ URL = "http://127.0.0.1:8000/v1"
     ({"workload": {"requests": 4}}, "workload.requests is for engine openai"),
     ({"engine": "openai", "server": {"url": URL}, "workload": {"batch_size": 8, "requests": 4}},
      "fewer than batch_size"),
-    ({"engine": "vllm", "compile": True}, "drop --compile"),
+    ({"engine": "openai", "server": {"url": URL}, "compile": True}, "drop --compile"),
 ])  # fmt: skip
 def test_bad_engine_settings_are_one_line(data, needle):
     with pytest.raises(ConfigError) as e:

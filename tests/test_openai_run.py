@@ -57,6 +57,7 @@ def test_gpu_energy_is_that_of_exactly_the_windows_measured(tmp_path, invoke, si
             truth = _truth(sim_gpu, marks, phases)
             worst = max(worst, abs(got.loc[window, "total_j"] - truth) / truth)
             assert got.loc[window, "board0_total_j"] == pytest.approx(got.loc[window, "total_j"])
+    print(f"worst window error vs ground truth: {worst:.2e}")
     assert worst < 0.01, worst
     whole = rows[rows["window"] == "whole-run"]
     assert set(whole["tokens_generated"]) == {16 * 24}  # from the streamed usage

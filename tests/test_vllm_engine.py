@@ -237,3 +237,15 @@ def test_close_ends_the_engine_processes(started: SimpleNamespace) -> None:
     assert left == []
     with pytest.raises(RuntimeError, match="after close"):
         engine.generate()
+
+
+@pytest.mark.parametrize("compile_", [False, True])
+def test_compile_is_vllms_cuda_graphs_and_compilation(tmp_path: Path, compile_: bool) -> None:
+    from tokenwatt.config import validate
+    from tokenwatt.engines.vllm import VllmEngine
+
+    cfg = validate({"engine": "vllm", "precision": "fp32", "compile": compile_})
+    settings = VllmEngine(cfg, "cpu")._settings(tmp_path)
+    assert settings["enforce_eager"] is (not compile_)
+    assert settings["max_num_seqs"] == cfg.workload.batch_size
+    assert settings["disable_log_stats"] is False  # the request timestamps need the stats

@@ -161,7 +161,9 @@ class VllmEngine(Engine):
             "quantization": "fp8" if fp8 else None,
             "max_num_seqs": w.batch_size,
             "seed": w.seed % 2**32,  # vLLM seeds numpy too, which takes 0..2**32-1 only
-            "enforce_eager": True,  # config refuses compile for vllm: no CUDA graphs, no compile
+            # compile: false (the default) starts in about a minute on a CPU; true lets vLLM
+            # capture CUDA graphs and compile as it ships (the warm-up absorbs the capture)
+            "enforce_eager": not self.cfg.compile,
             "disable_log_stats": False,  # the per-request timestamps the marks come from
             "skip_tokenizer_init": no_tokenizer,
             "tensor_parallel_size": max(self.cfg.board_count(), 1) if cuda else 1,

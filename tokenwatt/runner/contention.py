@@ -39,6 +39,10 @@ from tokenwatt._util.proctree import (
 # is counted in the board's energy.
 CONTENDED_CORES = 0.5
 CONTENDED_RUNNABLE = 1.0
+# ...but only with some CPU time outside this tree: under a fair scheduler another process's
+# runnable thread gets CPU. Runnable counts with none are our own threads miscounted while
+# /proc was walked (a vLLM worker's dozens of spinning threads change state meanwhile).
+RUNNABLE_NEEDS_CORES = 0.1
 CONTENDED_STEAL_PCT = 5.0
 SAMPLE_S = 0.5
 COLUMNS = ("other_cpu_cores", "other_runnable", "cpu_steal_pct", "gpu_other_processes",
@@ -105,9 +109,13 @@ class ContentionMonitor:
 
     def _sample(self) -> None:
         r = self.readings
-        total, ours = r.system_runnable(), r.tree_runnable()
-        if total is not None and ours is not None:
-            self._runnable.append(max(total - ours, 0))
+        # Our threads are counted before and after the machine's: a tree of many threads (a
+        # vLLM worker's) changes state while /proc is walked, and either order alone is biased.
+        # Differences are kept signed and the mean is clamped (assess): clamping each sample
+        # would turn that noise into phantom other threads.
+        before, total, after = r.tree_runnable(), r.system_runnable(), r.tree_runnable()
+        if total is not None and before is not None and after is not None:
+            self._runnable.append(total - (before + after) / 2)
         try:
             self._gpu_pids.update(r.gpu_other_pids())
         except Exception:  # a board NVML cannot ask is no reason to lose the trial
@@ -130,11 +138,11 @@ def assess(m0: MachineCpu, m1: MachineCpu, tree_cpu_s: float, wall_s: float,
     cores = max((m1.busy_s - m0.busy_s) - tree_cpu_s, 0.0) / wall_s if wall_s > 0 else math.nan
     total = m1.total_s - m0.total_s
     steal = 100.0 * (m1.steal_s - m0.steal_s) / total if total > 0 else math.nan
-    others = sum(runnable) / len(runnable) if runnable else math.nan
+    others = max(sum(runnable) / len(runnable), 0.0) if runnable else math.nan
     reasons = []
     if cores >= CONTENDED_CORES:
         reasons.append(f"other processes kept {cores:.2f} CPU cores busy")
-    if others >= CONTENDED_RUNNABLE:
+    if others >= CONTENDED_RUNNABLE and cores >= RUNNABLE_NEEDS_CORES:
         reasons.append(f"{others:.1f} runnable threads of other processes on average")
     if steal >= CONTENDED_STEAL_PCT:
         reasons.append(f"{steal:.1f}% CPU steal")
