@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tokenwatt.energy.meters.base import Channel, Meter
 from tokenwatt.energy.meters.nvml import NvmlMeter
 from tokenwatt.energy.sampler import Sampler
 from tokenwatt.sim import nvml as sim
@@ -23,3 +24,17 @@ def virtual_sampler(meters, clock, interval_s=0.02):
 def advance(sampler, clock, t):
     """Run the sampler's loop on simulated time up to t."""
     sampler.driver.advance(sampler, t)
+
+
+class Continuous(Meter):
+    """A RAPL-like meter at 50 W on a clock: its counter changes at every read, no period."""
+
+    def __init__(self, clock):
+        self.clock = clock
+
+    @property
+    def channels(self):
+        return (Channel("cpu-package-0", "cpu-package", "rapl", True),)
+
+    def read_joules(self):
+        return {"cpu-package-0": 50.0 * self.clock()}

@@ -3,9 +3,8 @@ chunks), placed on the trace after the fact: the same joules as live marks, agai
 simulated sensor's ground truth, and interpolated reads on continuous meters."""
 
 import pytest
-from simfix import advance, virtual_board, virtual_sampler
+from simfix import Continuous, advance, virtual_board, virtual_sampler
 
-from tokenwatt.energy.meters.base import Channel, Meter
 from tokenwatt.energy.recorder import PhaseRecorder
 from tokenwatt.sim import nvml as sim
 from tokenwatt.sim.profiles import bursts
@@ -52,23 +51,9 @@ def test_mark_at_needs_an_open_window():
         rec.mark_at("decode", clock())
 
 
-class Ramp(Meter):
-    """A continuous counter at 50 W on a virtual clock."""
-
-    def __init__(self, clock):
-        self.clock = clock
-
-    @property
-    def channels(self):
-        return (Channel("cpu", "cpu-package", "rapl", True),)
-
-    def read_joules(self):
-        return {"cpu": 50.0 * self.clock()}
-
-
 def test_dated_marks_on_a_continuous_meter_are_interpolated():
     clock, _ = virtual_board(300.0)
-    meter = Ramp(clock)
+    meter = Continuous(clock)
     s = virtual_sampler([meter], clock)
     s.poll_all()
     rec = PhaseRecorder([meter], sampler=s, align=False, clock=clock)
@@ -79,6 +64,6 @@ def test_dated_marks_on_a_continuous_meter_are_interpolated():
     rec.mark_at("decode", start + 0.3371)
     rec.mark_at("end", start + 1.9)
     got = rec.phases()
-    assert got["prefill"].joules["cpu"] == pytest.approx(50.0 * 0.3241, rel=1e-6)
-    assert got["decode"].joules["cpu"] == pytest.approx(50.0 * (1.9 - 0.3371), rel=1e-6)
+    assert got["prefill"].joules["cpu-package-0"] == pytest.approx(50.0 * 0.3241, rel=1e-6)
+    assert got["decode"].joules["cpu-package-0"] == pytest.approx(50.0 * (1.9 - 0.3371), rel=1e-6)
     assert got["decode"].seconds == pytest.approx(1.9 - 0.3371)

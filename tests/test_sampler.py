@@ -3,9 +3,8 @@
 import time
 
 import pytest
-from simfix import advance, virtual_board, virtual_sampler
+from simfix import Continuous, advance, virtual_board, virtual_sampler
 
-from tokenwatt.energy.meters.base import Channel, Meter
 from tokenwatt.energy.sampler import Sampler, tick_time
 from tokenwatt.sim import nvml as sim
 from tokenwatt.sim.clock import VirtualDriver
@@ -55,20 +54,6 @@ def test_interval_longer_than_the_period_skips_updates():
     s.poll_all()
     advance(s, clock, clock() + 3.0)
     assert 8 <= len([x for x in s.samples(m) if x.tick]) <= 11
-
-
-class Continuous(Meter):
-    """A RAPL-like meter: counter changes at every read, no update period."""
-
-    def __init__(self, clock):
-        self.clock = clock
-
-    @property
-    def channels(self):
-        return (Channel("cpu-package-0", "cpu-package", "rapl", True),)
-
-    def read_joules(self):
-        return {"cpu-package-0": 50.0 * self.clock()}
 
 
 def test_continuous_meters_are_read_at_the_interval():
