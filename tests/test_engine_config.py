@@ -76,3 +76,21 @@ def test_vllm_missing_is_refused_before_anything_is_written(tmp_path, invoke, mo
     out = tmp_path / "r"
     r = invoke("run", "--engine", "vllm", "--out", str(out))
     assert r.exit_code == 2 and "vLLM is not installed" in r.output and not out.exists()
+
+
+def test_whole_window_metrics_compare_whole_window_speed():
+    """total_j_per_token pairs a served engine with an in-process one; the speed ratio is then
+    tokens over each one's whole window, not decode-only against window tokens/s."""
+    from tokenwatt.analysis.compare import compare, ok_trials
+
+    common = {"model": "m", "precision": "bf16", "batch_size": 8, "status": "ok",
+              "energy_scope": "cpu-package", "window": "whole-run"}  # fmt: skip
+    rows = [{**common, "engine": "transformers", "run_id": "a", "tokens_generated": 100,
+             "prefill_s": 0.5, "decode_s": 0.5, "decode_tokens_per_s": 190.0,
+             "total_j_per_token": 1.0 + i / 100} for i in range(3)]  # fmt: skip
+    rows += [{**common, "engine": "openai", "run_id": "b", "tokens_generated": 100,
+              "window_s": 2.0, "decode_tokens_per_s": 50.0,
+              "total_j_per_token": 2.0 + i / 100} for i in range(3)]  # fmt: skip
+    table = compare(ok_trials(pd.DataFrame(rows)), "engine", "transformers", "total_j_per_token")
+    assert table["ratio"].iloc[0] == pytest.approx(2.01 / 1.01)
+    assert table["tokens_per_s_ratio"].iloc[0] == pytest.approx(50.0 / 100.0)

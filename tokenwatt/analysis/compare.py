@@ -67,6 +67,9 @@ STAT_METRICS = (
     "peak_memory_mb",
 )
 SPEED = "decode_tokens_per_s"
+# With a whole-window metric (total_*), speed is the whole window's too: tokens over prefill +
+# decode time in process, tokens over the window for a served engine (derived in ok_trials).
+WINDOW_SPEED = "window_tokens_per_s"
 IMPL = "experts_impl"
 LABELS = {
     "decode_j_per_token": "decode J/token",
@@ -102,6 +105,10 @@ def ok_trials(trials: Any, summary: Any = None) -> Any:
     df["j_per_request"] = num("total_j") / (num("batch_size") * num("repetitions"))
     df["prefill_j_per_gen_token"] = num("prefill_j") / num("tokens_generated")
     df["decode_j_per_gen_token"] = num("decode_j") / num("tokens_generated")
+    in_process = num("tokens_generated") / (num("prefill_s") + num("decode_s"))
+    served = num("decode_tokens_per_s") if "window_s" in df else math.nan
+    df[WINDOW_SPEED] = in_process.where(in_process.notna(), served) \
+        if hasattr(in_process, "where") else served  # fmt: skip
     return df
 
 
@@ -256,8 +263,9 @@ def _row(case: Any, base: Any, keys: list[str], key: str, value: str, metric: st
     r, lo, hi, basis = ratio_by_runs(case, base, metric)
     row["ratio"], row["ratio_ci95_low"], row["ratio_ci95_high"] = r, lo, hi
     row["ci_basis"] = basis
-    if SPEED in case:
-        r, lo, hi, _ = ratio_by_runs(case, base, SPEED)
+    speed = WINDOW_SPEED if metric.startswith("total_") else SPEED
+    if speed in case:
+        r, lo, hi, _ = ratio_by_runs(case, base, speed)
         row["tokens_per_s_ratio"], row["tokens_per_s_ci95_low"], row["tokens_per_s_ci95_high"] = (
             r, lo, hi)  # fmt: skip
     for f in FIDELITY:
