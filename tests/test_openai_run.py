@@ -114,3 +114,10 @@ def test_compare_and_report_show_engines_side_by_side(tmp_path, invoke, fast_arg
     assert r.exit_code == 0, r.output
     text = (out / "report.md").read_text()
     assert "engine=transformers" in text and "openai" in text and "steady-state" in text
+    assert "| engine | window |" in text  # the summary tells the engines and windows apart
+    from tokenwatt.analysis.compare import ok_trials
+    from tokenwatt.results.load import load_results
+
+    trials = ok_trials(load_results(str(out)))
+    served = trials[(trials["engine"] == "openai") & (trials["window"] == "whole-run")]
+    assert (served["j_per_request"] == served["total_j"] / served["requests"]).all()

@@ -103,6 +103,10 @@ def ok_trials(trials: Any, summary: Any = None) -> Any:
             df[k] = df[k].map(key_str)
     num = lambda c: pd.to_numeric(df[c], errors="coerce") if c in df else math.nan  # noqa: E731
     df["j_per_request"] = num("total_j") / (num("batch_size") * num("repetitions"))
+    if "requests" in df:  # a served trial's requests; its steady state holds only parts of some
+        whole = df["window"] == "whole-run" if "window" in df else True
+        served = (num("total_j") / num("requests")).where(whole)
+        df["j_per_request"] = df["j_per_request"].where(num("requests").isna(), served)
     df["prefill_j_per_gen_token"] = num("prefill_j") / num("tokens_generated")
     df["decode_j_per_gen_token"] = num("decode_j") / num("tokens_generated")
     in_process = num("tokens_generated") / (num("prefill_s") + num("decode_s"))

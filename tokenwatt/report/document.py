@@ -248,7 +248,10 @@ def _summary(stats: Any) -> list[Block]:
     return [*blocks, Block("table", headers=headers, rows=rows), Block("p", note)]
 
 
-SUMMARY_KEYS = ("model", "precision", "batch_size", "prompt_tokens", "new_tokens", "device_name")
+# Shared by every case and the defaults: not worth a word in "Every case: ..."
+UNSAID = {("engine", "transformers"), ("window", "whole-run")}
+SUMMARY_KEYS = ("engine", "window", "model", "precision", "batch_size", "prompt_tokens",
+                "new_tokens", "device_name")  # fmt: skip
 
 
 def _varying_keys(stats: Any) -> tuple[list[str], list[tuple[str, str]]]:
@@ -257,7 +260,8 @@ def _varying_keys(stats: Any) -> tuple[list[str], list[tuple[str, str]]]:
     if len(stats) < 2:
         return present, []
     keys = [k for k in present if stats[k].astype(str).nunique() > 1]
-    same = [(k, str(stats[k].iloc[0])) for k in present if k not in keys]
+    same = [(k, str(stats[k].iloc[0])) for k in present if k not in keys
+            and (k, str(stats[k].iloc[0])) not in UNSAID]  # fmt: skip
     return keys or present[:1], [kv for kv in same if kv[0] not in (keys or present[:1])]
 
 
