@@ -206,7 +206,6 @@ class PhaseRecorder:
                                       changes_at_marks=self.changes_at_marks)  # fmt: skip
         return out
 
-
     def _traced_past(self, t: float) -> bool:
         assert self.sampler is not None
         return all(lane.samples and lane.samples[-1].t > t for lane in self.sampler.lanes)

