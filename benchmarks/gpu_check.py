@@ -152,16 +152,17 @@ class Check:
 
 def open_boards(args: Any) -> list[Board]:
     from tokenwatt.energy.meters.select import open_nvml
+    from tokenwatt.placement import measured_boards
 
     gpus = args.gpus.split(",") if args.gpus else None
     if gpus is None:
-        from tokenwatt.energy.meters.nvml import import_pynvml, nvml_init
+        from tokenwatt.placement.nvml_ids import import_pynvml, nvml_init
 
         nv = import_pynvml()
         nvml_init(nv)
         gpus = [str(i) for i in range(nv.nvmlDeviceGetCount())]
         nv.nvmlShutdown()
-    meters = open_nvml("cuda", gpus)
+    meters = open_nvml(measured_boards(gpus))  # NVML's numbering, as placement names them
     boards = []
     for m in meters:
         load = sim_load(m) if args.simulate else GpuLoad(cuda_device_of(m))
@@ -176,14 +177,16 @@ def sim_load(meter: Any) -> SimLoad:
 
 
 def cuda_device_of(meter: Any) -> str:
-    """The torch device of an NVML board, matched by UUID (CUDA and NVML orders differ)."""
-    import torch
+    """The torch device of an NVML board, by placement's one CUDA<->NVML matcher."""
+    import torch  # noqa: F401 - cuda_boards asks torch once it is imported
 
-    for i in range(torch.cuda.device_count()):
-        uuid = str(torch.cuda.get_device_properties(i).uuid)
-        if meter.uuid.endswith(uuid.removeprefix("GPU-")):
-            return f"cuda:{i}"
-    raise SystemExit(f"NVML board {meter.uuid} is not visible to CUDA; check CUDA_VISIBLE_DEVICES")
+    from tokenwatt.placement import cuda_boards, cuda_index_of
+
+    index = cuda_index_of(meter.uuid, cuda_boards())
+    if index is None:
+        raise SystemExit(f"NVML board {meter.uuid} is not visible to CUDA; check "
+                         "CUDA_VISIBLE_DEVICES")  # fmt: skip
+    return f"cuda:{index}"
 
 
 def updates(sampler: Any, board: Board) -> Any:

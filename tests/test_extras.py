@@ -40,13 +40,14 @@ def test_quantised_precision_without_torchao(monkeypatch, tmp_path, invoke, fast
 
 def test_dtype_precisions_need_no_torchao(monkeypatch):
     """The check is for the precisions that need torchao only."""
-    from tokenwatt.runner.run import _require_extra
+    from tokenwatt.config import RunConfig
+    from tokenwatt.engines.transformers import TransformersEngine
 
     monkeypatch.setitem(sys.modules, "torchao", None)
     for name in ("fp32", "bf16", "fp16"):
-        _require_extra(name)  # no error
+        TransformersEngine.check(RunConfig(precision=name), "cpu")  # no error
     with pytest.raises(MissingExtra):
-        _require_extra("int8-dynamic")
+        TransformersEngine.check(RunConfig(precision="int8-dynamic"), "cpu")
 
 
 def test_report_without_matplotlib_makes_no_folder(monkeypatch, tmp_path, invoke):

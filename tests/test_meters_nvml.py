@@ -7,8 +7,9 @@ import sys
 import pytest
 from simfix import virtual_board
 
-from tokenwatt.energy.meters.nvml import INTEGRATED, NvmlMeter, cuda_target
+from tokenwatt.energy.meters.nvml import INTEGRATED, NvmlMeter
 from tokenwatt.errors import MeterError, MeterUnavailable
+from tokenwatt.placement import cuda_boards
 from tokenwatt.sim import nvml as sim
 from tokenwatt.sim import shim_dir
 from tokenwatt.sim.clock import VirtualClock
@@ -103,19 +104,22 @@ def test_edge_state_records_temperature_clock_and_limit():
 
 
 def test_cuda_visible_devices_maps_indexes_uuid_prefixes_and_refuses_mig(monkeypatch):
+    monkeypatch.setenv("TOKENWATT_NVML_MODULE", "tokenwatt.sim.nvml")
     gpus = sim.configure(3, 300.0)
-    sim.nvmlInit()
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,0")  # CUDA indexes -> NVML boards by UUID
-    assert cuda_target("cuda:0", sim) == gpus[2].uuid
-    assert cuda_target("cuda:1", sim) == gpus[0].uuid
-    uuid1 = sim.STATE.gpus[1].uuid
+    assert [b.uuid for b in cuda_boards()] == [gpus[2].uuid, gpus[0].uuid]
+    assert [b.cuda for b in cuda_boards()] == [0, 1]
+    uuid1 = gpus[1].uuid
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", uuid1[:9])
-    assert cuda_target("cuda", sim) == uuid1
+    (board,) = cuda_boards()
+    assert board.uuid == uuid1 and board.pci_bus_id == gpus[1].pci_bus_id
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-3b7c-4f2a")
     with pytest.raises(MeterUnavailable, match="MIG"):
-        cuda_target("cuda:0", sim)
+        cuda_boards()
+    assert cuda_boards(strict=False) == []  # a region skips what it cannot measure
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    assert cuda_target("cuda:1", sim) == gpus[1].uuid
+    assert cuda_boards()[1].uuid == gpus[1].uuid
+    sim.nvmlInit()
     m = NvmlMeter(uuid1, nvml=sim, clock=VirtualClock(), measure_period=False)
     assert m.channels[0].key == "gpu1"
 

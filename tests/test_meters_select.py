@@ -11,6 +11,7 @@ import pytest
 from tokenwatt.energy.meters.rapl import readable
 from tokenwatt.energy.meters.select import boards_not_running_the_model, open_meters
 from tokenwatt.errors import UserError
+from tokenwatt.placement import measured_boards
 from tokenwatt.sim import nvml as sim
 
 SIM = {"TOKENWATT_NVML_MODULE": "tokenwatt.sim.nvml"}
@@ -20,7 +21,7 @@ needs_no_rapl = pytest.mark.skipif(readable(), reason="this machine can read RAP
 
 @needs_no_rapl
 def test_auto_on_cpu_without_rapl_is_the_labelled_estimate():
-    (m,) = open_meters("auto", "cpu")
+    (m,) = open_meters("auto")
     assert m.channels[0].source == "estimate-tdp-process-cpu" and not m.channels[0].measured
 
 
@@ -33,12 +34,13 @@ def two_boards(monkeypatch):
 def test_gpus_by_index_uuid_and_bus_id_measure_exactly_those_boards(two_boards):
     g0, g1 = two_boards
     for spec in (["1"], [g1.uuid], [g1.uuid[:12]], [g1.pci_bus_id], [g1.pci_bus_id[9:].lower()]):
-        meters = open_meters("nvml", "cpu", gpus=spec)
+        boards = measured_boards(spec)
+        assert boards == (g1.uuid,), spec
+        meters = open_meters("nvml", boards)
         assert [m.index for m in meters] == [1], spec
-        assert meters[0].uuid == g1.uuid
         for m in meters:
             m.close()
-    both = open_meters("auto", "cpu", gpus=["0", g1.uuid, "0"])  # auto + boards -> nvml
+    both = open_meters("auto", measured_boards(["0", g1.uuid, "0"]))  # auto + boards -> nvml
     assert [m.index for m in both] == [0, 1]
     assert "do not run the model" in boards_not_running_the_model(both, "cpu")
     for m in both:
@@ -48,14 +50,32 @@ def test_gpus_by_index_uuid_and_bus_id_measure_exactly_those_boards(two_boards):
 def test_bad_board_ids_are_one_line_user_errors(two_boards):
     for spec, needle in ((["7"], "NVML GPU 7"), (["GPU-nope"], "matches 0 GPUs"),
                          (["abc"], "not an NVML index"), (["MIG-1"], "MIG")):  # fmt: skip
-        with pytest.raises(UserError, match=needle) as e:
-            open_meters("nvml", "cpu", gpus=spec)
+        with pytest.raises(UserError, match=f"measure.gpus: .*{needle}") as e:
+            measured_boards(spec)
         assert "\n" not in str(e.value)
 
 
 def test_nvml_for_a_cpu_model_needs_named_boards(two_boards):
     with pytest.raises(UserError, match="--gpus 0"):
-        open_meters("nvml", "cpu")
+        open_meters("nvml", ())
+
+
+def test_a_run_refuses_meters_it_cannot_open_before_loading_anything(tmp_path):
+    """What a user types on a CPU machine: refused in one line before any model is built, and
+    without importing torch (the time is the interpreter's and tokenwatt's imports)."""
+    env = {**os.environ, "TOKENWATT_NVML_MODULE": "no_such_nvml_binding"}
+    for flags, needle in ((["--meter", "nvml"], "no boards are named"),
+                          (["--gpus", "0"], "measure.gpus:")):  # fmt: skip
+        code = ("import sys, runpy; sys.argv = ['tokenwatt', 'run', '--device', 'cpu', "
+                f"'--out', {str(tmp_path / 'o')!r}, *{flags!r}]\n"
+                "try:\n    runpy.run_module('tokenwatt', run_name='__main__')\n"
+                "finally:\n    print('torch imported:', 'torch' in sys.modules)")  # fmt: skip
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=env, timeout=60)  # fmt: skip
+        assert p.returncode == 2, p.stderr
+        assert needle in p.stderr and p.stderr.count("Error:") == 1, p.stderr
+        assert "torch imported: False" in p.stdout
+        assert not (tmp_path / "o").exists()
 
 
 def _nvml_starts() -> bool:

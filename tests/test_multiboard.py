@@ -10,10 +10,8 @@ import pandas as pd
 import pytest
 
 from tokenwatt.config import RunConfig
-from tokenwatt.energy.meters.nvml import cuda_entry_target
-from tokenwatt.energy.meters.select import held_boards
-from tokenwatt.errors import UserError
-from tokenwatt.runner.placement import cuda_indexes
+from tokenwatt.errors import MeterUnavailable, UserError
+from tokenwatt.placement import Board, cuda_boards, cuda_index_of, find_board, resolve_placement
 from tokenwatt.sim import nvml as sim
 
 POWERS = [61.0, 74.0, 250.0]
@@ -62,35 +60,48 @@ def test_each_held_board_is_measured_and_the_row_is_their_sum(tmp_path, invoke, 
     assert df["contention_reason"].str.contains("other processes on the measured GPUs").all()
 
 
+def _place(gpus, device="cpu"):
+    return resolve_placement(RunConfig(device=device, gpus=gpus))
+
+
 def test_cuda_visible_devices_by_uuid_picks_those_boards(monkeypatch):
     monkeypatch.setenv("TOKENWATT_NVML_MODULE", "tokenwatt.sim.nvml")
     gpus = sim.configure(3, POWERS)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", f"{gpus[2].uuid},{gpus[0].uuid[:12]}")
-    assert held_boards(2) == [gpus[2].uuid, gpus[0].uuid]
-    assert held_boards(["1"]) == [gpus[0].uuid]  # a CUDA index counts within the visible list
-    assert held_boards([gpus[1].pci_bus_id.lower()]) == [gpus[1].uuid]
-    with pytest.raises(Exception, match="3 boards asked for"):
-        held_boards(3)
+    assert _place(2).boards == (gpus[2].uuid, gpus[0].uuid)
+    assert _place(["1"]).boards == (gpus[0].uuid,)  # a CUDA index counts within the visible list
+    assert _place([gpus[2].pci_bus_id.lower()]).boards == (gpus[2].uuid,)
+    assert _place(2).measured == _place(2).boards  # held boards are the measured ones
+    with pytest.raises(UserError, match="3 boards asked for"):
+        _place(3)
+    with pytest.raises(UserError, match="gpus: .* matches 0 of the 2 boards"):
+        _place([gpus[1].pci_bus_id])  # a board this process cannot see is not held
 
 
 def test_cuda_indexes_follow_pci_order_not_nvml_order(monkeypatch):
     # NVML lists board 0 at bus 0x81 and board 1 at 0x17: CUDA (PCI order) calls board 1 cuda:0
+    monkeypatch.setenv("TOKENWATT_NVML_MODULE", "tokenwatt.sim.nvml")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     gpus = sim.configure(2, 300.0, boards=[{"bus": 0x81}, {"bus": 0x17}])
-    sim.nvmlInit()
     monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-    assert cuda_entry_target("0", sim) == gpus[1].uuid
-    assert cuda_entry_target("1", sim) == gpus[0].uuid
+    assert [b.uuid for b in cuda_boards()] == [gpus[1].uuid, gpus[0].uuid]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert [b.uuid for b in cuda_boards()] == [gpus[0].uuid]
 
 
 def test_gpus_field_and_cuda_index_resolution():
-    assert RunConfig(gpus=2).board_count() == 2
     assert RunConfig(gpus="0,1").gpus == ["0", "1"]
     with pytest.raises(ValueError, match="gpus"):
         RunConfig(gpus=[0, 0])
     with pytest.raises(ValueError, match="one board"):
         RunConfig(device="cuda:1", gpus=2)
-    boards = [("GPU-aaaa", "00000000:17:00.0"), ("GPU-bbbb", "00000000:37:00.0")]
-    assert cuda_indexes(2, "cuda", boards) == [0, 1]
-    assert cuda_indexes(["GPU-bb", "00000000:17:00.0"], "cuda", boards) == [1, 0]
-    with pytest.raises(UserError, match="CUDA sees 2"):
-        cuda_indexes(3, "cuda", boards)
+    seen = [Board(0, "GPU-aaaa", "00000000:17:00.0"), Board(1, "GPU-bbbb", "00000000:37:00.0")]
+    assert find_board("GPU-bb", seen).cuda == 1
+    assert find_board("00000000:17:00.0", seen).cuda == 0
+    assert find_board("17:00.0", seen).cuda == 0
+    assert find_board("1", seen).uuid == "GPU-bbbb"
+    with pytest.raises(MeterUnavailable, match="sees 2"):
+        find_board("3", seen)
+    with pytest.raises(MeterUnavailable, match="matches 2 of the 2"):
+        find_board("GPU-", seen)
+    assert cuda_index_of("GPU-bbbb", seen) == 1 and cuda_index_of("GPU-cccc", seen) is None

@@ -40,7 +40,7 @@ def _cfg(url: str, **server: object) -> object:
 
 
 def _engine(url: str, tmp_path: Path, **server: object) -> OpenAIEngine:
-    return OpenAIEngine(_cfg(url, **server), tmp_path)
+    return OpenAIEngine(_cfg(url, **server), out_dir=tmp_path)
 
 
 def _phases() -> tuple[list[tuple[str, str]], object]:
@@ -276,7 +276,7 @@ def test_engine_prompts_file_lines_as_text(tmp_path):
                                  "prompts_file": str(f)}})  # fmt: skip
     with FakeOpenAI() as fake:
         cfg.server.url = fake.url
-        eng = OpenAIEngine(cfg, tmp_path)
+        eng = OpenAIEngine(cfg, out_dir=tmp_path)
         eng.prepare(lambda e, t: None)
         batch = eng.generate()
     assert [b["prompt"] for b in fake.bodies[1:]] == ["one two", "three four five six", "one two"]

@@ -4,7 +4,7 @@ before a run that will be very slow."""
 import pytest
 
 from tokenwatt.config import load_config
-from tokenwatt.runner.slow import approx_params, slow_reason
+from tokenwatt.engines.slow import approx_params, slow_reason
 
 FAST = dict(model="preset:tiny-llama", precision="fp32", device="cpu", meter="estimate",
             prompt_tokens=8, new_tokens=4, repeats=2, warmup=1, min_seconds=0,
@@ -32,7 +32,7 @@ def test_phases_without_fidelity_warmup_or_idle(tmp_path):
     cfg = load_config(None, **{**FAST, "warmup": 0, "idle_seconds": 0}, fidelity=False,
                       out=str(tmp_path / "o"))  # fmt: skip
     run_config(cfg, on_phase=lambda e, text: events.append(e))
-    assert events == ["load", "precision", "meters", "trials"]
+    assert events == ["meters", "load", "precision", "trials"]
 
 
 def test_cli_shows_every_phase_with_its_time(tmp_path, invoke, fast_args):
@@ -89,20 +89,20 @@ def test_approx_params_of_presets_match_their_real_sizes():
     ],
 )
 def test_slow_reason(model, precision, device, slow, monkeypatch):
-    monkeypatch.setattr("tokenwatt.runner.slow.free_bytes", lambda device: 64 * 2**30)  # fits
+    monkeypatch.setattr("tokenwatt.engines.slow.free_bytes", lambda device: 64 * 2**30)  # fits
     reason = slow_reason(load_config(None, model=model, precision=precision), device)
     assert (reason is None) if slow is None else (slow in reason and "\n" not in reason)
 
 
 def test_no_slow_warning_for_weights_that_cannot_load(monkeypatch):
-    monkeypatch.setattr("tokenwatt.runner.slow.free_bytes", lambda device: 16 * 2**30)
+    monkeypatch.setattr("tokenwatt.engines.slow.free_bytes", lambda device: 16 * 2**30)
     cfg = load_config(None, model="preset:llama-3.1-8b", precision="fp32")
     assert slow_reason(cfg, "cpu") is None  # 32 GB > 16 GiB: the load refuses it in one line
 
 
 def test_slow_warning_is_printed_before_the_work(tmp_path, invoke, fast_args, monkeypatch):
+    import tokenwatt.engines.slow as slow
     import tokenwatt.runner.run as runner
-    import tokenwatt.runner.slow as slow
     from tokenwatt.errors import UserError
 
     def no_work(*args, **kwargs):  # the model would load here: the warning is out already
@@ -121,8 +121,8 @@ def test_api_says_a_slow_run_as_a_warning_before_the_work(tmp_path, monkeypatch)
     import warnings
 
     import tokenwatt
+    import tokenwatt.engines.slow as slow
     import tokenwatt.runner.run as runner
-    import tokenwatt.runner.slow as slow
     from tokenwatt.errors import UserError
 
     def no_work(*args, **kwargs):

@@ -31,8 +31,8 @@ class Recorder(Executor):
         if self.stop_after is not None and len(self.ran) >= self.stop_after:
             raise KeyboardInterrupt
         self.ran.append((case.case_id, case.tags.get("round")))
-        spec = {"case_id": case.case_id, "config": case.config, "tags": case.tags}
-        if case.config["precision"] == "fp8":
+        spec = {"case_id": case.case_id, "config": case.config_dict(), "tags": case.tags}
+        if case.config.precision == "fp8":
             record_failure(out, spec, "PrecisionUnsupported: fp8 needs a GPU")
             return
         run_id = f"run{len(read_rows(out / SUMMARY_CSV)[0])}"
@@ -46,13 +46,13 @@ def _data(tmp_path, **kw):
 def test_rounds_run_every_case_once_per_round_in_shuffled_order(tmp_path):
     data = _data(tmp_path, rounds=3)
     cases = plan(data)
-    ok = [c.case_id for c in cases if c.config["precision"] != "fp8"]
+    ok = [c.case_id for c in cases if c.config.precision != "fp8"]
     rec = Recorder()
     outcome = run_sweep(data, cases, executor=rec)
     runs = Counter(cid for cid, _ in rec.ran)
     assert all(runs[c] == 3 for c in ok)
     # fp8 fails in round 1 and is not tried again in rounds 2 and 3
-    assert all(runs[c.case_id] == 1 for c in cases if c.config["precision"] == "fp8")
+    assert all(runs[c.case_id] == 1 for c in cases if c.config.precision == "fp8")
     by_round = [[cid for cid, r in rec.ran if r == k and cid in ok] for k in (1, 2, 3)]
     assert all(sorted(b) == sorted(ok) for b in by_round)  # every case once per round
     assert len({tuple(b) for b in by_round}) == 3  # a new shuffle each round

@@ -11,13 +11,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tokenwatt.config import case_id, validate
+from tokenwatt.config import RunConfig, case_id, validate
 from tokenwatt.errors import ConfigError
 from tokenwatt.results.columns import RESULTS_CSV, SUMMARY_CSV, TRIAL_COLUMNS
 from tokenwatt.results.folder import case_states
 from tokenwatt.results.store import append_rows, update_json
 from tokenwatt.sweep.case import FAILED_EXIT, merge_stage, record_failure
-from tokenwatt.sweep.executors import Executor, LocalProcessExecutor, device_env
+from tokenwatt.sweep.executors import Executor, LocalProcessExecutor
 from tokenwatt.sweep.plan import Case, pending, plan
 from tokenwatt.sweep.run import failure_summary, run_sweep
 
@@ -31,11 +31,11 @@ def test_lists_expand_into_the_full_product_in_order():
         "workload": {"batch_size": [1, 2], "prompt_tokens": 8},
     }
     cases = plan(data)
-    got = [(c.config["precision"], c.config["workload"]["batch_size"]) for c in cases]
+    got = [(c.config.precision, c.config.workload.batch_size) for c in cases]
     assert got == [("fp32", 1), ("fp32", 2), ("bf16", 1), ("bf16", 2)]
     for c in cases:
-        assert c.case_id == case_id(validate(c.config))
-        assert c.config["workload"]["prompt_tokens"] == 8
+        assert c.case_id == case_id(c.config)
+        assert c.config.workload.prompt_tokens == 8
     assert len({c.case_id for c in cases}) == 4
 
 
@@ -49,7 +49,7 @@ def test_cases_list_is_a_union_of_sub_grids_without_duplicates():
             {"workload": {"batch_size": 1}},  # the same as the first grid's first case
         ],
     }
-    got = [(c.config["precision"], c.config["workload"]["batch_size"]) for c in plan(data)]
+    got = [(c.config.precision, c.config.workload.batch_size) for c in plan(data)]
     assert got == [("fp32", 1), ("fp32", 2), ("fp8", 1)]
 
 
@@ -82,11 +82,11 @@ def test_agent_turns_grow_the_context():
     }
     cases = plan(data)
     assert len(cases) == 6
-    bf16 = [c for c in cases if c.config["precision"] == "bf16"]
-    assert [c.config["workload"]["prompt_tokens"] for c in bf16] == [110, 140, 170]
-    assert {c.config["workload"]["new_tokens"] for c in bf16} == {20}
+    bf16 = [c for c in cases if c.config.precision == "bf16"]
+    assert [c.config.workload.prompt_tokens for c in bf16] == [110, 140, 170]
+    assert {c.config.workload.new_tokens for c in bf16} == {20}
     assert [c.tags["turn"] for c in bf16] == [1, 2, 3]
-    assert bf16[0].tags["request"] == "s" and bf16[1].config["name"] == "s-turn2"
+    assert bf16[0].tags["request"] == "s" and bf16[1].config.name == "s-turn2"
     with pytest.raises(ConfigError, match="agent needs integer"):
         plan({**BASE, "agent": {"turns": 2}})
 
@@ -112,14 +112,6 @@ def test_resume_state_from_the_folder(tmp_path):
     # a failed case that later completed is complete
     append_rows(tmp_path / SUMMARY_CSV, [{"run_id": "r-failed", "case_id": "failed"}])
     assert case_states(tmp_path)["failed"] == "complete"
-
-
-def test_device_env_holds_only_the_devices_needed():
-    assert device_env("cpu", "0,1") == ("", "cpu")
-    assert device_env("cuda:1", "3,5") == ("5", "cuda")
-    assert device_env("cuda:1", None) == ("1", "cuda")
-    assert device_env("cuda", "GPU-aaa,GPU-bbb") == ("GPU-aaa", "cuda")
-    assert device_env("auto", None) == ("0", "auto")
 
 
 def _stage(stage: Path, cid: str, run_id: str) -> None:
@@ -181,7 +173,7 @@ def test_a_case_process_that_dies_is_recorded_for_it(tmp_path):
     fake = tmp_path / "fake_python"
     fake.write_text("#!/bin/sh\necho 'Segmentation fault in kernel' >&2\nexit 7\n")
     fake.chmod(0o755)
-    case = Case("c9", SPEC["config"])
+    case = Case("c9", RunConfig.model_validate(SPEC["config"]))
     LocalProcessExecutor(python=str(fake)).run(case, tmp_path)
     df = pd.read_csv(tmp_path / RESULTS_CSV)
     assert df.loc[0, "status"] == "failed"
@@ -196,8 +188,8 @@ class RecordingExecutor(Executor):
 
     def run(self, case, out, on_event=None):
         self.ran.append(case.case_id)
-        spec = {"case_id": case.case_id, "config": case.config, "tags": case.tags}
-        if case.config["precision"] == "fp8":
+        spec = {"case_id": case.case_id, "config": case.config_dict(), "tags": case.tags}
+        if case.config.precision == "fp8":
             record_failure(out, spec, "PrecisionUnsupported: fp8 needs a GPU")
             return
         append_rows(out / SUMMARY_CSV, [{"run_id": f"r{len(self.ran)}", "case_id": case.case_id}])
@@ -320,6 +312,6 @@ def test_region_and_pue_flags_reach_every_case_and_bad_region_is_one_line(tmp_pa
     cfg.write_text("model: preset:tiny-llama\nprecision: [fp32, bf16]\nout: OUT\n")
     _, cases = load_sweep(cfg, str(tmp_path / "o"), region="frankfurt", pue=1.3)
     assert len(cases) == 2
-    assert all(c.config["carbon"] == {"region": "frankfurt", "pue": 1.3} for c in cases)
+    assert all(c.config.carbon.model_dump() == {"region": "frankfurt", "pue": 1.3} for c in cases)
     with pytest.raises(ConfigError, match="did you mean 'frankfurt'"):
         load_sweep(cfg, str(tmp_path / "o"), region="frankfrt")

@@ -75,7 +75,7 @@ class _Nothing(LocalProcessExecutor):
 
 def _spec(out: Path, **extra) -> dict:
     c = plan({**BASE, "out": str(out), "precision": "fp32"})[0]
-    return {"case_id": c.case_id, "config": c.config, "out": str(out), "tags": {}, **extra}
+    return {"case_id": c.case_id, "config": c.config_dict(), "out": str(out), "tags": {}, **extra}
 
 
 def test_a_case_held_by_a_live_process_is_not_run_twice(tmp_path, monkeypatch, capsys):

@@ -14,6 +14,9 @@ import pytest
 from tokenwatt.config import RunConfig
 from tokenwatt.engines.vllm import VllmEngine, check_supported, phase_marks, require_vllm
 from tokenwatt.errors import MissingExtra, PrecisionUnsupported, UserError
+from tokenwatt.placement import Placement
+
+CPU = Placement("cpu")
 
 B, P, N = 8, 16, 32
 
@@ -134,7 +137,7 @@ def started(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     old = os.environ.get("TOKENWATT_CACHE")
     os.environ["TOKENWATT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     before = _children()
-    engine = VllmEngine(_cfg(), "cpu")
+    engine = VllmEngine(_cfg(), CPU)
     phases: list[tuple[str, str]] = []
     try:
         prepared = engine.prepare(lambda event, text: phases.append((event, text)))
@@ -218,7 +221,7 @@ def test_prompts_file_needs_a_tokenizer(tmp_path: Path) -> None:
     f = tmp_path / "p.txt"
     f.write_text("hello\n")
     engine = VllmEngine(_cfg(workload={"batch_size": 2, "prompt_tokens": 4, "new_tokens": 4,
-                                       "prompts_file": str(f)}), "cpu")  # fmt: skip
+                                       "prompts_file": str(f)}), CPU)  # fmt: skip
     with pytest.raises(UserError, match="no tokenizer"):  # before any engine starts
         engine.prepare(lambda event, text: None)
     engine.close()
@@ -245,7 +248,7 @@ def test_compile_is_vllms_cuda_graphs_and_compilation(tmp_path: Path, compile_: 
     from tokenwatt.engines.vllm import VllmEngine
 
     cfg = validate({"engine": "vllm", "precision": "fp32", "compile": compile_})
-    settings = VllmEngine(cfg, "cpu")._settings(tmp_path)
+    settings = VllmEngine(cfg, CPU)._settings(tmp_path)
     assert settings["enforce_eager"] is (not compile_)
     assert settings["max_num_seqs"] == cfg.workload.batch_size
     assert settings["disable_log_stats"] is False  # the request timestamps need the stats

@@ -252,7 +252,11 @@ class RunConfig(_Strict):
         "bf16 baseline and a quantised case differ only in the format); transformers keeps "
         "transformers' own for dtype precisions.",
     )
-    device: str = Field("auto", description="Where the model runs.")
+    device: str = Field(
+        "auto",
+        description="Where the model runs (auto: a CUDA GPU if the process that runs the model "
+        "sees one, else the CPU; rows record what it resolved to and why).",
+    )
     gpus: list[str] | int | None = Field(
         None,
         description="GPU boards the case holds: N (the first N visible) or a list (CUDA "
@@ -350,18 +354,11 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _gpus_and_device(self) -> RunConfig:
-        if self.gpus is not None and self.device.startswith("cuda:") and self.board_count() > 1:
-            raise ValueError(f"device: {self.device} is one board but gpus asks for "
-                             f"{self.board_count()}; use device: cuda with gpus")  # fmt: skip
+        n = self.gpus if isinstance(self.gpus, int) else len(self.gpus or [])
+        if n > 1 and self.device.startswith("cuda:"):
+            raise ValueError(f"device: {self.device} is one board but gpus asks for {n}; use "
+                             "device: cuda with gpus")  # fmt: skip
         return self
-
-    def board_count(self) -> int:
-        """How many GPU boards the case holds (what a scheduler must give it)."""
-        if isinstance(self.gpus, int):
-            return self.gpus
-        if self.gpus:
-            return len(self.gpus)
-        return 0 if self.device == "cpu" else 1
 
     @field_validator("device")
     @classmethod

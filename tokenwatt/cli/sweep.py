@@ -133,7 +133,7 @@ def sweep_progress(cases: list[Any], disabled: bool = False) -> Iterator[Any]:
                 progress.update(grid, description=f"cases: {case.label}")
                 progress.reset(
                     trials,
-                    total=case.config["measure"]["repeats"],
+                    total=case.config.measure.repeats,
                     visible=True,
                     description="  starting",
                 )

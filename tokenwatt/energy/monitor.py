@@ -124,8 +124,9 @@ class Monitor:
 
     gpus: the NVML boards to measure (indexes, UUIDs or PCI bus ids); meter: auto | nvml | rapl
     | estimate; device: where the measured code runs, synchronised at every window edge
-    ("auto": CUDA if torch is in use; with meter auto and no gpus, the NVIDIA boards NVML sees
-    are measured even if torch was never imported, else RAPL or the labelled CPU estimate).
+    ("auto", resolved by placement.region_placement: the NVIDIA boards this process may use
+    are measured even if torch was never imported; where it sees none, the CPU with RAPL or
+    the labelled CPU estimate).
     meters: already open meters to use (not closed by the monitor).
     """
 
@@ -134,12 +135,14 @@ class Monitor:
                  cpu_tdp_w: float | None = None, meters: list[Meter] | None = None,
                  clock: Callable[[], float] = time.perf_counter,
                  driver: Any = None) -> None:  # fmt: skip
-        from tokenwatt.energy.meters.select import open_region_meters, region_device
+        from tokenwatt.energy.meters.select import open_meters
+        from tokenwatt.placement import region_placement
 
-        self.device = region_device(device)
+        place = region_placement(device, gpus, meter)
+        self.device = place.device
         self._owned = meters is None
-        self.meters = meters if meters is not None else open_region_meters(
-            meter, device, gpus=gpus, cpu_tdp_w=cpu_tdp_w)  # fmt: skip
+        self.meters = meters if meters is not None else open_meters(
+            meter, place.measured, device=place.device, cpu_tdp_w=cpu_tdp_w)  # fmt: skip
         self.channels = [c for m in self.meters for c in m.channels]
         self.clock = clock
         self.sampler = Sampler(self.meters, sample_interval_ms / 1000.0, clock=clock,

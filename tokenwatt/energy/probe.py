@@ -15,7 +15,8 @@ def meters_report(idle_seconds: float = 1.0) -> list[MeterInfo]:
 
 
 def nvml_report(idle_seconds: float = 1.0) -> list[MeterInfo]:
-    from tokenwatt.energy.meters.nvml import NvmlMeter, import_pynvml, nvml_init
+    from tokenwatt.energy.meters.nvml import NvmlMeter
+    from tokenwatt.placement.nvml_ids import import_pynvml, nvml_init
 
     try:
         nvml = import_pynvml()

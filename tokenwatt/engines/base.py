@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokenwatt.config import RunConfig
+
 Mark = Callable[[str], None]
 ENGINES = ("transformers", "vllm", "openai")
 
@@ -66,13 +68,50 @@ class Prepared:
 
 
 class Engine(ABC):
-    """One way of generating tokens. Subclasses set `name` and implement the four calls."""
+    """One way of generating tokens. Subclasses set `name`, declare what differs between
+    engines below (the runner asks these, never an engine's name) and implement the four
+    calls. The class attributes and class methods are read before an engine is made."""
 
     name: str = ""
+    cfg: RunConfig
     live_marks: bool = True  # True: generate() calls mark(); False: Batch.marks are dated
     # windows: "phases" (prefill/decode/end marks) or "serving" (ramp-up/steady/ramp-down)
     windows: str = "phases"
     clock: Callable[[], float] = staticmethod(time.perf_counter)
+    # The model runs in this process (or its children): its device and boards are placed
+    # here. False: it runs in a server that this process only drives, on the CPU.
+    in_process: bool = True
+    # tokenwatt sets the number format. False: the engine's own (a server's), so `precision`
+    # is only a label of what it runs ("server" when left auto).
+    sets_precision: bool = True
+    # An exception from generate() comes from code in this process (a bug, bad input, OOM) and
+    # stops the run. False: from a process outside it (a server, an engine core), so it marks
+    # the trial degraded as an EngineFault and the run goes on.
+    errors_are_own: bool = True
+
+    @classmethod
+    def check(cls, cfg: RunConfig, device: str) -> None:
+        """Refuse, before anything loads, what this engine cannot run on `device` (a missing
+        package, a precision it has no kernel for): a one-line UserError. None by default."""
+        return None
+
+    @classmethod
+    def runs_model_here(cls, cfg: RunConfig) -> bool:
+        """Whether the model runs on the machine this case runs on (so it may need a GPU)."""
+        return cls.in_process
+
+    @classmethod
+    def slow_reason(cls, cfg: RunConfig, device: str) -> str | None:
+        """Why this run will be very slow, said before any work; None when nothing says so."""
+        return None
+
+    def model_label(self) -> str:
+        """The model the rows name (after prepare)."""
+        return self.cfg.model
+
+    def warnings(self, meters: list[Any]) -> list[str]:
+        """Warnings about what the meters cover of this engine's work, said once per run."""
+        return []
 
     @abstractmethod
     def prepare(self, on_phase: Callable[[str, str], None]) -> Prepared:

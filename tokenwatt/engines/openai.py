@@ -27,6 +27,7 @@ from tokenwatt.engines.base import Batch, Engine, Mark, Prepared, RequestTiming,
 from tokenwatt.engines.openai_stream import endpoint, error_message, http_get, run_requests
 from tokenwatt.engines.serving import phase_marks
 from tokenwatt.errors import UserError
+from tokenwatt.placement import Placement
 
 PROMPT_ID_RANGE = 1000  # ids below this exist in every vocabulary (see the module docstring)
 PROBE_TOKENS = 2
@@ -38,9 +39,16 @@ class OpenAIEngine(Engine):
     live_marks = False
     windows = "serving"
     clock = staticmethod(time.monotonic)
+    in_process = False  # the server runs the model; this process drives it
+    sets_precision = False  # the server runs its own number format
+    errors_are_own = False  # a failing request is the server's fault, not this process's
 
-    def __init__(self, cfg: RunConfig, out_dir: Path | None = None,
-                 log_path: Path | None = None) -> None:  # fmt: skip
+    @classmethod
+    def runs_model_here(cls, cfg: RunConfig) -> bool:
+        return bool(cfg.server.launch)  # a launched server runs beside this process
+
+    def __init__(self, cfg: RunConfig, placement: Placement | None = None,
+                 out_dir: Path | None = None, log_path: Path | None = None) -> None:  # fmt: skip
         if not cfg.server.url:
             raise UserError("server.url: engine openai needs the server's base URL; add "
                             "--url http://HOST:PORT/v1")  # fmt: skip
@@ -186,6 +194,17 @@ class OpenAIEngine(Engine):
                      marks=phase_marks(timings, w.batch_size), requests=timings)  # fmt: skip
 
     # -- describe / close ------------------------------------------------------------------
+
+    def model_label(self) -> str:
+        return self.model or self.cfg.server.model or self.cfg.model
+
+    def warnings(self, meters: list[Any]) -> list[str]:
+        gpu = any(c.scope == "gpu-board" for m in meters for c in m.channels)
+        if gpu or self.cfg.server.launch:  # a launched server is in this process tree
+            return []
+        return ["server-not-covered: the CPU meter covers this process tree only, and the "
+                "server was not launched by tokenwatt; give --gpus for its boards or "
+                "--launch it"]
 
     def describe(self) -> dict[str, Any]:
         w, s = self.cfg.workload, self.cfg.server

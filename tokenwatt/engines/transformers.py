@@ -7,10 +7,12 @@ meter read at a mark belongs to the phase that just ended.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tokenwatt.config import RunConfig
 from tokenwatt.engines.base import Batch, Engine, Mark, Prepared, no_mark
+from tokenwatt.placement import Placement
 from tokenwatt.registry.precisions import PRECISIONS
 
 
@@ -19,9 +21,27 @@ class TransformersEngine(Engine):
     live_marks = True
     windows = "phases"
 
-    def __init__(self, cfg: RunConfig, device: str) -> None:
+    @classmethod
+    def check(cls, cfg: RunConfig, device: str) -> None:
+        from tokenwatt._util.extras import require
+        from tokenwatt.models.precision import check_supported
+        from tokenwatt.registry.precisions import get
+
+        check_supported(cfg.precision, device)
+        extra = get(cfg.precision).extra
+        if extra:
+            require(extra, f"precision {cfg.precision}")
+
+    @classmethod
+    def slow_reason(cls, cfg: RunConfig, device: str) -> str | None:
+        from tokenwatt.engines.slow import slow_reason
+
+        return slow_reason(cfg, device)
+
+    def __init__(self, cfg: RunConfig, placement: Placement,
+                 log_dir: Path | None = None) -> None:  # fmt: skip
         self.cfg = cfg
-        self.device = device
+        self.device = placement.device
         self.model: Any = None
         self.prompts: Any = None
         self._generate: Callable[..., Any] | None = None

@@ -21,6 +21,7 @@ from typing import Any
 from tokenwatt.config import RunConfig
 from tokenwatt.engines.base import Batch, Engine, Mark, Prepared, no_mark
 from tokenwatt.errors import MissingExtra, PrecisionUnsupported
+from tokenwatt.placement import Placement
 from tokenwatt.registry.precisions import PRECISIONS, resolve, unsupported_reason
 
 DTYPE_PRECISIONS = tuple(p.name for p in PRECISIONS.values() if p.is_dtype)  # fp32, bf16, fp16
@@ -76,11 +77,19 @@ class VllmEngine(Engine):
     live_marks = False  # marks come dated from the requests' metrics
     windows = "phases"
     clock = staticmethod(time.monotonic)  # the clock vLLM's engine core dates requests on
+    errors_are_own = False  # generate() fails when the engine core (a child process) does
 
-    def __init__(self, cfg: RunConfig, device: str) -> None:
+    @classmethod
+    def check(cls, cfg: RunConfig, device: str) -> None:
+        require_vllm(device)
+        check_supported(cfg.precision, device)
+
+    def __init__(self, cfg: RunConfig, placement: Placement,
+                 log_dir: Path | None = None) -> None:  # fmt: skip
         self.cfg = cfg
-        self.device = device
-        self.precision = resolve(cfg.precision, device)
+        self.device = placement.device
+        self.boards = max(len(placement.cuda), 1)  # vLLM's tensor_parallel_size on CUDA
+        self.precision = resolve(cfg.precision, self.device)
         self.llm: Any = None
         self.prompts: list[Any] = []
         self.sampling: Any = None
@@ -166,7 +175,7 @@ class VllmEngine(Engine):
             "enforce_eager": not self.cfg.compile,
             "disable_log_stats": False,  # the per-request timestamps the marks come from
             "skip_tokenizer_init": no_tokenizer,
-            "tensor_parallel_size": max(self.cfg.board_count(), 1) if cuda else 1,
+            "tensor_parallel_size": self.boards if cuda else 1,
             # prompt + every new token; vLLM otherwise sizes its KV cache for the model's context
             "max_model_len": w.prompt_tokens + w.new_tokens,
             "trust_remote_code": self.cfg.trust_remote_code,

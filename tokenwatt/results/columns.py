@@ -16,8 +16,8 @@ SCHEMA_VERSION = 1
 # The columns every trial row carries first, in this order; others follow as they appear.
 TRIAL_COLUMNS = [
     "run_id", "case_id", "timestamp_utc", "name", "engine", "engine_version", "window",
-    "model", "precision", "precision_backend",
-    "compile", "device", "device_name", "batch_size", "prompt_tokens", "new_tokens", "trial",
+    "model", "precision", "precision_backend", "compile", "device", "device_resolved_from",
+    "device_name", "batch_size", "prompt_tokens", "new_tokens", "trial",
     "status", "tokens_generated", "decode_tokens", "repetitions", "prefill_s", "decode_s",
     "prefill_j", "decode_j", "total_j", "prefill_j_per_token", "prefill_j_per_request",
     "decode_j_per_token", "total_j_per_token", "decode_tokens_per_s", "avg_power_w",

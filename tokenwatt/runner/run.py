@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tokenwatt._util.devices import resolve_device
 from tokenwatt._util.ids import new_run_id
 from tokenwatt.config import RunConfig, case_id
 from tokenwatt.errors import CaseOutOfMemory, MeterError, RunStopped
+from tokenwatt.placement import Placement, resolve_placement
 from tokenwatt.results.columns import (
     RESULTS_CSV,
     RUN_JSON,
@@ -42,7 +42,7 @@ OnTrial = Callable[[int, int], None]  # (trials done, trials total)
 # (event, text): each phase as it starts (PHASES, in that order, those the config has), and
 # "warning" for a note said before any work (e.g. a run that will be very slow).
 OnPhase = Callable[[str, str], None]
-PHASES = ("load", "precision", "fidelity", "meters", "warmup", "idle", "trials")
+PHASES = ("meters", "load", "precision", "fidelity", "warmup", "idle", "trials")
 
 
 @dataclass
@@ -60,31 +60,47 @@ def run_config(
 ) -> RunOutcome:
     """Measure one config and append its rows to cfg.out.
 
-    Every check that can reject the inputs (out folder, region, device, precision and its
-    extra, model, prompts, meters) runs before OUT is created, so a bad input leaves the
-    results folder untouched. precision "auto" is resolved here, so rows and run.json record
-    the precision that ran.
+    Every check that can reject the inputs runs before anything heavy and before OUT is
+    created, so a bad input costs a fraction of a second and leaves the results folder
+    untouched: the out folder, the region, the placement (device and boards, resolved once),
+    the engine's own needs (a package, a precision), the meters (opened now); then the
+    model, its prompts. precision "auto" is resolved here, so rows and run.json record the
+    precision that ran.
     """
+    from tokenwatt.energy.meters.select import open_meters
+    from tokenwatt.engines import engine_class
+
     check_out_dir(cfg.out)
     if cfg.carbon.region:
         from tokenwatt.analysis.carbon import resolve_region
 
         resolve_region(cfg.carbon.region)
-    device = resolve_device(cfg.device) if cfg.engine != "openai" else "cpu"
-    if cfg.engine == "vllm":
-        from tokenwatt.engines.vllm import require_vllm
-
-        require_vllm(device)  # before anything loads or is written
-    cfg = _resolve_precision(cfg, device)
-    _check_precision(cfg, device)  # before loading a model it could not run
+    engine = engine_class(cfg.engine)
+    placement = resolve_placement(cfg, in_process=engine.in_process)
+    device = placement.device
+    if engine.sets_precision:
+        cfg = _resolve_precision(cfg, device)
+        engine.check(cfg, device)  # a package, a precision: before anything is opened
     phase = on_phase or _no_phase
-    from tokenwatt.runner.slow import slow_reason
-
-    reason = slow_reason(cfg, device) if cfg.engine == "transformers" else None
-    if reason:
-        phase("warning", reason)
+    phase("meters", f"opening meters ({cfg.measure.meter})")
+    meters = open_meters(cfg.measure.meter, placement.measured, device=device,
+                         cpu_tdp_w=cfg.measure.cpu_tdp_w)  # fmt: skip
     try:
-        return _prepare_and_measure(cfg, device, on_trial, phase)
+        reason = engine.slow_reason(cfg, device)
+        if reason:
+            phase("warning", reason)
+        return _measure_guarded(cfg, placement, meters, on_trial, phase)
+    finally:
+        for m in meters:
+            m.close()
+
+
+def _measure_guarded(cfg: RunConfig, placement: Placement, meters: list[Any],
+                     on_trial: OnTrial | None, phase: OnPhase) -> RunOutcome:  # fmt: skip
+    """Prepare and measure; a meter fault outside a trial and an out-of-memory stop the run
+    as one line (finished trials are kept)."""
+    try:
+        return _prepare_and_measure(cfg, placement, meters, on_trial, phase)
     except MeterError as e:  # outside a trial (idle baseline): nothing to mark degraded
         raise RunStopped(f"meter failed: {one_line(e)}; check the meter or use --meter "
                          "estimate; finished trials are kept") from None  # fmt: skip
@@ -92,55 +108,29 @@ def run_config(
         if not is_oom(e):
             raise
         error = one_line(e)
-    release_memory(device)  # outside the except: the frames that held the model are gone
-    raise CaseOutOfMemory(oom_message(cfg, device, error, cfg.out))
+    release_memory(placement.device)  # outside the except: the frames holding the model are gone
+    raise CaseOutOfMemory(oom_message(cfg, placement.device, error, cfg.out))
 
 
 def _no_phase(event: str, text: str) -> None:
     pass
 
 
-def _check_precision(cfg: RunConfig, device: str) -> None:
-    if cfg.engine == "openai":
-        return  # the server runs its own number format
-    if cfg.engine == "vllm":
-        from tokenwatt.engines.vllm import check_supported as vllm_supports
-
-        vllm_supports(cfg.precision, device)
-        return
-    from tokenwatt.models.precision import check_supported
-
-    check_supported(cfg.precision, device)
-    _require_extra(cfg.precision)
-
-
 def _resolve_precision(cfg: RunConfig, device: str) -> RunConfig:
-    if cfg.engine == "openai":
-        return cfg
     from tokenwatt.registry.precisions import resolve
 
     precision = resolve(cfg.precision, device)
     return cfg if precision == cfg.precision else cfg.model_copy(update={"precision": precision})
 
 
-def _require_extra(precision: str) -> None:
-    from tokenwatt._util.extras import require
-    from tokenwatt.registry.precisions import get
-
-    extra = get(precision).extra
-    if extra:
-        require(extra, f"precision {precision}")
-
-
-def _prepare_and_measure(
-    cfg: RunConfig, device: str, on_trial: OnTrial | None, phase: OnPhase
-) -> RunOutcome:
+def _prepare_and_measure(cfg: RunConfig, placement: Placement, meters: list[Any],
+                         on_trial: OnTrial | None, phase: OnPhase) -> RunOutcome:  # fmt: skip
     import shutil
     import tempfile
 
     logs = Path(tempfile.mkdtemp(prefix="tokenwatt-engine-"))  # OUT is made only after prepare
     try:
-        session = prepare_session(cfg, device, phase, log_dir=logs)
+        session = prepare_session(cfg, placement, meters, phase, log_dir=logs)
         out = None
         try:
             out = prepare_out_dir(cfg.out)
@@ -149,8 +139,6 @@ def _prepare_and_measure(
             session.engine.close()  # first: a launched server's log is whole once it stopped
             if out is not None:
                 _keep_logs(logs, out)
-            for m in session.meters:
-                m.close()
     finally:
         shutil.rmtree(logs, ignore_errors=True)
 

@@ -4,14 +4,14 @@ meters, and the columns every row of the run shares."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tokenwatt.config import RunConfig
 from tokenwatt.energy.meters.base import labels
 from tokenwatt.engines.base import Engine
-from tokenwatt.runner.placement import Placement
+from tokenwatt.placement import Placement
 
 
 @dataclass
@@ -35,55 +35,44 @@ class Session:
 
 def prepare_session(
     cfg: RunConfig,
-    device: str,
+    placement: Placement,
+    meters: list[Any],
     on_phase: Callable[[str, str], None] | None = None,
     log_dir: Path | None = None,
 ) -> Session:
-    """Prepare the engine, then open the meters. On failure the engine is closed again."""
+    """Prepare the engine on its placement, beside meters already open. On failure the engine
+    is closed again."""
+    from tokenwatt._util.devices import place_on
     from tokenwatt.engines import open_engine
 
     phase = on_phase or (lambda event, text: None)
-    placement, device = _placement(cfg, device)
-    engine = open_engine(cfg, device, log_dir)
+    place_on(list(placement.cuda))  # a model across boards: loads spread it, marks wait for all
+    engine = open_engine(cfg, placement, log_dir)
     try:
-        return _prepare(cfg, device, placement, engine, phase)
+        return _prepare(cfg, placement, meters, engine, phase)
     except BaseException:
         engine.close()
         raise
 
 
-def _placement(cfg: RunConfig, device: str) -> tuple[Placement, str]:
-    if cfg.engine == "openai":  # the model runs in a server: this process only drives it
-        return Placement(), "cpu"
-    from tokenwatt._util.devices import place_on
-    from tokenwatt.runner.placement import resolve_placement
-
-    placement = resolve_placement(cfg, device)
-    place_on(placement.cuda)  # a model across several boards: loads spread it, marks wait for all
-    return placement, placement.device(device)
-
-
-def _prepare(cfg: RunConfig, device: str, placement: Placement, engine: Engine,
+def _prepare(cfg: RunConfig, placement: Placement, meters: list[Any], engine: Engine,
              phase: Callable[[str, str], None]) -> Session:  # fmt: skip
-    from tokenwatt.energy.meters.select import open_meters
     from tokenwatt.runner.boards import board_constants
     from tokenwatt.runner.environment import environment
 
+    device = placement.device
     prepared = engine.prepare(phase)
-    m = cfg.measure
-    phase("meters", f"opening meters ({m.meter})")
-    meters = open_meters(m.meter, device, gpus=m.gpus or placement.boards or None,
-                         cpu_tdp_w=m.cpu_tdp_w)  # fmt: skip
     described = engine.describe()
     constants = {
         "name": cfg.name,
         "engine": described["engine"],
         "engine_version": described.get("engine_version", ""),
-        "model": cfg.model if cfg.engine != "openai" else _served_model(prepared, cfg),
-        "precision": _precision_label(cfg),
+        "model": engine.model_label(),
+        "precision": _precision_label(cfg, engine),
         "compile": cfg.compile,
         "device": device,
-        "device_name": _device_name(cfg, device, meters),
+        "device_resolved_from": placement.resolved_from,
+        "device_name": _device_name(cfg, engine, device, meters),
         "batch_size": cfg.workload.batch_size,
         "prompt_tokens": cfg.workload.prompt_tokens,
         "new_tokens": cfg.workload.new_tokens,
@@ -95,46 +84,44 @@ def _prepare(cfg: RunConfig, device: str, placement: Placement, engine: Engine,
     }
     meta = {
         "environment": environment(device),
+        "placement": asdict(placement),
         "meters": [meter.describe() for meter in meters],
         "engine": described,
         **prepared.meta,
     }
-    warnings = _warnings(cfg, device, meters, placement)
+    warnings = engine.warnings(meters) + _board_warnings(cfg, engine, meters, placement)
     return Session(cfg, device, engine, meters, constants, prepared.model_info,
                    model=prepared.model, meta=meta, warnings=warnings,
                    placement=placement)  # fmt: skip
 
 
-def _precision_label(cfg: RunConfig) -> str:
-    """A server's number format is the server's: recorded as given (a label), else 'server'."""
-    if cfg.engine == "openai" and cfg.precision == "auto":
+def _precision_label(cfg: RunConfig, engine: Engine) -> str:
+    """An engine that runs its own number format: recorded as given (a label), else
+    'server'."""
+    if not engine.sets_precision and cfg.precision == "auto":
         return "server"
     return cfg.precision
 
 
-def _served_model(prepared: Any, cfg: RunConfig) -> str:
-    server = prepared.meta.get("server", {})
-    return str(server.get("model") or cfg.server.model or cfg.model)
-
-
-def _device_name(cfg: RunConfig, device: str, meters: list[Any]) -> str:
-    """What ran the model: the boards measured, for a server; else the model's device."""
+def _device_name(cfg: RunConfig, engine: Engine, device: str, meters: list[Any]) -> str:
+    """What ran the model: the boards measured, for a model run elsewhere; else the model's
+    device."""
     from tokenwatt.runner.environment import device_name
 
-    if cfg.engine == "openai":
-        boards = [c.device_name for m in meters for c in m.channels
-                  if c.scope == "gpu-board" and c.device_name]  # fmt: skip
-        if boards:
-            return boards[0] if len(set(boards)) == 1 else ";".join(dict.fromkeys(boards))
-        from urllib.parse import urlsplit
+    if engine.in_process:
+        return device_name(device)
+    boards = [c.device_name for m in meters for c in m.channels
+              if c.scope == "gpu-board" and c.device_name]  # fmt: skip
+    if boards:
+        return boards[0] if len(set(boards)) == 1 else ";".join(dict.fromkeys(boards))
+    from urllib.parse import urlsplit
 
-        from tokenwatt.engines.launch import is_loopback
+    from tokenwatt.engines.launch import is_loopback
 
-        host = urlsplit(cfg.server.url or "").hostname or ""
-        if cfg.server.launch or is_loopback(host):
-            return device_name("cpu")  # a server on this machine, on its CPU
-        return f"server at {host}"
-    return device_name(device)
+    host = urlsplit(cfg.server.url or "").hostname or ""
+    if cfg.server.launch or is_loopback(host):
+        return device_name("cpu")  # a server on this machine, on its CPU
+    return f"server at {host}"
 
 
 def _settings_text(settings: dict[str, Any]) -> str:
@@ -143,18 +130,12 @@ def _settings_text(settings: dict[str, Any]) -> str:
     return json.dumps(settings, sort_keys=True, default=str)
 
 
-def _warnings(cfg: RunConfig, device: str, meters: list[Any], placement: Placement) -> list[str]:
+def _board_warnings(cfg: RunConfig, engine: Engine, meters: list[Any],
+                    placement: Placement) -> list[str]:  # fmt: skip
+    """Measured boards that are not the model's, for a model placed here on named boards."""
     from tokenwatt.energy.meters.select import boards_not_running_the_model
 
-    out = []
-    if cfg.engine == "openai":
-        gpu = any(c.scope == "gpu-board" for m in meters for c in m.channels)
-        if not gpu and not cfg.server.launch:
-            out.append("server-not-covered: the CPU meter covers this process tree only, and "
-                       "the server was not launched by tokenwatt; give --gpus for its boards "
-                       "or --launch it")  # fmt: skip
-    elif cfg.measure.gpus or cfg.gpus is not None:
-        mismatch = boards_not_running_the_model(meters, device, placement.boards)
-        if mismatch:
-            out.append(f"other-boards: {mismatch}")
-    return out
+    if not engine.in_process or (not cfg.measure.gpus and cfg.gpus is None):
+        return []
+    mismatch = boards_not_running_the_model(meters, placement.device, placement.boards)
+    return [f"other-boards: {mismatch}"] if mismatch else []

@@ -98,7 +98,7 @@ def generate_batch(engine: Engine, mark: Mark) -> Batch:
     except (UserError, KeyboardInterrupt, MemoryError):
         raise
     except Exception as e:
-        if engine.name == "transformers" or is_oom(e):
+        if engine.errors_are_own or is_oom(e):
             raise
         raise EngineFault(f"engine {engine.name}: {one_line(e)}") from e
 

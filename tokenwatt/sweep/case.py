@@ -1,11 +1,13 @@
 """One case of a sweep, run in its own process: `python -m tokenwatt.sweep.case CASE.json`.
 
 CASE.json holds {"case_id", "config" (a resolved RunConfig dict), "out", "tags",
-"local_device"} and, from the local executor, "parent_pid" and "complete_runs" (the case's
-summary run ids when it was started). The case first claims OUT/.cases/<case_id>.lock, so no
-two live processes ever measure one case at once (a resumed sweep waits for an orphan of a
-killed one), and skips itself when another process completed it meanwhile. It measures into
-OUT/.staging/<case_id>-<pid>/ and, only when every trial is done, appends its run.json
+"local_device", "held_boards", "held_why"} (the hold its executor decided: placement.Hold),
+"complete_runs" (the case's summary run ids when it was started), and, when the executor
+chose them, "cuda_visible_devices" (set before anything starts CUDA) and "parent_pid". The
+case first claims OUT/.cases/<case_id>.lock, so no two live processes ever measure one case
+at once (a resumed sweep waits for an orphan of a killed one), and skips itself when
+another process completed it meanwhile. It measures into OUT/.staging/<case_id>-<pid>/ and,
+only when every trial is done, appends its run.json
 record, its trial rows and its summary row (last: the mark of a complete case) to OUT in one
 transaction with SIGINT and SIGTERM held off. An interrupted case therefore leaves nothing in
 OUT: a rerun measures it again without duplicating or losing rows. A case that fails writes
@@ -63,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m tokenwatt.sweep.case CASE.json", file=sys.stderr)
         return 2
     spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    if "cuda_visible_devices" in spec:  # the boards its executor gave it, before CUDA starts
+        os.environ["CUDA_VISIBLE_DEVICES"] = spec["cuda_visible_devices"]
     # A sweep started from a non-interactive shell hands SIGINT down ignored, yet it stops its
     # case with SIGINT: take the default back. SIGTERM (a scheduler's limit) stops the same way.
     signal.signal(signal.SIGINT, signal.default_int_handler)

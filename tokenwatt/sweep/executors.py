@@ -4,20 +4,12 @@ process (tokenwatt.sweep.case) measures and writes its own rows.
 The seam is `Executor.run_all(cases, out, on_event)`. `LocalProcessExecutor` runs the cases
 one after another (energy measurements must not share the machine), each in a fresh
 `python -m tokenwatt.sweep.case CASE.json` that sees only the devices it needs through
-CUDA_VISIBLE_DEVICES. The sweep never reads an executor's return value: it reads the state
-of the results folder afterwards, so an asynchronous executor fits the same seam.
-
-A SlurmExecutor needs no change to the case code:
-  - `case_file(case, out, local_device)` writes the same CASE.json into OUT/.cases/ on the
-    shared filesystem;
-  - `run_all` submits one job per case, e.g.
-    `sbatch --gres=gpu:1 --job-name tw-<case_id> --output OUT/.logs/<case_id>.log
-    --wrap "python -m tokenwatt.sweep.case OUT/.cases/<case_id>.json"` (Slurm sets
-    CUDA_VISIBLE_DEVICES to the allocated GPU, so local_device is "cuda"), then waits for the
-    jobs (`sbatch --wait`, or poll `squeue`) and reports progress from `case_states(out)`;
-  - a job that dies without writing (node failure) is recorded with
-    `tokenwatt.sweep.case.record_failure`, as `_died` does here; one stopped by a signal
-    (a time limit's SIGTERM) is an interruption, not a failure.
+CUDA_VISIBLE_DEVICES. How many boards a case holds is placement's decision
+(`placement.hold_for`, from what this machine offers); the executor only carries it out. The
+sweep never reads an executor's return value: it reads the state of the results folder
+afterwards, so an asynchronous executor fits the same seam (sweep/slurm.py: the same
+CASE.json, a job per case; a job that dies without writing is recorded with
+`tokenwatt.sweep.case.record_failure`, as `_died` does here).
 Results merge safely because every write to OUT holds OUT's file lock (filelock works on
 NFS/Lustre when the cluster supports fcntl or lockf on it; check once).
 """
@@ -35,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenwatt.errors import FolderBusy, WriteFailed
+from tokenwatt.placement import Hold, Offer, hold_for, local_offer, visible_for
 from tokenwatt.results.columns import SUMMARY_CSV
 from tokenwatt.results.folder import CASES, LOGS
 from tokenwatt.results.store import read_rows, write_atomic
@@ -67,47 +60,39 @@ class Executor(ABC):
         """Run one case to its end (done or failed, both recorded in `out`)."""
 
 
-def case_file(case: Case, out: Path, local_device: str, parent_pid: int | None = None) -> Path:
-    """The CASE.json a case process reads (with the case's complete runs so far, so it can
-    tell that another process completed it meanwhile)."""
+def case_file(case: Case, out: Path, hold: Hold, visible: str | None = None,
+              parent_pid: int | None = None) -> Path:  # fmt: skip
+    """The CASE.json a case process reads: the case's config, the hold its executor decided
+    (the device its process is given; `visible`, when not None, the CUDA_VISIBLE_DEVICES it
+    sets before anything starts CUDA) and the case's complete runs so far, so it can tell that
+    another process completed it meanwhile."""
     path = out / CASES / f"{case.case_id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     summary = read_rows(out / SUMMARY_CSV)[0]
     spec = {
-        "case_id": case.case_id,
-        "config": case.config,
+        **case_spec(case, hold),
         "out": str(out),
-        "tags": case.tags,
-        "local_device": local_device,
         "complete_runs": [r["run_id"] for r in summary if r.get("case_id") == case.case_id],
     }
+    if visible is not None:
+        spec["cuda_visible_devices"] = visible
     if parent_pid:
         spec["parent_pid"] = parent_pid
     write_atomic(path, json.dumps(spec, indent=1))
     return path
 
 
-def device_env(device: str, visible: str | None, boards: int = 0) -> tuple[str, str]:
-    """(CUDA_VISIBLE_DEVICES for the case, the device name the case uses inside it).
+def case_spec(case: Case, hold: Hold) -> dict[str, Any]:
+    """What record_failure needs of a case, and what every CASE.json starts with."""
+    return {"case_id": case.case_id, "config": case.config_dict(), "tags": case.tags,
+            "local_device": hold.device, "held_boards": hold.boards, "held_why": hold.why}
 
-    cpu sees no GPU; cuda:N sees only GPU N (counted within the parent's own visible list,
-    which may hold UUIDs) and calls it "cuda"; auto and cuda see the first visible GPU. A
-    case that holds `boards` GPUs (its `gpus` field) sees the first that many.
-    """
-    gpus = [g.strip() for g in visible.split(",") if g.strip()] if visible else []
-    if boards > 1 or (device == "cpu" and boards):  # a case holding boards (gpus: N): the first N
-        names = gpus[:boards] if gpus else [str(i) for i in range(boards)]
-        return ",".join(names), "cpu" if device == "cpu" else "cuda"
-    if device == "cpu":
-        return "", "cpu"
-    if device.startswith("cuda:"):
-        index = int(device.split(":")[1])
-        if gpus:
-            physical = gpus[index] if index < len(gpus) else str(index)
-        else:
-            physical = str(index)
-        return physical, "cuda"
-    return (gpus[0] if gpus else "0"), device
+
+def model_here(case: Case) -> bool:
+    """Whether the case's model runs where the case runs (its engine says)."""
+    from tokenwatt.engines import engine_class
+
+    return engine_class(case.config.engine).runs_model_here(case.config)
 
 
 class LocalProcessExecutor(Executor):
@@ -116,17 +101,21 @@ class LocalProcessExecutor(Executor):
     def __init__(self, python: str | None = None, grace_s: float = 30.0) -> None:
         self.python = python or sys.executable
         self.grace_s = grace_s
+        self._offer: Offer | None = None
+
+    @property
+    def offer(self) -> Offer:
+        """What this machine offers a case that does not name its boards (asked once)."""
+        if self._offer is None:
+            self._offer = local_offer()
+        return self._offer
 
     def run(self, case: Case, out: Path, on_event: OnEvent | None = None) -> None:
-        gpus = case.config.get("gpus")
-        held = 0 if gpus is None else gpus if isinstance(gpus, int) else len(gpus)
-        visible, local = device_env(case.config["device"], os.environ.get("CUDA_VISIBLE_DEVICES"),
-                                    held)  # fmt: skip
-        path = case_file(case, out, local, parent_pid=os.getpid())
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES=visible, PYTHONUNBUFFERED="1")
-        if isinstance(gpus, list):  # boards named by the case, in the parent's numbering: keep it
-            env.pop("CUDA_VISIBLE_DEVICES")
-            env.update({k: v for k, v in os.environ.items() if k == "CUDA_VISIBLE_DEVICES"})
+        hold = hold_for(case.config, self.offer, model_here=model_here(case),
+                        renumbered=not isinstance(case.config.gpus, list))  # fmt: skip
+        visible = visible_for(case.config, hold, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        path = case_file(case, out, hold, visible, parent_pid=os.getpid())
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
         log = out / LOGS / f"{case.case_id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         cmd = [self.python, "-m", "tokenwatt.sweep.case", str(path)]
@@ -146,7 +135,7 @@ class LocalProcessExecutor(Executor):
         if code == OUT_FAULT_EXIT:
             raise WriteFailed(_last_line(log).removeprefix("Error: "))
         if code not in (0, FAILED_EXIT):
-            _died(out, case, local, code, log)
+            _died(out, case, hold, code, log)
 
     def _follow(self, proc: subprocess.Popen, case: Case, on_event: OnEvent | None) -> None:
         assert proc.stdout is not None
@@ -166,20 +155,14 @@ class LocalProcessExecutor(Executor):
             proc.wait()
 
 
-def _died(out: Path, case: Case, local: str, code: int, log: Path) -> None:
+def _died(out: Path, case: Case, hold: Hold, code: int, log: Path) -> None:
     """The process ended without recording itself (killed, crashed): record it for it."""
     why = f"case process exited with code {code}"
     if code < 0:
         why = f"case process killed by signal {-code} (out of host memory?)"
     if tail := _last_line(log):
         why += f"; last log line: {tail[:200]}"
-    spec = {
-        "case_id": case.case_id,
-        "config": case.config,
-        "tags": case.tags,
-        "local_device": local,
-    }
-    record_failure(out, spec, why)
+    record_failure(out, case_spec(case, hold), why)
 
 
 def _last_line(log: Path) -> str:

@@ -55,24 +55,23 @@ MAX_TURNS = 1000
 
 @dataclass
 class Case:
-    """One resolved config of a sweep; `config` is RunConfig as a dict with out = sweep folder."""
+    """One case of a sweep: its validated config (out = the sweep folder), validated once here
+    and passed along typed; `config_dict()` is what CASE.json and sweep.json hold."""
 
     case_id: str
-    config: dict[str, Any]
+    config: RunConfig
     tags: dict[str, Any] = field(default_factory=dict)
+
+    def config_dict(self) -> dict[str, Any]:
+        return config_to_dict(self.config)
 
     @property
     def label(self) -> str:
-        w = self.config["workload"]
-        parts = [
-            self.config["precision"],
-            f"b{w['batch_size']}",
-            f"p{w['prompt_tokens']}",
-            f"n{w['new_tokens']}",
-        ]
+        c, w = self.config, self.config.workload
+        parts = [c.precision, f"b{w.batch_size}", f"p{w.prompt_tokens}", f"n{w.new_tokens}"]
         if "turn" in self.tags:
             parts.append(f"turn {self.tags['turn']}")
-        return f"{self.config['model']} " + " ".join(parts)
+        return f"{c.model} " + " ".join(parts)
 
 
 # --- planning --------------------------------------------------------------------------------
@@ -115,7 +114,7 @@ def plan(data: dict[str, Any], where: str = "sweep", max_cases: int = MAX_CASES)
             for cfg, tags in agent_turns(point, data.get("agent"), where):
                 c = validate(cfg, where)
                 cid = case_id(c)
-                cases.setdefault(cid, Case(cid, config_to_dict(c), tags))
+                cases.setdefault(cid, Case(cid, c, tags))
     return list(cases.values())
 
 

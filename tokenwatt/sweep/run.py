@@ -97,7 +97,8 @@ def _record_plan(
     record = {
         "started_utc": utc_now(),
         "sweep": data,
-        "cases": [{"case_id": c.case_id, "tags": c.tags, "config": c.config} for c in cases],
+        "cases": [{"case_id": c.case_id, "tags": c.tags, "config": c.config_dict()}
+                  for c in cases],
     }
     with locked(out):
         update_json(out / SWEEP_JSON, "sweeps", record)

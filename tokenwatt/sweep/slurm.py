@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from tokenwatt._util.extras import require
+from tokenwatt.placement import Hold, Offer, hold_for
 from tokenwatt.results.folder import LOGS, case_states
 from tokenwatt.sweep.case import record_failure
-from tokenwatt.sweep.executors import Executor, OnEvent, case_file
+from tokenwatt.sweep.executors import Executor, OnEvent, case_file, case_spec, model_here
 from tokenwatt.sweep.plan import Case
 
 POLL_S = 2.0
@@ -41,20 +42,45 @@ class SlurmOptions:
     sbatch: list[str] = field(default_factory=list)  # extra flags: --qos=high, --constraint=h100
     parallelism: int = 8  # array tasks running at once
     cpus_per_task: int = 2
+    gpus_per_case: int | None = None  # GPUs a device-auto case asks for (None: the partition's)
 
 
-def board_count(case: Case) -> int:
-    """The GPUs a case's job asks for (0 for a CPU case)."""
-    from tokenwatt.config import RunConfig
+def partition_offer(opts: SlurmOptions) -> Offer:
+    """What the partition offers a case that does not name its boards: --gpus-per-case when
+    given, else whether its nodes have GPUs (their GRES, as sinfo lists them)."""
+    if opts.gpus_per_case is not None:
+        return Offer(opts.gpus_per_case, f"--gpus-per-case {opts.gpus_per_case}")
+    cmd = ["sinfo", "-h", "-o", "%P|%G"] + (["-p", opts.partition] if opts.partition else [])
+    lines = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.split()
+    rows = [line.split("|", 1) for line in lines if "|" in line]
+    if not opts.partition:  # the default partition: sinfo marks it with a '*'
+        rows = [r for r in rows if r[0].endswith("*")]
+    name = rows[0][0].rstrip("*") if rows else (opts.partition or "default")
+    gres = sorted({r[1] for r in rows})
+    gpus = max((gpu_count(g) for g in gres), default=0)
+    return Offer(gpus, f"partition {name} offers {','.join(gres) or 'nothing'} (sinfo)")
 
-    return RunConfig.model_validate(case.config).board_count()
+
+def gpu_count(gres: str) -> int:
+    """GPUs per node in a GRES string: gpu:2, gpu:a100:4(S:0-1), gpu:2,mps:100 -> 2, 4, 2."""
+    total = 0
+    for item in gres.split(","):
+        parts = item.split("(")[0].split(":")
+        if parts[0] == "gpu" and parts[-1].isdigit():
+            total += int(parts[-1])
+    return total
 
 
-def arrays(cases: list[Case]) -> dict[int, list[Case]]:
+def hold_of(case: Case, offer: Offer) -> Hold:
+    """The boards a case's job holds (Slurm renumbers them: cuda:N runs as cuda)."""
+    return hold_for(case.config, offer, model_here=model_here(case))
+
+
+def arrays(cases: list[Case], offer: Offer) -> dict[int, list[Case]]:
     """{GPUs per task: its cases}: one array per GPU count (an array asks one size for all)."""
     out: dict[int, list[Case]] = {}
     for c in cases:
-        out.setdefault(board_count(c), []).append(c)
+        out.setdefault(hold_of(c, offer).boards, []).append(c)
     return dict(sorted(out.items()))
 
 
@@ -131,12 +157,17 @@ class SlurmExecutor(Executor):
         import submitit
 
         use_squeue_fallback()
+        offer = partition_offer(self.opts)
         jobs: list[tuple[Case, Any]] = []
-        for gpus, group in arrays(cases).items():
+        for gpus, group in arrays(cases, offer).items():
             ex = submitit.AutoExecutor(folder=out / LOGS / "slurm" / "%j", cluster="slurm")
             ex.update_parameters(**sbatch_parameters(self.opts, gpus, len(group)))
-            paths = [str(case_file(c, out, _local_device(c))) for c in group]
+            holds = [hold_of(c, offer) for c in group]
+            # a job holding no GPU sees none, whatever the node has
+            paths = [str(case_file(c, out, h, "" if h.boards == 0 else None))
+                     for c, h in zip(group, holds)]  # fmt: skip
             jobs += zip(group, ex.map_array(run_case_file, paths))
+        self._offer = offer
         try:
             self._wait(jobs, out, on_event)
         except KeyboardInterrupt:
@@ -156,27 +187,21 @@ class SlurmExecutor(Executor):
                 left.remove((case, job))
                 status = case_states(out).get(case.case_id)
                 if status not in ("complete", "failed"):  # killed from outside: wrote nothing
-                    record_failure(out, _spec(case), f"Slurm job {job.job_id} ended {state} "
+                    spec = case_spec(case, hold_of(case, self._offer))
+                    record_failure(out, spec, f"Slurm job {job.job_id} ended {state} "
                                    f"without a result; log {job.paths.stdout}")  # fmt: skip
                     status = "failed"
                 if on_event:
                     on_event(case, {"event": "done" if status == "complete" else "failed"})
 
 
-def _spec(case: Case) -> dict[str, Any]:
-    return {"case_id": case.case_id, "config": case.config, "tags": case.tags,
-            "local_device": _local_device(case)}  # fmt: skip
-
-
-def _local_device(case: Case) -> str:
-    """Inside a job Slurm's CUDA_VISIBLE_DEVICES holds only the case's boards: plain cuda."""
-    return "cpu" if case.config.get("device") == "cpu" else "cuda"
-
-
-def describe_arrays(cases: list[Case], opts: SlurmOptions) -> list[str]:
-    """What --dry-run --executor slurm prints: one line per array."""
+def describe_arrays(cases: list[Case], opts: SlurmOptions,
+                    offer: Offer | None = None) -> list[str]:  # fmt: skip
+    """What --dry-run --executor slurm prints: one line per array, then how each case's
+    GPUs were decided."""
+    offer = offer or partition_offer(opts)
     lines = []
-    for gpus, group in arrays(cases).items():
+    for gpus, group in arrays(cases, offer).items():
         p = sbatch_parameters(opts, gpus, len(group))
         flags = [f"--array=0-{len(group) - 1}%{p['slurm_array_parallelism']}",
                  f"--gpus-per-node={gpus}" if gpus else "(no GPU)", f"--time={opts.time_min}",
@@ -187,4 +212,6 @@ def describe_arrays(cases: list[Case], opts: SlurmOptions) -> list[str]:
         flags += [f"--{k.replace('_', '-')}={v}" for k, v in extra]
         lines.append(f"array {gpus} GPU(s)/task, {len(group)} cases: {' '.join(flags)}: "
                      + ", ".join(c.case_id for c in group))  # fmt: skip
+        whys = sorted({hold_of(c, offer).why for c in group})
+        lines += [f"  {why}" for why in whys]
     return lines

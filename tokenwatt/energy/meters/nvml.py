@@ -22,7 +22,6 @@ readings are per board, not per process.
 
 from __future__ import annotations
 
-import importlib
 import os
 import statistics
 import threading
@@ -35,50 +34,11 @@ from typing import Any
 from tokenwatt.energy.meters import boards
 from tokenwatt.energy.meters.base import Channel, Meter
 from tokenwatt.errors import MeterError, MeterUnavailable
+from tokenwatt.placement.nvml_ids import MIG_FIX, import_pynvml, nvml_init
+from tokenwatt.placement.nvml_ids import text as _text
 
 COUNTER = "nvml-energy-counter"
 INTEGRATED = "nvml-power-integrated"
-MIG_FIX = (
-    "MIG slices report the whole board's power, so per-slice energy would be attribution, not "
-    "measurement; disable MIG (nvidia-smi -i N -mig 0) to measure, or use --meter estimate"
-)
-
-
-NVML_MODULE_ENV = "TOKENWATT_NVML_MODULE"
-
-
-def import_pynvml(module: str | None = None) -> ModuleType:
-    """The NVML binding: nvidia-ml-py's `pynvml`, or the module an explicit setting names.
-
-    `TOKENWATT_NVML_MODULE=tokenwatt.sim.nvml` (or `module=`) chooses another implementation of
-    the same functions, e.g. the simulated boards; everything after this call is the same code.
-    """
-    name = module or os.environ.get(NVML_MODULE_ENV) or "pynvml"
-    try:
-        nvml = importlib.import_module(name)
-    except ImportError:
-        if name != "pynvml":
-            raise MeterUnavailable(f"{NVML_MODULE_ENV}={name!r} cannot be imported") from None
-        raise MeterUnavailable(
-            "NVML is not installed; pip install nvidia-ml-py (NVIDIA's own binding)"
-        ) from None
-    if name == "pynvml" and not hasattr(nvml, "_nvmlGetFunctionPointer"):
-        raise MeterUnavailable(
-            "an unofficial `pynvml` package shadows nvidia-ml-py; "
-            "pip uninstall pynvml && pip install nvidia-ml-py"
-        )
-    return nvml
-
-
-def nvml_init(nvml: ModuleType) -> None:
-    try:
-        nvml.nvmlInit()
-    except nvml.NVMLError as e:
-        raise MeterUnavailable(
-            f"NVML could not start ({e}); no NVIDIA driver is loaded on this machine. "
-            "Install the driver or use --meter rapl/estimate"
-        ) from None
-
 
 _KEPT: set[int] = set()
 _KEPT_LOCK = threading.Lock()
@@ -91,161 +51,6 @@ def keep_initialised(nvml: ModuleType) -> None:
         if id(nvml) not in _KEPT:
             nvml.nvmlInit()
             _KEPT.add(id(nvml))
-
-
-def cuda_target(device: str, nvml: ModuleType) -> str | int:
-    """The NVML identity (a UUID) of torch device `cuda[:N]`.
-
-    torch's device UUID is used when CUDA is initialised (exact whatever CUDA_DEVICE_ORDER
-    says); otherwise CUDA_VISIBLE_DEVICES is read, which may hold CUDA indexes, full or
-    abbreviated UUIDs, or MIG instances (refused). Never an NVML index: NVML ignores
-    CUDA_VISIBLE_DEVICES and numbers boards in its own order.
-    """
-    n = int(device.split(":")[1]) if ":" in device else 0
-    uuid = _torch_uuid(n)
-    if uuid:
-        return uuid
-    visible = cuda_visible()
-    if visible is None:
-        return cuda_entry_target(str(n), nvml)
-    if n >= len(visible):
-        raise MeterUnavailable(f"{device} is not among CUDA_VISIBLE_DEVICES={','.join(visible)}")
-    return cuda_entry_target(visible[n], nvml)
-
-
-def cuda_visible() -> list[str] | None:
-    """CUDA_VISIBLE_DEVICES's entries; None when it is not set (CUDA sees every board)."""
-    text = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if text is None:
-        return None
-    return [v.strip() for v in text.split(",") if v.strip()]
-
-
-def cuda_entry_target(entry: str, nvml: ModuleType) -> str:
-    """The NVML UUID of one CUDA_VISIBLE_DEVICES entry: a UUID (or a unique prefix) as it is;
-    a CUDA index through CUDA's own order of the boards (`cuda_order`)."""
-    if entry.startswith("MIG-"):
-        raise MeterUnavailable(f"CUDA_VISIBLE_DEVICES entry {entry} is a MIG instance; {MIG_FIX}")
-    if entry.startswith("GPU-"):
-        return _full_uuid(entry, nvml)
-    if not entry.isdigit():
-        raise MeterUnavailable(f"CUDA_VISIBLE_DEVICES entry {entry!r} is neither a CUDA index "
-                               "nor a GPU UUID")  # fmt: skip
-    order = cuda_order(nvml)
-    if int(entry) >= len(order):
-        raise MeterUnavailable(f"CUDA_VISIBLE_DEVICES entry {entry} names no board: NVML "
-                               f"lists {len(order)}")  # fmt: skip
-    return order[int(entry)]
-
-
-def cuda_order(nvml: ModuleType) -> list[str]:
-    """UUIDs of every board in the order CUDA numbers them when CUDA_VISIBLE_DEVICES is unset.
-
-    With CUDA_DEVICE_ORDER=PCI_BUS_ID that is PCI bus order. Under the default FASTEST_FIRST,
-    CUDA ranks boards by speed and breaks ties by PCI bus id, so on identical boards it is PCI
-    bus order too; on mixed boards the ranking is CUDA's own, and an index cannot be trusted
-    to name a board here: the fix is CUDA_DEVICE_ORDER=PCI_BUS_ID, or UUIDs.
-    """
-    boards = []
-    for i in range(nvml.nvmlDeviceGetCount()):
-        h = nvml.nvmlDeviceGetHandleByIndex(i)
-        bus = normal_bus_id(_text(nvml.nvmlDeviceGetPciInfo(h).busId))
-        boards.append((bus, _text(nvml.nvmlDeviceGetUUID(h)), _text(nvml.nvmlDeviceGetName(h))))
-    boards.sort()
-    by_pci = os.environ.get("CUDA_DEVICE_ORDER", "FASTEST_FIRST") == "PCI_BUS_ID"
-    if not by_pci and len({name for _, _, name in boards}) > 1:
-        raise MeterUnavailable(
-            "CUDA indexes cannot be matched to NVML boards here: the boards differ and "
-            "CUDA_DEVICE_ORDER is FASTEST_FIRST (CUDA's own ranking); set "
-            "CUDA_DEVICE_ORDER=PCI_BUS_ID or give boards by UUID (nvidia-smi -L)"
-        )
-    return [uuid for _, uuid, _ in boards]
-
-
-def uuid_of_bus_id(bus_id: str, nvml: ModuleType) -> str:
-    """The UUID of the board at a PCI bus id (any of the usual spellings)."""
-    try:
-        handle = nvml.nvmlDeviceGetHandleByPciBusId(normal_bus_id(bus_id))
-    except nvml.NVMLError as e:
-        raise MeterUnavailable(f"no GPU at PCI bus id {bus_id} ({e}); `nvidia-smi -q | grep "
-                               "Bus` lists them") from None  # fmt: skip
-    return _text(nvml.nvmlDeviceGetUUID(handle))
-
-
-def torch_board(n: int) -> str | None:
-    """The NVML identity of CUDA device n as torch sees it: its UUID, else its PCI bus id
-    (None when torch has not imported CUDA or cannot say)."""
-    uuid = _torch_uuid(n)
-    if uuid:
-        return uuid
-    import sys
-
-    torch = sys.modules.get("torch")
-    try:
-        props = torch.cuda.get_device_properties(n)  # type: ignore[union-attr]
-        return f"{props.pci_domain_id:08X}:{props.pci_bus_id:02X}:{props.pci_device_id:02X}.0"
-    except Exception:
-        return None
-
-
-def _torch_uuid(n: int) -> str | None:
-    import sys
-
-    torch = sys.modules.get("torch")  # never import torch just for this
-    try:
-        if torch is None or not torch.cuda.is_available():
-            return None
-        text = str(torch.cuda.get_device_properties(n).uuid)
-    except Exception:
-        return None
-    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
-
-
-def _full_uuid(prefix: str, nvml: ModuleType) -> str:
-    """CUDA accepts unique UUID prefixes; NVML wants the full UUID."""
-    matches = []
-    for i in range(nvml.nvmlDeviceGetCount()):
-        uuid = _text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i)))
-        if uuid.startswith(prefix):
-            matches.append(uuid)
-    if len(matches) != 1:
-        raise MeterUnavailable(f"CUDA_VISIBLE_DEVICES entry {prefix} matches {len(matches)} GPUs")
-    return matches[0]
-
-
-def _text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def board_target(spec: str | int, nvml: ModuleType) -> int | str:
-    """A `measure.gpus` entry as NvmlMeter takes it: an NVML index, a full UUID, or a PCI bus id.
-
-    Accepts an index ("0"), a UUID or a unique UUID prefix ("GPU-5d3c..."), or a PCI bus id in
-    NVML's form ("00000000:3B:00.0") or short ("3b:00.0"). NVML indexes are NVML's own order,
-    not CUDA's: CUDA_VISIBLE_DEVICES does not renumber them.
-    """
-    text = str(spec).strip()
-    if text.isdigit():
-        return int(text)
-    if text.startswith("MIG-"):
-        raise MeterUnavailable(f"measure.gpus: {text} is a MIG instance; {MIG_FIX}")
-    if text.startswith("GPU-"):
-        return _full_uuid(text, nvml)
-    if ":" in text:
-        return normal_bus_id(text)
-    raise MeterUnavailable(
-        f"measure.gpus: {text!r} is not an NVML index, a GPU UUID (GPU-...) or a PCI bus id "
-        "(00000000:3B:00.0); `nvidia-smi -L` lists them"
-    )
-
-
-def normal_bus_id(text: str) -> str:
-    """NVML's 8-hex-digit-domain form of a PCI bus id, upper case: 00000000:3B:00.0."""
-    parts = text.upper().split(":")
-    if len(parts) == 2:
-        parts.insert(0, "0")
-    domain, bus, devfn = parts[-3:]
-    return f"{int(domain, 16):08X}:{bus.zfill(2)}:{devfn}"
 
 
 class NvmlMeter(Meter):
