@@ -119,3 +119,21 @@ def test_a_run_on_held_boards_records_how_its_device_was_decided(monkeypatch):
                                          measure={"gpus": "1"}), in_process=False)  # fmt: skip
     assert served.device == "cpu" and served.measured == (gpus[1].uuid,)
     assert "server runs the model" in served.resolved_from
+
+
+def test_every_engine_declares_what_the_runner_asks():
+    from tokenwatt.config import ENGINES
+    from tokenwatt.engines import engine_class
+
+    served = RunConfig(engine="openai", server={"url": "http://127.0.0.1:8000/v1"})
+    for name in ENGINES:
+        cls = engine_class(name)
+        assert cls.name == name
+        assert isinstance(cls.in_process, bool) and isinstance(cls.sets_precision, bool)
+    openai = engine_class("openai")
+    assert not openai.in_process and not openai.sets_precision and not openai.errors_are_own
+    assert not openai.runs_model_here(served)
+    assert openai.runs_model_here(served.model_copy(update={"server": served.server.model_copy(
+        update={"launch": "python -m server"})}))  # fmt: skip
+    assert engine_class("transformers").errors_are_own
+    assert not engine_class("vllm").errors_are_own and engine_class("vllm").in_process

@@ -19,6 +19,7 @@ from tokenwatt.placement import Placement
 __all__ = ["ENGINES", "Batch", "Engine", "Prepared", "RequestTiming", "engine_class",
            "open_engine"]  # fmt: skip
 
+# One class per name in config.ENGINES (tests/test_placement.py checks they agree).
 _CLASSES = {
     "transformers": "tokenwatt.engines.transformers:TransformersEngine",
     "vllm": "tokenwatt.engines.vllm:VllmEngine",

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tokenwatt.config import RunConfig
+from tokenwatt.config import ENGINES, RunConfig
 
 Mark = Callable[[str], None]
-ENGINES = ("transformers", "vllm", "openai")
+__all__ = ["ENGINES", "Batch", "Engine", "Mark", "Prepared", "RequestTiming", "no_mark"]
 
 
 def no_mark(phase: str) -> None:
