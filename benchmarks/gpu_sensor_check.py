@@ -40,11 +40,11 @@ def poll_changes(meter, seconds: float) -> list[dict]:
     return out
 
 
-def load(stop: threading.Event) -> None:
+def load(stop: threading.Event, device: str) -> None:
     """Matmuls of varying size: power ripple for the instant-window estimate."""
     import torch
 
-    a = torch.randn(4096, 4096, device="cuda")
+    a = torch.randn(4096, 4096, device=device)
     n = 0
     while not stop.is_set():
         (a @ a).sum().item()  # a kernel, then a pause of 0-4 ms: power ripples
@@ -55,14 +55,16 @@ def load(stop: threading.Event) -> None:
 def main() -> None:
     import tokenwatt
     from tokenwatt.energy.meters.nvml import NvmlMeter
+    from tokenwatt.placement import cuda_boards, cuda_index_of, measured_boards
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--gpu", default="0")
+    ap.add_argument("--gpu", default="0", help="the NVML board (index, UUID or PCI bus id)")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--no-load", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
-    meter = NvmlMeter(int(args.gpu))
+    (board,) = measured_boards([args.gpu])
+    meter = NvmlMeter(board)
     changes = poll_changes(meter, args.seconds / 2)
     gaps = [b["t"] - a["t"] for a, b in zip(changes, changes[1:])]
     narrow = [c for c in changes if c["t"] - c["t_lo"] < 0.003 and c["stamp"] is not None]
@@ -75,8 +77,10 @@ def main() -> None:
         try:
             import torch
 
-            if torch.cuda.is_available():
-                worker = threading.Thread(target=load, args=(stop,), daemon=True)
+            index = cuda_index_of(board, cuda_boards()) if torch.cuda.is_available() else None
+            if index is not None:  # the load runs on the board measured, matched by UUID
+                worker = threading.Thread(target=load, args=(stop, f"cuda:{index}"),
+                                          daemon=True)  # fmt: skip
                 worker.start()
         except ImportError:
             pass
