@@ -137,3 +137,18 @@ def test_every_engine_declares_what_the_runner_asks():
         update={"launch": "python -m server"})}))  # fmt: skip
     assert engine_class("transformers").errors_are_own
     assert not engine_class("vllm").errors_are_own and engine_class("vllm").in_process
+
+
+def test_mixed_boards_cannot_name_cuda_indexes_but_a_region_still_sees_them(monkeypatch):
+    """Under CUDA's default FASTEST_FIRST order, mixed boards have no knowable CUDA order: a
+    case naming CUDA indexes is refused with the fix; a region, which needs only the set of
+    boards this process may use, still measures all of them."""
+    monkeypatch.setenv("TOKENWATT_NVML_MODULE", "tokenwatt.sim.nvml")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    gpus = sim.configure(2, 300.0, boards=[{}, {"name": "NVIDIA L4 (simulated)"}])
+    with pytest.raises(UserError, match="CUDA_DEVICE_ORDER=PCI_BUS_ID"):
+        resolve_placement(RunConfig(device="cpu", gpus=1))
+    assert set(region_placement().measured) == {g.uuid for g in gpus}
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    assert resolve_placement(RunConfig(device="cpu", gpus=1)).boards == (gpus[0].uuid,)

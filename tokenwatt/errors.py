@@ -73,6 +73,10 @@ class MeterUnavailable(MeterError):
     """A meter cannot run on this machine; the message says what is missing and the fix."""
 
 
+class NvmlUnavailable(MeterUnavailable):
+    """NVML itself cannot start here (no binding, no driver): this process sees no board."""
+
+
 class Terminated(BaseException):
     """SIGTERM, raised in the main thread so cleanup runs as for Ctrl-C (exit 143)."""
 

@@ -25,6 +25,8 @@ from tokenwatt.placement.nvml_ids import (
     import_pynvml,
     normal_bus_id,
     nvml_init,
+    nvml_order,
+    text,
 )
 
 
@@ -83,12 +85,12 @@ def _nvml_boards(nvml_module: str | None, strict: bool) -> list[Board]:
     nvml_init(nvml)
     try:
         visible = cuda_visible()
-        order = None
-        if visible is None or any(e.isdigit() for e in visible):
-            order = cuda_order(nvml)
-        entries = visible if visible is not None else [str(i) for i in range(len(order or []))]
+        order = _order(nvml, strict) if visible is None or any(
+            e.isdigit() for e in visible) else None  # fmt: skip
+        if visible is None:  # CUDA sees every board, in its order
+            return [Board(i, uuid, bus) for i, (uuid, bus) in enumerate(order or [])]
         out: list[Board] = []
-        for entry in entries:
+        for entry in visible:
             try:
                 uuid = _entry_uuid(entry, nvml, order)
             except MeterUnavailable:
@@ -99,6 +101,17 @@ def _nvml_boards(nvml_module: str | None, strict: bool) -> list[Board]:
         return out
     finally:
         nvml.nvmlShutdown()
+
+
+def _order(nvml: Any, strict: bool) -> list[tuple[str, str]]:
+    """CUDA's order of the boards; where it cannot be known (mixed boards, CUDA's own
+    ranking) a lenient caller, which only needs the set of boards, takes NVML's."""
+    try:
+        return cuda_order(nvml)
+    except MeterUnavailable:
+        if strict:
+            raise
+        return nvml_order(nvml)
 
 
 def _entry_uuid(entry: str, nvml: Any, order: list[tuple[str, str]] | None) -> str:
@@ -119,8 +132,6 @@ def _entry_uuid(entry: str, nvml: Any, order: list[tuple[str, str]] | None) -> s
 
 def _bus_of(uuid: str, nvml: Any) -> str:
     try:
-        from tokenwatt.placement.nvml_ids import text
-
         return normal_bus_id(text(nvml.nvmlDeviceGetPciInfo(
             nvml.nvmlDeviceGetHandleByUUID(uuid)).busId))  # fmt: skip
     except Exception:  # noqa: BLE001 - the bus id is a second name, not needed to match

@@ -13,7 +13,7 @@ import os
 from types import ModuleType
 from typing import Any
 
-from tokenwatt.errors import MeterUnavailable
+from tokenwatt.errors import MeterUnavailable, NvmlUnavailable
 
 NVML_MODULE_ENV = "TOKENWATT_NVML_MODULE"
 MIG_FIX = (
@@ -33,12 +33,12 @@ def import_pynvml(module: str | None = None) -> ModuleType:
         nvml = importlib.import_module(name)
     except ImportError:
         if name != "pynvml":
-            raise MeterUnavailable(f"{NVML_MODULE_ENV}={name!r} cannot be imported") from None
-        raise MeterUnavailable(
+            raise NvmlUnavailable(f"{NVML_MODULE_ENV}={name!r} cannot be imported") from None
+        raise NvmlUnavailable(
             "NVML is not installed; pip install nvidia-ml-py (NVIDIA's own binding)"
         ) from None
     if name == "pynvml" and not hasattr(nvml, "_nvmlGetFunctionPointer"):
-        raise MeterUnavailable(
+        raise NvmlUnavailable(
             "an unofficial `pynvml` package shadows nvidia-ml-py; "
             "pip uninstall pynvml && pip install nvidia-ml-py"
         )
@@ -49,7 +49,7 @@ def nvml_init(nvml: ModuleType) -> None:
     try:
         nvml.nvmlInit()
     except nvml.NVMLError as e:
-        raise MeterUnavailable(
+        raise NvmlUnavailable(
             f"NVML could not start ({e}); no NVIDIA driver is loaded on this machine. "
             "Install the driver or use --meter rapl/estimate"
         ) from None
@@ -111,6 +111,16 @@ def nvml_uuid(spec: str | int, nvml: ModuleType) -> str:
         f"{spec!r} is not an NVML index, a GPU UUID (GPU-...) or a PCI bus id "
         "(00000000:3B:00.0); `nvidia-smi -L` lists them"
     )
+
+
+def nvml_order(nvml: ModuleType) -> list[tuple[str, str]]:
+    """(UUID, PCI bus id) of every board in NVML's own order."""
+    out = []
+    for i in range(nvml.nvmlDeviceGetCount()):
+        h = nvml.nvmlDeviceGetHandleByIndex(i)
+        out.append((text(nvml.nvmlDeviceGetUUID(h)),
+                    normal_bus_id(text(nvml.nvmlDeviceGetPciInfo(h).busId))))  # fmt: skip
+    return out
 
 
 def cuda_order(nvml: ModuleType) -> list[tuple[str, str]]:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tokenwatt.config import RunConfig
-from tokenwatt.errors import MeterUnavailable, UserError
+from tokenwatt.errors import MeterUnavailable, NvmlUnavailable, UserError
 from tokenwatt.placement.match import Board, cuda_boards, cuda_visible, find_board
 
 GIVEN = "given"
@@ -107,7 +107,7 @@ def resolve_placement(cfg: RunConfig, *, in_process: bool = True) -> Placement:
         if device.startswith("cuda"):
             seen = cuda_boards()
             cuda = _cuda_indexes(cfg.gpus, device, seen)
-            boards = tuple(seen[i].ident for i in cuda)
+            boards = tuple(_ident(seen[i]) for i in cuda)
             device = f"cuda:{cuda[0]}"
         else:
             cuda = ()
@@ -166,8 +166,10 @@ def _visible_boards() -> list[Board]:
         return []
     try:
         return cuda_boards(strict=False)
-    except MeterUnavailable:
+    except NvmlUnavailable:
         _NO_NVML.add(name)
+        return []
+    except MeterUnavailable:
         return []
 
 
@@ -190,6 +192,14 @@ def _held(gpus: int | list[str], seen: Sequence[Board]) -> tuple[str, ...]:
         _enough(gpus, seen)
         return tuple(b.ident for b in seen[:gpus])
     return tuple(find_board(entry, seen).ident for entry in gpus)
+
+
+def _ident(board: Board) -> str:
+    if not board.ident:
+        raise MeterUnavailable(f"CUDA device {board.cuda} has neither a UUID nor a PCI bus id "
+                               "torch can report, so its NVML board cannot be found; update "
+                               "torch")  # fmt: skip
+    return board.ident
 
 
 def _enough(n: int, seen: Sequence[Board]) -> None:
