@@ -81,7 +81,7 @@ def test_an_allocated_gpu_that_torch_cannot_see_is_named_with_its_cause():
             "from tokenwatt.config import RunConfig\n"
             "from tokenwatt.placement import resolve_placement\n"
             "p = resolve_placement(RunConfig())\n"
-            "print(p.device, '|', p.resolved_from)")  # fmt: skip
+            "print(p.device, '|', p.resolved_from, '|', p.warnings())")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120).stdout  # fmt: skip
     import torch
@@ -90,7 +90,7 @@ def test_an_allocated_gpu_that_torch_cannot_see_is_named_with_its_cause():
         pytest.skip("this machine's torch sees a GPU")
     assert out.startswith("cpu | auto: a GPU was allocated (CUDA_VISIBLE_DEVICES=0) but torch "
                           "sees none: torch "), out  # fmt: skip
-    assert "is a CPU build" in out
+    assert "is a CPU build" in out and "gpu-unused: the model ran on the CPU" in out
 
 
 def test_a_region_measures_the_boards_this_process_may_use(monkeypatch):

@@ -19,6 +19,7 @@ from tokenwatt.errors import MeterUnavailable, NvmlUnavailable, UserError
 from tokenwatt.placement.match import Board, cuda_boards, cuda_visible, find_board
 
 GIVEN = "given"
+UNSEEN = "but torch sees none"  # in `resolved_from` when an allocated GPU went unused
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,12 @@ class Placement:
     def on_cuda(self) -> bool:
         return self.device.startswith("cuda")
 
+    def warnings(self) -> list[str]:
+        """What a user must hear about this placement before trusting its rows."""
+        if UNSEEN in self.resolved_from:
+            return [f"gpu-unused: the model ran on the CPU: {self.resolved_from}"]
+        return []
+
 
 def torch_view() -> View:
     """What torch sees; when a GPU was allocated (CUDA_VISIBLE_DEVICES names one) but torch
@@ -62,8 +69,8 @@ def torch_view() -> View:
     cause = (f"torch {build} is a CPU build" if torch.version.cuda is None else
              f"torch {build} (CUDA {torch.version.cuda}) cannot start CUDA: check the driver "
              "with nvidia-smi")  # fmt: skip
-    return View(0, f"a GPU was allocated (CUDA_VISIBLE_DEVICES={','.join(allocated)}) but "
-                   f"torch sees none: {cause}")  # fmt: skip
+    return View(0, f"a GPU was allocated (CUDA_VISIBLE_DEVICES={','.join(allocated)}) "
+                   f"{UNSEEN}: {cause}")  # fmt: skip
 
 
 def process_view() -> View:

@@ -89,7 +89,8 @@ def _prepare(cfg: RunConfig, placement: Placement, meters: list[Any], engine: En
         "engine": described,
         **prepared.meta,
     }
-    warnings = engine.warnings(meters) + _board_warnings(cfg, engine, meters, placement)
+    warnings = (placement.warnings() + engine.warnings(meters)
+                + _board_warnings(cfg, engine, meters, placement))  # fmt: skip
     return Session(cfg, device, engine, meters, constants, prepared.model_info,
                    model=prepared.model, meta=meta, warnings=warnings,
                    placement=placement)  # fmt: skip
