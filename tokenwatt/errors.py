@@ -62,6 +62,12 @@ class WriteFailed(RunFault):
     """A result file could not be written (disk full, read-only); what was written is kept."""
 
 
+class TrialsDegraded(RunFault):
+    """The run finished, but some trials failed or lost their reading; the summary uses the
+    good ones. Raised by the command line after the outcome is printed (exit 1, as pytest
+    with a failed test); `tokenwatt.run` returns the outcome instead."""
+
+
 class MeterError(TokenwattError, RuntimeError):
     """A meter failed while reading (NVML error, unreadable RAPL file, ...).
 
