@@ -1,5 +1,5 @@
 """Exit codes as a script or CI gets them: 0 only when everything asked for is done, 1 when
-something failed (a degraded trial), 2 bad input.
+something failed (a degraded trial; no usable row for compare/report/plan), 2 bad input.
 Interrupted runs (130/143) are tested in tests/test_signals.py."""
 
 from __future__ import annotations
@@ -8,14 +8,21 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 from fake_openai import FakeOpenAI
+from synth_results import write_folder
 from test_faults import BASE, break_trials, fail_counter_while
 
-from tokenwatt.results.columns import RESULTS_CSV, SUMMARY_CSV
+from tokenwatt.results.columns import RESULTS_CSV, SUMMARY_CSV, TRIAL_COLUMNS
+from tokenwatt.results.store import append_rows
+
+CASE = {"precision": "bf16", "batch_size": 1, "prompt_tokens": 8, "new_tokens": 6,
+        "decode_j_per_token": 0.1}  # fmt: skip
+DEVICE_ERROR = "UserError: device: 'cuda' asked for but no CUDA GPU is visible; use --device cpu"
 
 
 def tokenwatt(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -142,3 +149,101 @@ def test_a_trial_with_one_bad_window_is_one_bad_trial():
         "window; the summary uses the 1 good one, every row is in OUT"
     )
     assert trial_failures(SimpleNamespace(trials=rows(0, "ok", "ok"), out="OUT")) is None
+
+
+# --- compare, report, plan ------------------------------------------------------------------
+
+COMMANDS = {
+    "compare": ["--baseline", "precision=bf16"],
+    "report": [],
+    "plan": ["--region", "frankfurt"],
+}
+
+
+def all_failed(folder: Path) -> Path:
+    """A sweep whose four cases all failed: failed rows, no summary.csv."""
+    failed = [{"case_id": f"c{i}", "precision": p, "error": DEVICE_ERROR}
+              for i, p in enumerate(("fp32", "bf16", "fp16", "int8-weight"))]  # fmt: skip
+    return write_folder(folder, [], failed=failed)
+
+
+def unfinished(folder: Path) -> Path:
+    """Runs interrupted before their summary: ok trial rows, no complete run."""
+    return write_folder(folder, [{**CASE, "case_id": "a", "complete": False}], trials=3)
+
+
+def all_degraded(folder: Path) -> Path:
+    """A run whose every trial lost its meter (it stopped: no summary)."""
+    folder.mkdir(parents=True)
+    rows = [{"run_id": "r1", "case_id": "a", "schema_version": 1, "trial": i,
+             "status": "degraded", "status_reason": "MeterError: GPU is lost"}
+            for i in range(3)]  # fmt: skip
+    append_rows(folder / RESULTS_CSV, rows, TRIAL_COLUMNS)
+    return folder
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("make,found,fix", [
+    (all_failed, "4 failed rows (4 x UserError: device:", "rerun the sweep with --retry-failed"),
+    (unfinished, "3 ok rows of 1 unfinished run, no complete run", "rerun the sweep"),
+    (all_degraded, "3 degraded rows (3 x MeterError: GPU is lost), no complete run",
+     "check the meter"),
+])  # fmt: skip
+def test_no_usable_row_exits_1_with_what_was_found(tmp_path, invoke, command, make, found, fix):
+    folder = make(tmp_path / "res")
+    before = sorted(p.name for p in folder.iterdir())
+    out = ["--out", str(tmp_path / "rep")] if command == "report" else []
+    r = invoke(command, str(folder), *COMMANDS[command], *out)
+    assert r.exit_code == 1, r.output
+    line = error_line(r.stderr)
+    assert line.startswith(f"Error: {command}: no usable row in {folder}: ")
+    assert found in line and fix in line
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert not (tmp_path / "rep").exists()
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_usable_folder_beside_a_failed_one_exits_0(tmp_path, invoke, command):
+    good = write_folder(
+        tmp_path / "good", [{**CASE, "case_id": "b"}, {**CASE, "case_id": "a", "precision": "fp32"}]
+    )
+    folders = [str(all_failed(tmp_path / "bad")), str(good)]
+    if command == "report":  # one folder
+        folders = folders[1:]
+    r = invoke(command, *folders, *COMMANDS[command])
+    assert r.exit_code == 0, r.output
+
+
+def damaged_summary(folder: Path) -> Path:
+    write_folder(folder, [{**CASE, "case_id": "a"}])
+    (folder / SUMMARY_CSV).write_bytes(b"\x00\xff garbage\n")
+    return folder
+
+
+def damaged_results(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / RESULTS_CSV).write_text("not,a\ntokenwatt,file\n")
+    return folder
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("make", [
+    lambda f: f,  # missing
+    lambda f: (f.mkdir(), f)[1],  # an empty folder
+    damaged_results,
+    damaged_summary,
+], ids=["missing", "empty", "damaged-results", "damaged-summary"])  # fmt: skip
+def test_bad_input_stays_exit_2(tmp_path, invoke, command, make):
+    folder = make(tmp_path / "res")
+    r = invoke(command, str(folder), *COMMANDS[command])
+    assert r.exit_code == 2, r.output
+    assert error_line(r.stderr)
+
+
+def test_the_process_exit_status_of_the_analysis_commands(tmp_path):
+    """What a shell sees, not click's result: 1 for no usable row, 2 for a missing folder."""
+    failed = all_failed(tmp_path / "res")
+    p = tokenwatt("compare", str(failed), "--baseline", "precision=bf16")
+    assert p.returncode == 1 and "no usable row" in error_line(p.stderr), p.stderr
+    p = tokenwatt("plan", str(tmp_path / "missing"))
+    assert p.returncode == 2 and "not found" in error_line(p.stderr), p.stderr

@@ -68,6 +68,14 @@ class TrialsDegraded(RunFault):
     with a failed test); `tokenwatt.run` returns the outcome instead."""
 
 
+class NoUsableRow(TokenwattError):
+    """compare, report or plan: the input is readable but holds no usable row (every row
+    failed or degraded, no complete run). Exit 1: what failed is the measurement, not the
+    input; the message says what was found and what to do."""
+
+    exit_code = 1
+
+
 class MeterError(TokenwattError, RuntimeError):
     """A meter failed while reading (NVML error, unreadable RAPL file, ...).
 
