@@ -2,6 +2,7 @@
 line; library warnings are quiet without silencing the user's own."""
 
 import warnings
+from types import SimpleNamespace
 
 import pytest
 
@@ -50,7 +51,7 @@ def captured(monkeypatch):
 
     def fake(cfg, on_trial=None, on_phase=None):
         seen["cfg"] = cfg
-        return None
+        return SimpleNamespace(trials=[], out=cfg.out)  # no trial ran, none failed: exit 0
 
     monkeypatch.setattr(runner, "run_config", fake)
     return seen

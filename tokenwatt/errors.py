@@ -62,6 +62,20 @@ class WriteFailed(RunFault):
     """A result file could not be written (disk full, read-only); what was written is kept."""
 
 
+class TrialsDegraded(RunFault):
+    """The run finished, but some trials failed or lost their reading; the summary uses the
+    good ones. Raised by the command line after the outcome is printed (exit 1, as pytest
+    with a failed test); `tokenwatt.run` returns the outcome instead."""
+
+
+class NoUsableRow(TokenwattError):
+    """compare, report or plan: the input is readable but holds no usable row (every row
+    failed or degraded, no complete run). Exit 1: what failed is the measurement, not the
+    input; the message says what was found and what to do."""
+
+    exit_code = 1
+
+
 class MeterError(TokenwattError, RuntimeError):
     """A meter failed while reading (NVML error, unreadable RAPL file, ...).
 

@@ -55,7 +55,8 @@ def compare(
     """Each case of RESULTS against its baseline within the same other keys.
 
     Each case is reduced to one mean per run (a fresh process is the unit of replication);
-    the table says how many runs and trials each ratio stands on.
+    the table says how many runs and trials each ratio stands on. Exit 1 when no row is usable
+    (every row failed or degraded, or no run is complete).
     """
     from tokenwatt.report.comparison import compare_folders, write_csv, write_markdown
 
@@ -75,7 +76,10 @@ def compare(
 @click.option("--baseline", help="KEY=VALUE for the comparison (default: chosen from the data).")
 @click.option("--out", help="Where report.md, report.html and figures/ go (default: RESULTS_DIR).")
 def report(results_dir: str, baseline: str | None, out: str | None) -> None:
-    """Write a Markdown and an HTML report with tables, figures and how to reproduce them."""
+    """Write a Markdown and an HTML report with tables, figures and how to reproduce them.
+
+    Exit 1, writing nothing, when no row is usable (every row failed or no run is complete).
+    """
     from tokenwatt.cli.console import console
     from tokenwatt.report.document import write_report
     from tokenwatt.results.folder import check_files

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tokenwatt.config import RunConfig
-from tokenwatt.report.format import fmt, interval, near_idle, pct
+from tokenwatt.report.format import by_reason, fmt, interval, near_idle, pct, plural
 
 err_console = Console(stderr=True)
 console = Console()
@@ -201,3 +201,22 @@ def print_outcome(outcome: Any) -> None:
     for w in outcome.warnings:
         warn(w)
     console.print(f"results: {outcome.out}/results.csv, summary.csv, run.json")
+
+
+def trial_failures(outcome: Any) -> str | None:
+    """One line when some trials are not ok, grouped by reason; None when every one is.
+
+    Trials, not rows, are counted: a served trial writes one row per window, and it is bad
+    when any of them is (its first bad row gives the reason)."""
+    rows_of: dict[Any, list[dict[str, Any]]] = {}
+    for row in outcome.trials:
+        rows_of.setdefault(row.get("trial"), []).append(row)
+    bad = [next(r for r in rows if r.get("status") != "ok") for rows in rows_of.values()
+           if any(r.get("status") != "ok" for r in rows)]  # fmt: skip
+    if not bad:
+        return None
+    status = " or ".join(sorted({str(r.get("status")) for r in bad}))
+    good = len(rows_of) - len(bad)
+    return (f"{len(bad)} of {plural(len(rows_of), 'trial')} {status}: "
+            f"{by_reason(r.get('status_reason') for r in bad)}; the summary uses the {good} "
+            f"good one{'' if good == 1 else 's'}, every row is in {outcome.out}")  # fmt: skip

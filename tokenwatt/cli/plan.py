@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from tokenwatt.errors import UserError
+from tokenwatt.errors import TokenwattError, UserError
 from tokenwatt.report.format import compact, finite
 
 
@@ -43,12 +43,13 @@ def plan(
     facility power for --tokens-per-s, annual MWh and tonnes of CO2, per precision and region.
 
     RESULTS are tokenwatt results folders (their summary.csv is read) or CSV files.
+    Exit 1 when no row is usable (every case failed, or no run is complete).
     """
     try:
         table = _plan(results, region, tokens_per_s, load_factor, pue)
         if csv_path:
             _write_csv(table, csv_path)
-    except UserError as e:
+    except TokenwattError as e:  # also when this command is invoked outside the group
         click.echo(f"Error: {e}", err=True)
         ctx.exit(e.exit_code)
     _print(table, tokens_per_s, csv_path)
@@ -62,9 +63,12 @@ def _plan(
     pue: float | None,
 ) -> Any:
     from tokenwatt.analysis.capacity import plan_table
-    from tokenwatt.results.load import load_summary
+    from tokenwatt.report.usable import no_usable_row, usable_summaries
 
-    return plan_table(load_summary(*results), region, tokens_per_s, load_factor, pue)
+    summaries = usable_summaries(results)
+    if summaries is None:  # every case failed or no run finished: exit 1, not a bad-input 2
+        raise no_usable_row("plan", results)
+    return plan_table(summaries, region, tokens_per_s, load_factor, pue)
 
 
 def _write_csv(table: Any, path: str) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from tokenwatt.cli.options import given, parse_set, run_options
+from tokenwatt.errors import TrialsDegraded
 
 
 @click.command()
@@ -21,8 +22,9 @@ def run(config: str | None, settings: tuple[str, ...], quiet: bool, **overrides:
 
     Flags override the file; every field of the config has a flag (its path in brackets).
     The defaults shown are the embedded quickstart's; with a CONFIG, its values are.
+    Exit 1 when any trial failed or was degraded (after the outcome and a line saying why).
     """
-    from tokenwatt.cli.console import print_outcome, run_progress
+    from tokenwatt.cli.console import print_outcome, run_progress, trial_failures
     from tokenwatt.config import load_config
 
     flags = given(click.get_current_context(), overrides)
@@ -36,3 +38,6 @@ def run(config: str | None, settings: tuple[str, ...], quiet: bool, **overrides:
         outcome = run_config(cfg, on_trial=on_trial, on_phase=on_phase)
     if not quiet:
         print_outcome(outcome)
+    failures = trial_failures(outcome)
+    if failures:  # as pytest with a failed test: the results stand, the exit status says so
+        raise TrialsDegraded(failures)

@@ -15,9 +15,7 @@ from tokenwatt.analysis.compare import (
     RUNS,
     TRIALS,
     compare,
-    ok_trials,
 )
-from tokenwatt.errors import UserError
 from tokenwatt.report.format import fmt, ratio_with_ci
 
 
@@ -25,9 +23,12 @@ def compare_folders(
     paths: Sequence[str], key: str, value: str, metric: str | None = None,
     allow_mixed_impl: bool = False,
 ) -> Any:  # fmt: skip
-    from tokenwatt.results.load import load_results, load_summary
+    from tokenwatt.report.usable import no_usable_row, usable_trials
+    from tokenwatt.results.load import load_results
 
-    trials = ok_trials(load_results(*paths), _maybe_summary(paths, load_summary))
+    trials = usable_trials(load_results(*paths), paths)
+    if trials.empty:  # every row failed or unfinished: exit 1, not a bad-input 2
+        raise no_usable_row("compare", paths)
     metric = metric or default_metric(trials)
     return compare(trials, key, value, metric, allow_mixed_impl=allow_mixed_impl)
 
@@ -37,13 +38,6 @@ def default_metric(trials: Any) -> str:
     then the whole window's J/token, which every engine's rows carry."""
     served = "engine" in trials and (trials["engine"] == "openai").any()
     return "total_j_per_token" if served else "decode_j_per_token"
-
-
-def _maybe_summary(paths: Sequence[str], load_summary: Any) -> Any:
-    try:
-        return load_summary(*paths)
-    except UserError:
-        return None  # trial rows alone (e.g. a results.csv path): use every ok row
 
 
 def display_rows(table: Any) -> tuple[list[str], list[list[str]]]:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from tokenwatt._util.ids import utc_now
-from tokenwatt.errors import UserError
 
 PREFERRED_BASELINE = {"precision": "bf16", "engine": "transformers"}
 BASELINE_KEYS = ("engine", "precision", "batch_size", "prompt_tokens", "model", "device_name")
@@ -57,21 +56,17 @@ def write_report(
 
 
 def load_folder(folder: Path) -> dict[str, Any]:
-    from tokenwatt.analysis.compare import case_stats, ok_trials
+    from tokenwatt.analysis.compare import case_stats
+    from tokenwatt.report.usable import no_usable_row, usable_trials
     from tokenwatt.results.columns import RUN_JSON
     from tokenwatt.results.folder import case_tags, failures, not_run
-    from tokenwatt.results.load import load_results, load_summary
+    from tokenwatt.results.load import load_results
 
     run_json = folder / RUN_JSON
     meta = json.loads(run_json.read_text(encoding="utf-8")) if run_json.is_file() else {}
-    trials = load_results(folder)
-    try:
-        summary = load_summary(folder)
-    except UserError:
-        summary = None
-    ok = ok_trials(trials, summary)
-    if ok.empty:
-        raise UserError(f"report: {str(folder)!r} has no complete case yet; run the sweep first")
+    ok = usable_trials(load_results(folder), [folder])
+    if ok.empty:  # every row failed or unfinished: exit 1, nothing written
+        raise no_usable_row("report", [folder])
     return {
         "trials": ok,
         "stats": case_stats(ok),
