@@ -162,11 +162,12 @@ def summary_table(s: dict[str, Any], windows: list[dict[str, Any]] | None = None
     t.add_column("95% CI", justify="right")
     t.add_column("CV", justify="right")
     served = [w for w in windows or [] if w.get("window") not in (None, "whole-run")]
+    by_window = "ttft_s_median_mean" in s  # a served run: its figures are per window
     for summary in [s, *served]:
         n = summary.get("n_trials")
-        metrics = SERVED_METRICS if engine == "openai" else METRICS
+        metrics = SERVED_METRICS if by_window else METRICS
         for metric, name in metrics:  # every one is a positive quantity
-            label = f"{name} ({summary['window']})" if engine == "openai" else name
+            label = f"{name} ({summary['window']})" if by_window else name
             ci = interval(summary.get(f"{metric}_ci95_low"), summary.get(f"{metric}_ci95_high"),
                           n)  # fmt: skip
             t.add_row(label, fmt(summary.get(f"{metric}_mean")), ci,
