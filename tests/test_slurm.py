@@ -60,7 +60,8 @@ def test_array_sweep_with_a_cancelled_case_and_retry(tmp_path):
                           "--executor", "slurm", "--partition", "debug"], env=env,
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert dry.returncode == 0, dry.stderr
-    assert "array 1 GPU(s)/task, 4 cases: --array=0-3%4 --gpus-per-node=1" in dry.stdout
+    assert "array of 4 case(s), 1 GPU(s) each: --array=0-3%4 " in dry.stdout
+    assert "--gpus-per-node=1" in dry.stdout and "4 x gpus: 1" in dry.stdout
     t0 = time.time()
     proc = _sweep(cfg, env)
     victim = None

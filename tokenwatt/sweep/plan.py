@@ -7,12 +7,14 @@ A sweep config is a run config in which some fields are lists:
     cases:                             # optional: an explicit list of (sub-)grids
       - {precision: int8-weight, workload: {batch_size: 1}}
     agent: {turns: 4, system_tokens: 512, user_tokens: 64, reply_tokens: 128}   # optional
+    slurm: {partition: gpu, time_limit: 60}   # optional: --executor slurm's settings
 
 Without `cases:` the lists expand into their full product (first key outermost). With
 `cases:`, each entry is merged over the base and expanded on its own, and the sweep is the
 union, so grids that are not full products are easy to write. `agent:` turns one request of
 several turns into one case per turn (see `agent_turns`). Each case is identified by
-`config.case_id` of its resolved config; duplicates collapse.
+`config.case_id` of its resolved config; duplicates collapse. The `slurm:` block is checked
+here, for a local sweep too (sweep/slurm_options.py).
 
 Resuming: a case is complete when summary.csv holds a row with its case_id (the case process
 writes that row last, after all its trial rows); a case failed when results.csv holds a
@@ -42,11 +44,12 @@ from typing import Any
 
 from tokenwatt.config import RunConfig, case_id, config_to_dict, read_yaml, validate
 from tokenwatt.errors import ConfigError
+from tokenwatt.sweep.slurm_options import slurm_options
 
 SWEEP_JSON = "sweep.json"
 SWEEP_YAML = "sweep.yaml"
 TOP_EXPANDABLE = ("engine", "model", "precision", "compile", "device")
-SWEEP_ONLY_KEYS = ("cases", "agent", "rounds", "order", "order_seed")
+SWEEP_ONLY_KEYS = ("cases", "agent", "rounds", "order", "order_seed", "slurm")
 ORDERS = ("interleaved", "sequential")
 MAX_ROUNDS = 1000
 MAX_CASES = 1000  # `tokenwatt sweep --max-cases` raises it: each case runs for minutes
@@ -97,6 +100,7 @@ def load_sweep(
         resolve_region(str(data["carbon"]["region"]))  # one line now, not a failed row per case
     data.setdefault("out", RunConfig().out)
     schedule_of(data, where=str(path))  # a bad rounds/order is one line now, before any case
+    slurm_options(data.get("slurm"), where=str(path))  # checked for a local sweep too
     return data, plan(data, where=str(path), max_cases=max_cases)
 
 

@@ -24,6 +24,7 @@ from tokenwatt.results.folder import (
     SWEEP_LOCK,
     SWEEP_YAML,
     case_states,
+    check_out_dir,
     failures,
     prepare_out_dir,
 )
@@ -57,7 +58,9 @@ def run_sweep(
     from tokenwatt.sweep.executors import LocalProcessExecutor
 
     executor = executor or LocalProcessExecutor()
-    out = prepare_out_dir(data.get("out") or RunConfig().out)
+    out = check_out_dir(data.get("out") or RunConfig().out)
+    executor.preflight(cases, out)  # what the executor would refuse, before OUT is made
+    out = prepare_out_dir(out)
     claim = try_claim(out / SWEEP_LOCK, "sweep")
     if claim is None:
         raise FolderBusy(f"out: another sweep is running in {str(out)!r}: "
