@@ -72,8 +72,9 @@ def test_array_sweep_with_a_cancelled_case_and_retry(tmp_path):
     time.sleep(2)
     subprocess.run(["scancel", victim], check=True)
     stdout, stderr = proc.communicate(timeout=400)
-    assert proc.returncode == 0, stderr
+    assert proc.returncode == 1, stderr  # a case failed: exit 1 after the one-line summary
     assert "3 complete" in stdout and "1 failed" in stdout, stdout
+    assert stderr.startswith("Error: 1 of 4 cases failed: 1 x Slurm job ") and "CANCELLED" in stderr
     rows = pd.read_csv(out / "results.csv")
     failed = rows[rows["status"] == "failed"]
     assert len(failed) == 1 and "CANCELLED" in failed["error"].iloc[0]

@@ -64,6 +64,11 @@ class CaseOutOfMemory(RunFault):
     """The case ran out of memory; finished trials are saved."""
 
 
+class SweepIncomplete(RunFault):
+    """A sweep ended with failed cases or degraded trials; the message is its one-line summary
+    (the other cases are saved). Exit code 1, as pytest and make."""
+
+
 class WriteFailed(RunFault):
     """A result file could not be written (disk full, read-only); what was written is kept."""
 

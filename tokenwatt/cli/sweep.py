@@ -71,8 +71,10 @@ def sweep(
     sub-grids for grids that are not full products; `agent:` turns one multi-turn request
     into one case per turn; `slurm:` holds --executor slurm's settings (examples:
     configs/sweep-*.yaml). Complete cases in the results folder are skipped; a case that
-    fails is recorded as a failed row and the sweep goes on (exit 0).
+    fails is recorded as a failed row and the others go on. Exit 0 when every case is done,
+    1 after a one-line summary when a case failed or a trial was degraded, 2 for bad input.
     """
+    from tokenwatt.errors import SweepIncomplete
     from tokenwatt.sweep.plan import load_sweep, schedule_of
     from tokenwatt.sweep.run import failure_summary, run_sweep
     from tokenwatt.sweep.slurm_options import slurm_options
@@ -96,15 +98,13 @@ def sweep(
             data, cases, executor=runner, force=force, retry_failed=retry_failed,
             on_event=on_event, config_text=text,
         )  # fmt: skip
-    ok = sum(1 for s in outcome.status.values() if s == "complete")
     click.echo(
-        f"sweep {outcome.out}: {len(outcome.planned)} cases, {ok} complete "
+        f"sweep {outcome.out}: {len(outcome.planned)} cases, "
+        f"{len(outcome.planned) - len(outcome.failed)} complete "
         f"({len(outcome.skipped)} skipped as already done), {len(outcome.failed)} failed"
     )
-    for line in failure_summary(outcome):
-        click.echo(line, err=True)
-    if outcome.failed:
-        click.echo("rerun with --retry-failed to try the failed cases again", err=True)
+    if line := failure_summary(outcome):
+        raise SweepIncomplete(line)
 
 
 def _dry_run(data: dict[str, Any], cases: list[Any], runner: Any, force: bool,
