@@ -144,7 +144,8 @@ def test_every_flag_the_docs_name_exists():
         for p in command.params:
             options.update(p.opts, p.secondary_opts)
     pip_flags = {"--index-url"}
-    pip_flags |= {"--gpus-per-node"}  # sbatch's own option, named where the README explains arrays
+    # sbatch's own options, named where the README explains arrays and the preflight
+    pip_flags |= {"--gpus-per-node", "--test-only", "--mail-type"}
     pip_flags |= {"--port"}  # the vLLM server's own, in the README's --launch example
     for script in (root / "benchmarks").glob("*.py"):
         options.update(re.findall(r"add_argument\(\s*\"(--[a-z][a-z0-9-]*)", script.read_text()))

@@ -44,6 +44,12 @@ class FolderBusy(UserError):
     """Another live process holds the results folder (a sweep) or a case of it."""
 
 
+class SlurmRefused(UserError):
+    """Slurm cannot take a sweep (no controller, no sbatch, a partition, account or flag it
+    rejects, a results folder its nodes cannot see): found before anything is submitted, or
+    an sbatch that failed anyway (what the sweep had submitted is then cancelled)."""
+
+
 class RunFault(TokenwattError):
     """The run could not finish; finished trials are saved. Exit code 1."""
 
@@ -56,6 +62,11 @@ class RunStopped(RunFault):
 
 class CaseOutOfMemory(RunFault):
     """The case ran out of memory; finished trials are saved."""
+
+
+class SweepIncomplete(RunFault):
+    """A sweep ended with failed cases or degraded trials; the message is its one-line summary
+    (the other cases are saved). Exit code 1, as pytest and make."""
 
 
 class WriteFailed(RunFault):

@@ -9,6 +9,33 @@ from typing import Any
 
 import click
 
+# (flag, click settings): each is also a key of the sweep file's `slurm:` block (the flag wins)
+SLURM_FLAGS: list[tuple[str, dict[str, Any]]] = [
+    ("--partition", {"help": "Slurm partition (default: the cluster's default)."}),
+    ("--time-limit", {"type": click.IntRange(min=1),
+                      "help": "Slurm time limit per case, minutes [default: 60]."}),
+    ("--account", {"help": "Slurm account to charge."}),
+    ("--qos", {"help": "Slurm quality of service."}),
+    ("--constraint", {"help": "Slurm node features, e.g. h100 or 'a100&nvlink'."}),
+    ("--mem", {"help": "Memory per case's job, e.g. 32G (sbatch --mem)."}),
+    ("--cpus-per-task", {"type": click.IntRange(min=1),
+                         "help": "CPUs per case's job [default: 2]."}),
+    ("--gpus-per-case", {"type": click.IntRange(min=0),
+                         "help": "GPUs a device-auto case asks for: 0 or 1 [default: 1 where "
+                                 "the partition's nodes have GPUs, else 0]; gpus: N in the "
+                                 "sweep places a model across N."}),
+    ("--array-parallelism", {"type": click.IntRange(min=1),
+                             "help": "Slurm array tasks running at once [default: 8]."}),
+    ("--sbatch", {"multiple": True,
+                  "help": "An extra sbatch flag, e.g. --sbatch=--mail-type=END (repeatable)."}),
+]  # fmt: skip
+
+
+def slurm_flags(f: Any) -> Any:
+    for name, settings in reversed(SLURM_FLAGS):
+        f = click.option(name, **settings)(f)
+    return f
+
 
 @click.command()
 @click.argument("config", type=click.Path(dir_okay=False))
@@ -24,14 +51,7 @@ import click
               help="Refuse a grid of more cases than this (each runs for minutes).")  # fmt: skip
 @click.option("--executor", type=click.Choice(["local", "slurm"]), default="local",
               show_default=True, help="Where the cases run: here one by one, or Slurm arrays.")
-@click.option("--partition", help="Slurm partition (--executor slurm).")
-@click.option("--time-limit", type=click.IntRange(min=1), default=60, show_default=True,
-              help="Slurm time limit per case, minutes.")
-@click.option("--account", help="Slurm account to charge.")
-@click.option("--sbatch", "sbatch_flags", multiple=True,
-              help="An extra sbatch flag, e.g. --sbatch=--qos=high (repeatable).")
-@click.option("--array-parallelism", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Slurm array tasks running at once.")  # fmt: skip
+@slurm_flags
 def sweep(
     config: str,
     out: str | None,
@@ -43,68 +63,82 @@ def sweep(
     quiet: bool,
     max_cases: int,
     executor: str = "local",
-    partition: str | None = None,
-    time_limit: int = 60,
-    account: str | None = None,
-    sbatch_flags: tuple[str, ...] = (),
-    array_parallelism: int = 8,
+    **slurm: Any,
 ) -> None:
     """Run every case of a sweep CONFIG (lists expand into a grid), each in its own process.
 
     model, precision, compile, device and any workload field may be lists; `cases:` lists
     sub-grids for grids that are not full products; `agent:` turns one multi-turn request
-    into one case per turn (examples: configs/sweep-*.yaml). Complete cases in the results
-    folder are skipped; a case that fails is recorded as a failed row with its error and the
-    sweep goes on (exit 0).
+    into one case per turn; `slurm:` holds --executor slurm's settings (examples:
+    configs/sweep-*.yaml). Complete cases in the results folder are skipped; a case that
+    fails is recorded as a failed row and the others go on. Exit 0 when every case is done,
+    1 after a one-line summary when a case failed or a trial was degraded, 2 for bad input.
     """
-    from tokenwatt.cli.console import console
-    from tokenwatt.results.folder import case_states, check_out_dir
-    from tokenwatt.sweep.plan import load_sweep, pending
+    from tokenwatt.errors import SweepIncomplete
+    from tokenwatt.sweep.plan import load_sweep, schedule_of
     from tokenwatt.sweep.run import failure_summary, run_sweep
+    from tokenwatt.sweep.slurm_options import slurm_options
 
-    data, cases = load_sweep(config, out, region, pue, max_cases=max_cases)
-    if dry_run:
-        states = case_states(check_out_dir(data["out"]))  # a damaged folder: one line
-        todo = {c.case_id for c in pending(cases, states, force, retry_failed)}
-        for c in cases:
-            state = "run" if c.case_id in todo else states.get(c.case_id, "")
-            console.print(f"{c.case_id}  {state:8}  {c.label}")
-        console.print(f"{len(cases)} cases, {len(todo)} to run, folder {data.get('out')}")
-        if executor == "slurm":
-            from tokenwatt.sweep.slurm import SlurmOptions, describe_arrays
-
-            opts = SlurmOptions(partition, time_limit, account, list(sbatch_flags),
-                                array_parallelism)  # fmt: skip
-            for line in describe_arrays([c for c in cases if c.case_id in todo], opts):
-                console.print(line, highlight=False)
-        return
+    data, cases = load_sweep(config, out, region, pue, max_cases=max_cases, on_note=_warn)
+    slurm["sbatch"] = list(slurm["sbatch"]) or None  # no --sbatch: the file's list
+    opts = slurm_options(data.get("slurm"), slurm, where=config)
     runner = None
     if executor == "slurm":
-        from tokenwatt.sweep.slurm import SlurmExecutor, SlurmOptions
+        from tokenwatt.sweep.slurm import SlurmExecutor
 
-        runner = SlurmExecutor(
-            SlurmOptions(partition, time_limit, account, list(sbatch_flags), array_parallelism),
-            confirm_cancel=lambda: click.confirm("\ncancel the submitted Slurm jobs?",
-                                                 default=True, err=True),
-        )  # fmt: skip
+        runner = SlurmExecutor(opts, confirm_cancel=lambda: click.confirm(
+            "\ncancel the submitted Slurm jobs?", default=True, err=True))  # fmt: skip
+    if dry_run:
+        _dry_run(data, cases, runner, force, retry_failed)
+        return
     text = Path(config).read_text(encoding="utf-8")  # read_yaml checked its size and encoding
-    from tokenwatt.sweep.plan import schedule_of
-
     rounds = schedule_of(data).rounds  # the bar counts every run of every round
     with sweep_progress(cases * rounds, disabled=quiet) as on_event:
         outcome = run_sweep(
             data, cases, executor=runner, force=force, retry_failed=retry_failed,
             on_event=on_event, config_text=text,
         )  # fmt: skip
-    ok = sum(1 for s in outcome.status.values() if s == "complete")
     click.echo(
-        f"sweep {outcome.out}: {len(outcome.planned)} cases, {ok} complete "
+        f"sweep {outcome.out}: {len(outcome.planned)} cases, "
+        f"{len(outcome.planned) - len(outcome.failed)} complete "
         f"({len(outcome.skipped)} skipped as already done), {len(outcome.failed)} failed"
     )
-    for line in failure_summary(outcome):
-        click.echo(line, err=True)
-    if outcome.failed:
-        click.echo("rerun with --retry-failed to try the failed cases again", err=True)
+    if line := failure_summary(outcome):
+        raise SweepIncomplete(line)
+
+
+def _warn(text: str) -> None:
+    """A warning as one line, however narrow the terminal (scripts grep it)."""
+    from tokenwatt.cli.console import err_console
+
+    err_console.print(f"[yellow]warning[/yellow] {text}", highlight=False, soft_wrap=True)
+
+
+def _dry_run(data: dict[str, Any], cases: list[Any], runner: Any, force: bool,
+             retry_failed: bool) -> None:  # fmt: skip
+    """The cases and what would run; for Slurm, the preflight and the arrays it would submit."""
+    from tokenwatt.cli.console import console
+    from tokenwatt.results.folder import case_states, check_out_dir
+    from tokenwatt.sweep.plan import pending
+
+    out = check_out_dir(data["out"])  # a damaged folder: one line
+    states = case_states(out)
+    todo = pending(cases, states, force, retry_failed)
+    if runner is not None:  # what Slurm would refuse, refused before anything is listed
+        runner.preflight(todo, out)
+    ids = {c.case_id for c in todo}
+    for c in cases:
+        state = "run" if c.case_id in ids else states.get(c.case_id, "")
+        console.print(f"{c.case_id}  {state:8}  {c.label}")
+    console.print(f"{len(cases)} cases, {len(todo)} to run, folder {data.get('out')}")
+    if runner is None:
+        return
+    from tokenwatt.sweep.slurm import describe_arrays
+
+    for line in describe_arrays(todo, runner.opts, runner.offer, out):
+        console.print(line, highlight=False, soft_wrap=True)
+    console.print("Slurm accepts every array (sbatch --test-only); nothing was submitted",
+                  highlight=False)  # fmt: skip
 
 
 @contextmanager

@@ -51,6 +51,10 @@ OnEvent = Callable[[Case, dict[str, Any]], None]
 class Executor(ABC):
     """Runs cases of a sweep; each case writes its own rows into `out`."""
 
+    def preflight(self, cases: list[Case], out: Path) -> None:  # noqa: B027 - optional hook
+        """Refuse, in one line, a sweep this executor cannot run, before OUT is created or
+        anything starts (Slurm: its controller, partition, flags). Here: nothing to check."""
+
     def run_all(self, cases: list[Case], out: Path, on_event: OnEvent | None = None) -> None:
         for case in cases:
             self.run(case, out, on_event)

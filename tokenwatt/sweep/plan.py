@@ -7,12 +7,15 @@ A sweep config is a run config in which some fields are lists:
     cases:                             # optional: an explicit list of (sub-)grids
       - {precision: int8-weight, workload: {batch_size: 1}}
     agent: {turns: 4, system_tokens: 512, user_tokens: 64, reply_tokens: 128}   # optional
+    slurm: {partition: gpu, time_limit: 60}   # optional: --executor slurm's settings
 
 Without `cases:` the lists expand into their full product (first key outermost). With
 `cases:`, each entry is merged over the base and expanded on its own, and the sweep is the
 union, so grids that are not full products are easy to write. `agent:` turns one request of
 several turns into one case per turn (see `agent_turns`). Each case is identified by
-`config.case_id` of its resolved config; duplicates collapse.
+`config.case_id` of its resolved config; a case written twice runs once, and the sweep says so
+in one line (`rounds: N` is how to run cases several times). The `slurm:` block is checked
+here, for a local sweep too (sweep/slurm_options.py).
 
 Resuming: a case is complete when summary.csv holds a row with its case_id (the case process
 writes that row last, after all its trial rows); a case failed when results.csv holds a
@@ -42,11 +45,12 @@ from typing import Any
 
 from tokenwatt.config import RunConfig, case_id, config_to_dict, read_yaml, validate
 from tokenwatt.errors import ConfigError
+from tokenwatt.sweep.slurm_options import slurm_options
 
 SWEEP_JSON = "sweep.json"
 SWEEP_YAML = "sweep.yaml"
 TOP_EXPANDABLE = ("engine", "model", "precision", "compile", "device")
-SWEEP_ONLY_KEYS = ("cases", "agent", "rounds", "order", "order_seed")
+SWEEP_ONLY_KEYS = ("cases", "agent", "rounds", "order", "order_seed", "slurm")
 ORDERS = ("interleaved", "sequential")
 MAX_ROUNDS = 1000
 MAX_CASES = 1000  # `tokenwatt sweep --max-cases` raises it: each case runs for minutes
@@ -83,8 +87,10 @@ def load_sweep(
     region: str | None = None,
     pue: float | None = None,
     max_cases: int = MAX_CASES,
+    on_note: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, Any], list[Case]]:
-    """Read a sweep YAML and expand it; `out`, `region` and `pue` override the file."""
+    """Read a sweep YAML and expand it; `out`, `region` and `pue` override the file.
+    `on_note` gets a line about the plan worth knowing (a case written twice)."""
     data = read_yaml(path)
     if out is not None:  # --out '' is refused by the validation, not ignored
         data["out"] = out
@@ -97,25 +103,43 @@ def load_sweep(
         resolve_region(str(data["carbon"]["region"]))  # one line now, not a failed row per case
     data.setdefault("out", RunConfig().out)
     schedule_of(data, where=str(path))  # a bad rounds/order is one line now, before any case
-    return data, plan(data, where=str(path), max_cases=max_cases)
+    slurm_options(data.get("slurm"), where=str(path))  # checked for a local sweep too
+    return data, plan(data, where=str(path), max_cases=max_cases, on_note=on_note)
 
 
-def plan(data: dict[str, Any], where: str = "sweep", max_cases: int = MAX_CASES) -> list[Case]:
-    """Every case of a sweep config, in order, duplicates removed."""
+def plan(data: dict[str, Any], where: str = "sweep", max_cases: int = MAX_CASES,
+         on_note: Callable[[str], None] | None = None) -> list[Case]:  # fmt: skip
+    """Every case of a sweep config, in order, duplicates removed (`on_note` is told in one
+    line: a case written twice may have been meant to run twice)."""
     base = {k: v for k, v in data.items() if k not in SWEEP_ONLY_KEYS}
     entries = data.get("cases") or [{}]
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise ConfigError(f"{where}: cases must be a list of mappings, e.g. - {{precision: bf16}}")
     _check_size(base, entries, data.get("agent"), where, max_cases)
     cases: dict[str, Case] = {}
+    first: dict[str, str] = {}  # case id -> the entry that first made it
+    repeats: list[str] = []
     for i, entry in enumerate(entries):
         merged = _merge(base, entry)
-        for point in expand(merged, f"{where}: cases[{i}]" if "cases" in data else where):
+        name = f"cases[{i}]" if "cases" in data else "a point of the grid"
+        for point in expand(merged, f"{where}: {name}" if "cases" in data else where):
             for cfg, tags in agent_turns(point, data.get("agent"), where):
                 c = validate(cfg, where)
                 cid = case_id(c)
+                if cid in cases:
+                    again = first[cid] if first[cid] != name else "another"
+                    repeats.append(f"{name} repeats {again} ({cases[cid].label})")
                 cases.setdefault(cid, Case(cid, c, tags))
+                first.setdefault(cid, name)
+    if repeats and on_note:
+        on_note(_repeats_note(where, repeats))
     return list(cases.values())
+
+
+def _repeats_note(where: str, repeats: list[str]) -> str:
+    more = f" and {len(repeats) - 1} more" if len(repeats) > 1 else ""
+    return (f"{where}: {len(repeats)} case(s) written twice run once: {repeats[0]}{more}; "
+            "to run cases several times give rounds: N")
 
 
 def _check_size(

@@ -17,17 +17,20 @@ from typing import Any
 from tokenwatt._util.ids import utc_now
 from tokenwatt.config import RunConfig
 from tokenwatt.errors import FolderBusy
+from tokenwatt.results.columns import RESULTS_CSV
 from tokenwatt.results.folder import (
     CASES,
+    LOGS,
     STAGING,
     SWEEP_JSON,
     SWEEP_LOCK,
     SWEEP_YAML,
     case_states,
-    failures,
+    check_out_dir,
     prepare_out_dir,
 )
-from tokenwatt.results.store import holder, locked, try_claim, update_json, write_atomic
+from tokenwatt.results.store import holder, locked, read_rows, try_claim, update_json, write_atomic
+from tokenwatt.runner.faults import DEGRADED
 from tokenwatt.sweep.plan import Case, batches, runs_done, schedule_of
 
 
@@ -37,8 +40,15 @@ class SweepOutcome:
     planned: list[Case]
     skipped: list[str]  # case ids already complete (or failed, unless retried)
     ran: list[str]
-    failed: dict[str, str]  # case id -> one-line error, for every case failed now
+    failed: dict[str, str]  # case id -> its latest one-line error: short of its runs, or failed now
     status: dict[str, str] = field(default_factory=dict)  # case id -> complete | failed
+    degraded: Counter[str] = field(default_factory=Counter)  # reason -> trials, of runs made now
+    degraded_cases: set[str] = field(default_factory=set)
+
+    @property
+    def done(self) -> bool:
+        """Everything asked for is done: no case failed or short, no trial degraded now."""
+        return not self.failed and not self.degraded
 
 
 OnEvent = Callable[[Case, dict[str, Any]], None]
@@ -57,7 +67,9 @@ def run_sweep(
     from tokenwatt.sweep.executors import LocalProcessExecutor
 
     executor = executor or LocalProcessExecutor()
-    out = prepare_out_dir(data.get("out") or RunConfig().out)
+    out = check_out_dir(data.get("out") or RunConfig().out)
+    executor.preflight(cases, out)  # what the executor would refuse, before OUT is made
+    out = prepare_out_dir(out)
     claim = try_claim(out / SWEEP_LOCK, "sweep")
     if claim is None:
         raise FolderBusy(f"out: another sweep is running in {str(out)!r}: "
@@ -66,6 +78,7 @@ def run_sweep(
     sched = schedule_of(data)
     ran: list[str] = []
     try:
+        before = {r.get("run_id") for r in read_rows(out / RESULTS_CSV)[0]}
         _record_plan(out, data, cases, config_text)
         clear_stale(out)
         try:  # rounds: one batch per round (or per run); without: the pending cases at once
@@ -77,16 +90,33 @@ def run_sweep(
             _remove_empty(out)
     finally:
         claim.release()
-    states = case_states(out)
-    errors = failures(out)
+    return read_back(out, cases, ran, sched.rounds, before)
+
+
+def read_back(out: Path, cases: list[Case], ran: list[str], rounds: int,
+              before: set[str | None]) -> SweepOutcome:  # fmt: skip
+    """What the folder says of the planned cases after a sweep; `before`: the run ids that
+    results.csv held before it, so runs made now (failed, degraded) are told apart."""
     planned = {c.case_id for c in cases}
+    rows = [r for r in read_rows(out / RESULTS_CSV)[0] if r.get("case_id") in planned]
+    new = [r for r in rows if r.get("run_id") not in before]
+    errors = {r["case_id"]: r.get("error") or "unknown error" for r in rows
+              if r.get("status") == "failed"}  # fmt: skip
+    failed_now = {r["case_id"] for r in new if r.get("status") == "failed"}
+    runs, _ = runs_done(out)
+    failed = {c: errors.get(c, "no result (not run)") for c in planned
+              if runs[c] < rounds or c in failed_now}  # fmt: skip
+    trials = {(r["run_id"], r.get("trial")): r for r in new if r.get("status") == DEGRADED}
+    reasons = Counter(r.get("status_reason") or "unknown reason" for r in trials.values())
     return SweepOutcome(
         out=out,
         planned=cases,
         skipped=[c.case_id for c in cases if c.case_id not in ran],
         ran=ran,
-        failed={k: v for k, v in errors.items() if k in planned},
-        status={k: v for k, v in states.items() if k in planned},
+        failed={c.case_id: failed[c.case_id] for c in cases if c.case_id in failed},
+        status={k: v for k, v in case_states(out).items() if k in planned},
+        degraded=reasons,
+        degraded_cases={r["case_id"] for r in trials.values()},
     )
 
 
@@ -147,11 +177,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def failure_summary(outcome: SweepOutcome) -> list[str]:
-    """Lines saying how many cases failed and why, grouped by error."""
-    if not outcome.failed:
-        return []
-    by_error = Counter(outcome.failed.values())
-    lines = [f"{len(outcome.failed)} of {len(outcome.planned)} cases failed:"]
-    lines += [f"  {n} x {err}" for err, n in by_error.most_common()]
-    return lines
+def failure_summary(outcome: SweepOutcome, most: int = 3) -> str | None:
+    """One line saying what is not done and why, grouped by reason (the `most` commonest),
+    and where the logs are; None when everything asked for is done."""
+    n = len(outcome.planned)
+    parts = []
+    if outcome.failed:
+        parts.append(f"{len(outcome.failed)} of {n} cases failed: "
+                     + _grouped(Counter(outcome.failed.values()), most))  # fmt: skip
+    if outcome.degraded:
+        trials = sum(outcome.degraded.values())
+        parts.append(f"{len(outcome.degraded_cases)} of {n} cases had {trials} degraded "
+                     f"trial(s): {_grouped(outcome.degraded, most)}")  # fmt: skip
+    if not parts:
+        return None
+    parts.append(f"logs: {outcome.out / LOGS}")
+    if outcome.failed:
+        parts.append("--retry-failed reruns the failed cases")
+    return "; ".join(parts)
+
+
+def _grouped(reasons: Counter[str], most: int) -> str:
+    shown = ", ".join(f"{k} x {why}" for why, k in reasons.most_common(most))
+    rest = len(reasons) - most
+    return shown + (f", and {rest} other reason(s) in results.csv" if rest > 0 else "")

@@ -1,5 +1,15 @@
 """Sweeps on Slurm through submitit: one job array per GPU count, each task one case.
 
+How many GPUs a case's job asks for is placement's rule (`placement.hold_for`) applied to
+what the partition offers: `gpus:` N asks for N, `cpu` for none, `cuda` for one, and `auto`
+for one only when the partition's nodes have GPUs (their GRES, from sinfo) or
+`gpus_per_case` says so. The job's own process then resolves `auto` by what its torch sees
+and records how in `device_resolved_from`.
+
+Before anything is written or submitted, `preflight` asks the cluster (slurm_cluster.py)
+whether it would take the sweep: its commands, its controller, the partition, `sbatch
+--test-only` on each array's exact script, a results folder its nodes can see.
+
 Each task runs the same `python -m tokenwatt.sweep.case CASE.json` as the local executor
 (Slurm's CUDA_VISIBLE_DEVICES gives the case its own boards), so the results folder (on a
 shared filesystem, written under its file lock) stays the truth: the sweep reads it after the
@@ -14,61 +24,46 @@ jobs for MinJobAge seconds.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tokenwatt._util.extras import require
+from tokenwatt.errors import SlurmRefused
 from tokenwatt.placement import Hold, Offer, hold_for
 from tokenwatt.results.folder import LOGS, case_states
 from tokenwatt.sweep.case import record_failure
 from tokenwatt.sweep.executors import Executor, OnEvent, case_file, case_spec, model_here
 from tokenwatt.sweep.plan import Case
+from tokenwatt.sweep.slurm_cluster import (
+    Partition,
+    check_script,
+    check_shared,
+    fix_for,
+    last_line,
+    need_commands,
+    read_partition,
+)
+from tokenwatt.sweep.slurm_options import SlurmOptions
+
+__all__ = ["SlurmExecutor", "SlurmOptions", "arrays", "describe_arrays", "preflight"]
 
 POLL_S = 2.0
 FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL",
          "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")  # fmt: skip
 
 
-@dataclass
-class SlurmOptions:
-    partition: str | None = None
-    time_min: int = 60
-    account: str | None = None
-    sbatch: list[str] = field(default_factory=list)  # extra flags: --qos=high, --constraint=h100
-    parallelism: int = 8  # array tasks running at once
-    cpus_per_task: int = 2
-    gpus_per_case: int | None = None  # GPUs a device-auto case asks for (None: the partition's)
-
-
-def partition_offer(opts: SlurmOptions) -> Offer:
-    """What the partition offers a case that does not name its boards: --gpus-per-case when
-    given, else whether its nodes have GPUs (their GRES, as sinfo lists them)."""
+def offer_of(opts: SlurmOptions, part: Partition) -> Offer:
+    """What the partition offers a case that does not name its boards: gpus_per_case when set
+    (the flag or the sweep's slurm: block), else whether its nodes have GPUs (their GRES)."""
     if opts.gpus_per_case is not None:
-        return Offer(opts.gpus_per_case, f"--gpus-per-case {opts.gpus_per_case}")
-    cmd = ["sinfo", "-h", "-o", "%P|%G"] + (["-p", opts.partition] if opts.partition else [])
-    lines = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.split()
-    rows = [line.split("|", 1) for line in lines if "|" in line]
-    if not opts.partition:  # the default partition: sinfo marks it with a '*'
-        rows = [r for r in rows if r[0].endswith("*")]
-    name = rows[0][0].rstrip("*") if rows else (opts.partition or "default")
-    gres = sorted({r[1] for r in rows})
-    gpus = max((gpu_count(g) for g in gres), default=0)
-    return Offer(gpus, f"partition {name} offers {','.join(gres) or 'nothing'} (sinfo)")
-
-
-def gpu_count(gres: str) -> int:
-    """GPUs per node in a GRES string: gpu:2, gpu:a100:4(S:0-1), gpu:2,mps:100 -> 2, 4, 2."""
-    total = 0
-    for item in gres.split(","):
-        parts = item.split("(")[0].split(":")
-        if parts[0] == "gpu" and parts[-1].isdigit():
-            total += int(parts[-1])
-    return total
+        return Offer(opts.gpus_per_case, f"gpus_per_case {opts.gpus_per_case} set for the sweep")
+    return Offer(part.gpus, part.source)
 
 
 def hold_of(case: Case, offer: Offer) -> Hold:
@@ -85,22 +80,54 @@ def arrays(cases: list[Case], offer: Offer) -> dict[int, list[Case]]:
 
 
 def sbatch_parameters(opts: SlurmOptions, gpus: int, tasks: int) -> dict[str, Any]:
-    """submitit AutoExecutor parameters of one array."""
+    """submitit AutoExecutor parameters of one array (a CPU array asks for no GPU)."""
     extra: dict[str, Any] = {}
     for flag in opts.sbatch:
-        key, _, value = flag.lstrip("-").partition("=")
+        key, _, value = flag[2:].partition("=")
         extra[key.replace("-", "_")] = value or True
-    if opts.account:
-        extra["account"] = opts.account
-    params: dict[str, Any] = {"timeout_min": opts.time_min, "nodes": 1, "tasks_per_node": 1,
+    params: dict[str, Any] = {"timeout_min": opts.time_limit, "nodes": 1, "tasks_per_node": 1,
                               "cpus_per_task": opts.cpus_per_task, "name": f"tokenwatt-{gpus}gpu",
-                              "slurm_array_parallelism": min(opts.parallelism, tasks),
+                              "slurm_array_parallelism": min(opts.array_parallelism, tasks),
                               "slurm_additional_parameters": extra}  # fmt: skip
     if gpus:
         params["gpus_per_node"] = gpus
-    if opts.partition:
-        params["slurm_partition"] = opts.partition
+    for key in ("partition", "account", "qos", "constraint", "mem"):
+        if getattr(opts, key) is not None:
+            params[f"slurm_{key}"] = getattr(opts, key)
     return params
+
+
+def array_executor(opts: SlurmOptions, out: Path, gpus: int, tasks: int) -> Any:
+    """The submitit executor of one array (creates no file until it submits)."""
+    import submitit
+
+    ex = submitit.AutoExecutor(folder=out / LOGS / "slurm" / "%j", cluster="slurm")
+    ex.update_parameters(**sbatch_parameters(opts, gpus, tasks))
+    return ex
+
+
+def batch_script(opts: SlurmOptions, out: Path, gpus: int, tasks: int) -> str:
+    """The sbatch script submitit submits for an array of `tasks` (built by its own function, as
+    its map_array does; tests compare the two)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    inner = array_executor(opts, out, gpus, tasks)._executor
+    return _make_sbatch_string(command=inner._submitit_command_str, folder=inner.folder,
+                               map_count=tasks, **inner.parameters)  # fmt: skip
+
+
+def preflight(cases: list[Case], opts: SlurmOptions, out: Path) -> Offer:
+    """Everything Slurm would refuse, found before anything is written or submitted: its
+    commands, its controller, the partition, each array's script (sbatch --test-only), a
+    results folder the nodes cannot see. Returns what the partition offers."""
+    need_commands()
+    part = read_partition(opts.partition)
+    offer = offer_of(opts, part)
+    for gpus, group in arrays(cases, offer).items():
+        what = f"the array of {len(group)} case(s) with {gpus or 'no'} GPU(s) each"
+        check_script(batch_script(opts, out, gpus, len(group)), what)
+    check_shared(out, part)
+    return offer
 
 
 def run_case_file(path: str) -> int:
@@ -149,35 +176,52 @@ class SlurmExecutor(Executor):
         require("slurm", "sweeps on Slurm")
         self.opts = opts
         self.confirm_cancel = confirm_cancel
+        self.offer: Offer | None = None
+
+    def preflight(self, cases: list[Case], out: Path) -> None:
+        self.offer = preflight(cases, self.opts, out)
 
     def run(self, case: Case, out: Path, on_event: OnEvent | None = None) -> None:
         self.run_all([case], out, on_event)
 
     def run_all(self, cases: list[Case], out: Path, on_event: OnEvent | None = None) -> None:
-        import submitit
-
         use_squeue_fallback()
-        offer = partition_offer(self.opts)
-        jobs: list[tuple[Case, Any]] = []
-        for gpus, group in arrays(cases, offer).items():
-            ex = submitit.AutoExecutor(folder=out / LOGS / "slurm" / "%j", cluster="slurm")
-            ex.update_parameters(**sbatch_parameters(self.opts, gpus, len(group)))
-            holds = [hold_of(c, offer) for c in group]
-            # a job holding no GPU sees none, whatever the node has
-            paths = [str(case_file(c, out, h, "" if h.boards == 0 else None))
-                     for c, h in zip(group, holds)]  # fmt: skip
-            jobs += zip(group, ex.map_array(run_case_file, paths))
-        self._offer = offer
+        if self.offer is None:
+            self.offer = offer_of(self.opts, read_partition(self.opts.partition))
+        jobs = self._submit(cases, out, self.offer)
         try:
             self._wait(jobs, out, on_event)
         except KeyboardInterrupt:
             if self.confirm_cancel():
-                for _, job in jobs:
-                    job.cancel(check=False)
+                cancel([job for _, job in jobs])
             raise
+
+    def _submit(self, cases: list[Case], out: Path, offer: Offer) -> list[tuple[Case, Any]]:
+        """One array per GPU count; an sbatch that fails after the preflight cancels what this
+        call submitted and is one line (submitit would print sbatch's stderr and a traceback)."""
+        from submitit.core.utils import FailedJobError, FailedSubmissionError
+
+        jobs: list[tuple[Case, Any]] = []
+        try:
+            for gpus, group in arrays(cases, offer).items():
+                ex = array_executor(self.opts, out, gpus, len(group))
+                holds = [hold_of(c, offer) for c in group]
+                # a job holding no GPU sees none, whatever the node has
+                paths = [str(case_file(c, out, h, "" if h.boards == 0 else None))
+                         for c, h in zip(group, holds)]  # fmt: skip
+                with contextlib.redirect_stdout(io.StringIO()), \
+                        contextlib.redirect_stderr(io.StringIO()):  # fmt: skip
+                    jobs += zip(group, ex.map_array(run_case_file, paths))
+        except (FailedJobError, FailedSubmissionError, OSError) as e:
+            ids = cancel([job for _, job in jobs])
+            left = f"; job array(s) {', '.join(ids)} submitted before were cancelled" if ids else ""
+            raise SlurmRefused(f"sbatch failed: {last_line(str(e))}; {fix_for(str(e))}"
+                               f"{left}") from None  # fmt: skip
+        return jobs
 
     def _wait(self, jobs: list[tuple[Case, Any]], out: Path, on_event: OnEvent | None) -> None:
         left = list(jobs)
+        assert self.offer is not None
         while left:
             time.sleep(POLL_S)
             for case, job in list(left):
@@ -187,7 +231,7 @@ class SlurmExecutor(Executor):
                 left.remove((case, job))
                 status = case_states(out).get(case.case_id)
                 if status not in ("complete", "failed"):  # killed from outside: wrote nothing
-                    spec = case_spec(case, hold_of(case, self._offer))
+                    spec = case_spec(case, hold_of(case, self.offer))
                     record_failure(out, spec, f"Slurm job {job.job_id} ended {state} "
                                    f"without a result; log {job.paths.stdout}")  # fmt: skip
                     status = "failed"
@@ -195,23 +239,31 @@ class SlurmExecutor(Executor):
                     on_event(case, {"event": "done" if status == "complete" else "failed"})
 
 
-def describe_arrays(cases: list[Case], opts: SlurmOptions,
-                    offer: Offer | None = None) -> list[str]:  # fmt: skip
-    """What --dry-run --executor slurm prints: one line per array, then how each case's
-    GPUs were decided."""
-    offer = offer or partition_offer(opts)
+def cancel(jobs: list[Any]) -> list[str]:
+    """scancel the arrays these jobs belong to, in one call; their ids."""
+    ids = sorted({str(job.job_id).split("_")[0] for job in jobs})
+    if ids:
+        subprocess.run(["scancel", *ids], capture_output=True, timeout=60, check=False)
+    return ids
+
+
+# sbatch lines of submitit's own (logs, signals) that say nothing about what a case asks for
+QUIET = ("--output=", "--error=", "--open-mode=", "--signal=", "--wckey=", "--job-name=")
+
+
+def describe_arrays(cases: list[Case], opts: SlurmOptions, offer: Offer, out: Path) -> list[str]:
+    """What --dry-run --executor slurm prints: per array the flags of the script submitit
+    would submit, then how its cases' GPUs were decided (auto: from what the partition
+    offers, or gpus_per_case) and which cases."""
     lines = []
     for gpus, group in arrays(cases, offer).items():
-        p = sbatch_parameters(opts, gpus, len(group))
-        flags = [f"--array=0-{len(group) - 1}%{p['slurm_array_parallelism']}",
-                 f"--gpus-per-node={gpus}" if gpus else "(no GPU)", f"--time={opts.time_min}",
-                 f"--cpus-per-task={opts.cpus_per_task}"]  # fmt: skip
-        if opts.partition:
-            flags.append(f"--partition={opts.partition}")
-        extra = p["slurm_additional_parameters"].items()
-        flags += [f"--{k.replace('_', '-')}={v}" for k, v in extra]
-        lines.append(f"array {gpus} GPU(s)/task, {len(group)} cases: {' '.join(flags)}: "
-                     + ", ".join(c.case_id for c in group))  # fmt: skip
-        whys = sorted({hold_of(c, offer).why for c in group})
-        lines += [f"  {why}" for why in whys]
+        script = batch_script(opts, out, gpus, len(group))
+        flags = [ln.removeprefix("#SBATCH ") for ln in script.splitlines()
+                 if ln.startswith("#SBATCH ") and not ln[8:].startswith(QUIET)]  # fmt: skip
+        lines.append(f"array of {len(group)} case(s), {gpus or 'no'} GPU(s) each: "
+                     + " ".join(flags))  # fmt: skip
+        whys: dict[str, list[str]] = {}
+        for c in group:
+            whys.setdefault(hold_of(c, offer).why, []).append(c.case_id)
+        lines += [f"  {len(ids)} x {why}: {', '.join(ids)}" for why, ids in whys.items()]
     return lines
