@@ -33,3 +33,17 @@ def invoke():
         return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
     return _invoke
+
+
+@pytest.fixture
+def sim_board(monkeypatch):
+    """The run reads simulated GPU 0 through the real NvmlMeter (fault-injection tests)."""
+    from tokenwatt.energy.meters.nvml import NvmlMeter
+    from tokenwatt.sim import nvml as sim
+
+    sim.configure(gpus=1, power=250.0, period_s=0.01)
+    monkeypatch.setattr(
+        "tokenwatt.energy.meters.select.open_meters",
+        lambda *a, **k: [NvmlMeter(0, nvml=sim, measure_period=False)],
+    )
+    return sim

@@ -53,20 +53,6 @@ def test_run_with_every_trial_ok_exits_0(tmp_path, fast_args):
     assert "Error" not in p.stderr and set(pd.read_csv(out / RESULTS_CSV)["status"]) == {"ok"}
 
 
-@pytest.fixture
-def sim_gpu(monkeypatch):
-    """The run reads simulated GPU 0 through the real NvmlMeter (as in tests/test_faults.py)."""
-    from tokenwatt.energy.meters.nvml import NvmlMeter
-    from tokenwatt.sim import nvml as sim
-
-    sim.configure(gpus=1, power=250.0, period_s=0.01)
-    monkeypatch.setattr(
-        "tokenwatt.energy.meters.select.open_meters",
-        lambda *a, **k: [NvmlMeter(0, nvml=sim, measure_period=False)],
-    )
-    return sim
-
-
 def degrade_trial_1(monkeypatch, sim) -> None:
     """Trial 1's energy counter read fails: NVML's 'GPU is lost' while that trial runs."""
     state: dict = {}
@@ -76,8 +62,8 @@ def degrade_trial_1(monkeypatch, sim) -> None:
 
 @pytest.mark.parametrize("quiet", [False, True])
 def test_a_degraded_trial_exits_1_after_the_outcome_and_one_line(tmp_path, monkeypatch, invoke,
-                                                                 sim_gpu, quiet):  # fmt: skip
-    degrade_trial_1(monkeypatch, sim_gpu)
+                                                                 sim_board, quiet):  # fmt: skip
+    degrade_trial_1(monkeypatch, sim_board)
     cfg, out = tmp_path / "c.yaml", tmp_path / "o"
     cfg.write_text(json.dumps(BASE))
     r = invoke("run", str(cfg), "--out", str(out), *(["-q"] if quiet else []))
@@ -94,12 +80,12 @@ def test_a_degraded_trial_exits_1_after_the_outcome_and_one_line(tmp_path, monke
     assert pd.read_csv(out / SUMMARY_CSV)["n_trials"].tolist() == [3]
 
 
-def test_the_python_api_returns_a_degraded_outcome(tmp_path, monkeypatch, sim_gpu):
+def test_the_python_api_returns_a_degraded_outcome(tmp_path, monkeypatch, sim_board):
     """The exit status is the command line's business: tokenwatt.run raises nothing."""
     import tokenwatt
     from tokenwatt.config import validate
 
-    degrade_trial_1(monkeypatch, sim_gpu)
+    degrade_trial_1(monkeypatch, sim_board)
     outcome = tokenwatt.run(validate({**BASE, "out": str(tmp_path / "o")}))
     assert [t["status"] for t in outcome.trials] == ["ok", "degraded", "ok", "ok"]
     assert outcome.summary["n_degraded"] == 1

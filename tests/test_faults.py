@@ -47,20 +47,6 @@ def break_trials(monkeypatch, broken: set[int], state: dict) -> None:
     monkeypatch.setattr(runner, "run_trial", run_trial)
 
 
-@pytest.fixture
-def sim_gpu(monkeypatch):
-    """The run reads simulated GPU 0 through the real NvmlMeter."""
-    from tokenwatt.energy.meters.nvml import NvmlMeter
-    from tokenwatt.sim import nvml as sim
-
-    sim.configure(gpus=1, power=250.0, period_s=0.01)
-    monkeypatch.setattr(
-        "tokenwatt.energy.meters.select.open_meters",
-        lambda *a, **k: [NvmlMeter(0, nvml=sim, measure_period=False)],
-    )
-    return sim
-
-
 def fail_counter_while(monkeypatch, sim, state: dict, code: int) -> None:
     real = sim.nvmlDeviceGetTotalEnergyConsumption
 
@@ -80,11 +66,11 @@ def fail_counter_while(monkeypatch, sim, state: dict, code: int) -> None:
         ("NVML_ERROR_UNKNOWN", "Unknown Error"),
     ],
 )
-def test_nvml_error_mid_run_marks_trial_degraded(tmp_path, monkeypatch, sim_gpu, code_name, text):
+def test_nvml_error_mid_run_marks_trial_degraded(tmp_path, monkeypatch, sim_board, code_name, text):
     from tokenwatt.runner.run import run_config
 
     state: dict = {}
-    fail_counter_while(monkeypatch, sim_gpu, state, getattr(sim_gpu, code_name))
+    fail_counter_while(monkeypatch, sim_board, state, getattr(sim_board, code_name))
     break_trials(monkeypatch, {1}, state)
     outcome = run_config(config(tmp_path / "o"))
     df = pd.read_csv(tmp_path / "o" / "results.csv")
@@ -103,14 +89,14 @@ def test_nvml_error_mid_run_marks_trial_degraded(tmp_path, monkeypatch, sim_gpu,
     assert unparseable(tmp_path / "o") == []
 
 
-def test_gpu_lost_for_good_stops_cleanly(tmp_path, monkeypatch, sim_gpu):
+def test_gpu_lost_for_good_stops_cleanly(tmp_path, monkeypatch, sim_board):
     """Trial 0 finishes, then the board is gone: three degraded trials, then a clean stop."""
     from click.testing import CliRunner
 
     from tokenwatt.cli import cli
 
     state: dict = {}
-    fail_counter_while(monkeypatch, sim_gpu, state, sim_gpu.NVML_ERROR_GPU_IS_LOST)
+    fail_counter_while(monkeypatch, sim_board, state, sim_board.NVML_ERROR_GPU_IS_LOST)
     break_trials(monkeypatch, set(range(1, 100)), state)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(json.dumps({**BASE, "measure": {**BASE["measure"], "repeats": 8}}))

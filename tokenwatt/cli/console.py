@@ -11,15 +11,17 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from tokenwatt._util.reasons import by_reason, plural
 from tokenwatt.config import RunConfig
-from tokenwatt.report.format import by_reason, fmt, interval, near_idle, pct, plural
+from tokenwatt.report.format import fmt, interval, near_idle, pct
 
 err_console = Console(stderr=True)
 console = Console()
 
 
 def warn(text: str) -> None:
-    err_console.print(f"[yellow]warning[/yellow] {text}", highlight=False)
+    """One line whatever the terminal's width (a pipe or a CI log reads it whole)."""
+    err_console.print(f"[yellow]warning[/yellow] {text}", highlight=False, soft_wrap=True)
 
 
 class RunProgress:

@@ -74,12 +74,13 @@ def sweep(
     fails is recorded as a failed row and the others go on. Exit 0 when every case is done,
     1 after a one-line summary when a case failed or a trial was degraded, 2 for bad input.
     """
+    from tokenwatt.cli.console import warn
     from tokenwatt.errors import SweepIncomplete
     from tokenwatt.sweep.plan import load_sweep, schedule_of
     from tokenwatt.sweep.run import failure_summary, run_sweep
     from tokenwatt.sweep.slurm_options import slurm_options
 
-    data, cases = load_sweep(config, out, region, pue, max_cases=max_cases, on_note=_warn)
+    data, cases = load_sweep(config, out, region, pue, max_cases=max_cases, on_note=warn)
     slurm["sbatch"] = list(slurm["sbatch"]) or None  # no --sbatch: the file's list
     opts = slurm_options(data.get("slurm"), slurm, where=config)
     runner = None
@@ -105,13 +106,6 @@ def sweep(
     )
     if line := failure_summary(outcome):
         raise SweepIncomplete(line)
-
-
-def _warn(text: str) -> None:
-    """A warning as one line, however narrow the terminal (scripts grep it)."""
-    from tokenwatt.cli.console import err_console
-
-    err_console.print(f"[yellow]warning[/yellow] {text}", highlight=False, soft_wrap=True)
 
 
 def _dry_run(data: dict[str, Any], cases: list[Any], runner: Any, force: bool,

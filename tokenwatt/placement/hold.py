@@ -49,7 +49,7 @@ def hold_for(cfg: RunConfig, offer: Offer, *, model_here: bool = True,
     if not model_here:
         return Hold(0, device, f"device auto, engine {cfg.engine}: the model runs in a server")
     n = 1 if offer.gpus else 0
-    return Hold(n, device, f"device auto -> {n} GPU: {offer.source}")
+    return Hold(n, device, f"device auto -> {n} GPU{'' if n == 1 else 's'}: {offer.source}")
 
 
 def local_offer() -> Offer:

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tokenwatt._util.reasons import by_reason, plural
 from tokenwatt.errors import NoUsableRow
-from tokenwatt.report.format import by_reason, plural
 from tokenwatt.results.columns import RESULTS_CSV, SUMMARY_CSV
 
 

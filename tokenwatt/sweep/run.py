@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenwatt._util.ids import utc_now
+from tokenwatt._util.reasons import by_reason
 from tokenwatt.config import RunConfig
 from tokenwatt.errors import FolderBusy
 from tokenwatt.results.columns import RESULTS_CSV
@@ -68,14 +69,15 @@ def run_sweep(
 
     executor = executor or LocalProcessExecutor()
     out = check_out_dir(data.get("out") or RunConfig().out)
-    executor.preflight(cases, out)  # what the executor would refuse, before OUT is made
+    sched = schedule_of(data)
+    if todo := unfinished(cases, out, sched.rounds, force, retry_failed):
+        executor.preflight(todo, out)  # what the executor would refuse, before OUT is made
     out = prepare_out_dir(out)
     claim = try_claim(out / SWEEP_LOCK, "sweep")
     if claim is None:
         raise FolderBusy(f"out: another sweep is running in {str(out)!r}: "
                          f"{holder(out / SWEEP_LOCK)}; wait for it to end or give another "
                          "--out")  # fmt: skip
-    sched = schedule_of(data)
     ran: list[str] = []
     try:
         before = {r.get("run_id") for r in read_rows(out / RESULTS_CSV)[0]}
@@ -91,6 +93,17 @@ def run_sweep(
     finally:
         claim.release()
     return read_back(out, cases, ran, sched.rounds, before)
+
+
+def unfinished(cases: list[Case], out: Path, rounds: int, force: bool,
+               retry_failed: bool) -> list[Case]:  # fmt: skip
+    """The cases a sweep may still run (a rerun of a finished sweep submits nothing, so an
+    executor has nothing to check)."""
+    if force:
+        return list(cases)
+    done, failed = runs_done(out)
+    return [c for c in cases if done[c.case_id] < rounds
+            and (retry_failed or not failed[c.case_id] or done[c.case_id])]  # fmt: skip
 
 
 def read_back(out: Path, cases: list[Case], ran: list[str], rounds: int,
@@ -184,11 +197,11 @@ def failure_summary(outcome: SweepOutcome, most: int = 3) -> str | None:
     parts = []
     if outcome.failed:
         parts.append(f"{len(outcome.failed)} of {n} cases failed: "
-                     + _grouped(Counter(outcome.failed.values()), most))  # fmt: skip
+                     + by_reason(outcome.failed.values(), most, sep=", "))  # fmt: skip
     if outcome.degraded:
         trials = sum(outcome.degraded.values())
         parts.append(f"{len(outcome.degraded_cases)} of {n} cases had {trials} degraded "
-                     f"trial(s): {_grouped(outcome.degraded, most)}")  # fmt: skip
+                     f"trial(s): {by_reason(outcome.degraded.elements(), most, sep=', ')}")
     if not parts:
         return None
     parts.append(f"logs: {outcome.out / LOGS}")
@@ -197,7 +210,3 @@ def failure_summary(outcome: SweepOutcome, most: int = 3) -> str | None:
     return "; ".join(parts)
 
 
-def _grouped(reasons: Counter[str], most: int) -> str:
-    shown = ", ".join(f"{k} x {why}" for why, k in reasons.most_common(most))
-    rest = len(reasons) - most
-    return shown + (f", and {rest} other reason(s) in results.csv" if rest > 0 else "")
