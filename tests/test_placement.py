@@ -44,7 +44,7 @@ def test_auto_is_a_gpu_only_where_the_process_sees_one():
 
 @pytest.mark.parametrize(("config", "offer", "boards", "why"), [
     ({}, GPU_PARTITION, 1, "device auto -> 1 GPU: partition gpu offers gpu:a100:4"),
-    ({}, CPU_PARTITION, 0, "device auto -> 0 GPU: partition cpu offers (null)"),
+    ({}, CPU_PARTITION, 0, "device auto -> 0 GPUs: partition cpu offers (null)"),
     ({"device": "cpu"}, GPU_PARTITION, 0, "device cpu"),
     ({"device": "cuda"}, CPU_PARTITION, 1, "device cuda"),
     ({"gpus": 2}, CPU_PARTITION, 2, "gpus: 2"),

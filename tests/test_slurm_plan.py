@@ -72,7 +72,7 @@ def test_auto_asks_for_none_on_a_partition_without_gpus(tmp_path, slurm):
     assert r.exit_code == 0, r.output
     (line,) = gpu_lines(r.stdout)
     assert line.startswith("array of 4 case(s), no GPU(s) each")
-    assert "device auto -> 0 GPU: partition cpu offers (null) (sinfo)" in r.stdout
+    assert "device auto -> 0 GPUs: partition cpu offers (null) (sinfo)" in r.stdout
     assert all("gpus-per-node" not in s for s in slurm.scripts("tested"))
     # the named GPU partition: auto asks for one there
     r = dry(cfg, "--partition", "gpu")
@@ -85,7 +85,7 @@ def test_gpus_per_case_overrides_the_partition(tmp_path, slurm):
     cfg, _ = sweep_file(tmp_path, "auto", "slurm: {gpus_per_case: 0}\n")
     r = dry(cfg)  # the file's 0 on a GPU partition: no GPU asked for
     assert gpu_lines(r.stdout)[0].startswith("array of 2 case(s), no GPU(s) each"), r.output
-    assert "device auto -> 0 GPU: gpus_per_case 0 set for the sweep" in r.stdout
+    assert "device auto -> 0 GPUs: gpus_per_case 0 set for the sweep" in r.stdout
     slurm.partitions("cpu*|(null)|c1")
     r = dry(cfg, "--gpus-per-case", "1")  # the flag over the file, on a partition without GPUs
     assert gpu_lines(r.stdout)[0].startswith("array of 2 case(s), 1 GPU(s) each"), r.output
