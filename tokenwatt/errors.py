@@ -87,6 +87,13 @@ class NoUsableRow(TokenwattError):
     exit_code = 1
 
 
+class InvalidResults(TokenwattError):
+    """`tokenwatt validate` found problems in a results folder (each printed on its line).
+    Exit 1: the folder is readable; what it holds does not add up."""
+
+    exit_code = 1
+
+
 class MeterError(TokenwattError, RuntimeError):
     """A meter failed while reading (NVML error, unreadable RAPL file, ...).
 

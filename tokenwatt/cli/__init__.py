@@ -1,7 +1,8 @@
 """The command line: parse, call the library, print. No logic of its own.
 
 One module per command family: run.py, sweep.py, analyze.py (compare, report), plan.py,
-meters.py, floor.py; options.py builds `run`'s flags from the config schema; console.py prints.
+meters.py, floor.py, publish.py (validate); options.py builds `run`'s flags from the config
+schema; console.py prints.
 """
 
 from __future__ import annotations
@@ -57,10 +58,10 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from tokenwatt.cli import analyze, floor, meters, plan, run, sweep
+    from tokenwatt.cli import analyze, floor, meters, plan, publish, run, sweep
 
     for command in (run.run, sweep.sweep, analyze.compare, analyze.report, meters.meters,
-                    plan.plan, floor.floor):  # fmt: skip
+                    plan.plan, floor.floor, publish.validate):  # fmt: skip
         cli.add_command(command)
 
 

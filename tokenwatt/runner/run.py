@@ -200,6 +200,10 @@ def measure_session(
     for other in summaries[1:]:
         other["n_degraded"], other["summary_flags"] = summary["n_degraded"], \
             summary["summary_flags"]  # fmt: skip
+    from tokenwatt.analysis.quality import publishable
+
+    for row in summaries:
+        row.update(publishable(row))
     # The summary rows mark the run complete: they and the run.json record land together or not.
     with transaction(out, RUN_JSON, SUMMARY_CSV):
         update_json(out / RUN_JSON, "runs",

@@ -59,6 +59,7 @@ def _prepare(cfg: RunConfig, placement: Placement, meters: list[Any], engine: En
              phase: Callable[[str, str], None]) -> Session:  # fmt: skip
     from tokenwatt.runner.boards import board_constants
     from tokenwatt.runner.environment import environment
+    from tokenwatt.runner.provenance import provenance
 
     device = placement.device
     prepared = engine.prepare(phase)
@@ -81,6 +82,7 @@ def _prepare(cfg: RunConfig, placement: Placement, meters: list[Any], engine: En
         "engine_settings": _settings_text(described.get("engine_settings", {})),
         **labels(c for meter in meters for c in meter.channels),
         **board_constants(meters, len(placement.cuda)),
+        **provenance(cfg, meters),
     }
     meta = {
         "environment": environment(device),

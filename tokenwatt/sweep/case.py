@@ -221,6 +221,8 @@ def _on_phase(phase: str, text: str) -> None:
 
 
 def failed_row(spec: dict[str, Any], error: str) -> dict[str, Any]:
+    from tokenwatt.runner.provenance import software
+
     cfg, w = spec["config"], spec["config"]["workload"]
     return {
         "run_id": new_run_id(),
@@ -236,6 +238,7 @@ def failed_row(spec: dict[str, Any], error: str) -> dict[str, Any]:
         "new_tokens": w["new_tokens"],
         "status": "failed",
         "error": error,
+        **software(),  # which tokenwatt, on which machine, failed
     }
 
 

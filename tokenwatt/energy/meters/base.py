@@ -38,14 +38,28 @@ class Channel:
         return asdict(self)
 
 
+# A channel's source -> the method it stands for, in the words MLPerf's energy discussion uses
+# (mlcommons/inference#2558: measurement_method); a simulated source has its real one's.
+METHODS = {
+    "nvml-energy-counter": "energy-counter",
+    "nvml-power-integrated": "integrated-power",
+    "rapl": "rapl-counter",
+    "estimate-tdp-process-cpu": "tdp-estimate",
+}
+
+
 def labels(channels: Iterable[Channel]) -> dict[str, Any]:
-    """The labels every energy figure carries: what it covers, how it was obtained, and
-    whether every channel is a measurement (`+`-joined when several meters contribute)."""
+    """The labels every energy figure carries: what it covers, how it was obtained (the source
+    and its method), and whether every channel is a measurement (`+`-joined when several
+    meters contribute)."""
     chans = list(channels)
+    sources = sorted({c.source for c in chans})
+    methods = {METHODS.get(s.removeprefix("simulated-"), s) for s in sources}
     return {
-        "energy_source": "+".join(sorted({c.source for c in chans})),
+        "energy_source": "+".join(sources),
         "energy_scope": "+".join(sorted({c.scope for c in chans})),
         "measured": bool(chans) and all(c.measured for c in chans),
+        "measurement_method": "+".join(sorted(methods)),
     }
 
 

@@ -80,11 +80,15 @@ class NvmlMeter(Meter):
         self._period = self.facts.period_s
         keep_initialised(self.nvml)
 
-    def _board_facts(self) -> boards.BoardFacts:
+    def driver_version(self) -> str:
+        """The NVIDIA driver's version ("" when NVML does not say)."""
         try:
-            driver = _text(self.nvml.nvmlSystemGetDriverVersion())
+            return _text(self.nvml.nvmlSystemGetDriverVersion())
         except self.nvml.NVMLError:
-            driver = "?"
+            return ""
+
+    def _board_facts(self) -> boards.BoardFacts:
+        driver = self.driver_version() or "?"
         key = (getattr(self.nvml, "__name__", "nvml"), driver, self.uuid)
         known = boards.facts_for(key)
         if known is not None:
@@ -306,6 +310,7 @@ class NvmlMeter(Meter):
         probes = {
             "temperature_c": lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU),
             "sm_clock_mhz": lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM),
+            "mem_clock_mhz": lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_MEM),
             "power_limit_w": lambda: nv.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0,
             "power_w": self._power_now_w,
         }
