@@ -2,7 +2,8 @@
 # Regenerate published results folders from their committed sweep configs, on a quiet machine:
 #   bash scripts/regenerate-results.sh configs/sweep-cpu-estimate-context.yaml [more configs]
 # Each config's `out:` folder is removed, measured again (every round), reported, and checked:
-# a folder with any contended row (another process loaded the machine) is refused, exit 1.
+# a folder with any contended row (another process loaded the machine) is refused, exit 1, and
+# so is one `tokenwatt validate` finds inconsistent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python}
@@ -26,4 +27,5 @@ if len(bad):
              "not quiet: do not commit this folder, rerun on a quiet machine")
 print(f"{out}: {len(ok)} trials, none contended")
 PY
+  "$py" -m tokenwatt.cli validate "$out"
 done

@@ -33,6 +33,15 @@ def test_each_published_config_points_into_results_and_runs_on_todays_presets():
         assert plan(data, where=str(cfg)), cfg  # valid on today's schema and presets
 
 
+def test_results_readme_lists_exactly_the_published_folders():
+    """A folder listed but never committed (or committed but not listed) fails here."""
+    import re
+
+    listed = set(re.findall(r"^\| `([^`/]+)/` \|", (ROOT / "results" / "README.md").read_text(),
+                            re.M))  # fmt: skip
+    assert listed == {f.name for f in FOLDERS}
+
+
 @pytest.mark.parametrize("folder", FOLDERS, ids=[f.name for f in FOLDERS])
 def test_a_published_folder_is_reproducible_and_uncontended(folder):
     cfg = _config_for(folder)

@@ -18,6 +18,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "plots": ("matplotlib", "the report's figures"),
     "multigpu": ("accelerate", "placing a model across several GPU boards"),
     "slurm": ("submitit", "sweeps on a Slurm cluster"),
+    "publish": ("pyarrow", "parquet datasets (tokenwatt export)"),
 }
 
 

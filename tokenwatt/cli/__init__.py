@@ -1,7 +1,7 @@
 """The command line: parse, call the library, print. No logic of its own.
 
 One module per command family: run.py, sweep.py, analyze.py (compare, report), plan.py,
-meters.py, floor.py, publish.py (validate); options.py builds `run`'s flags from the config
+meters.py, floor.py, publish.py (validate, export); options.py builds `run`'s flags from the config
 schema; console.py prints.
 """
 
@@ -61,7 +61,7 @@ def _register() -> None:
     from tokenwatt.cli import analyze, floor, meters, plan, publish, run, sweep
 
     for command in (run.run, sweep.sweep, analyze.compare, analyze.report, meters.meters,
-                    plan.plan, floor.floor, publish.validate):  # fmt: skip
+                    plan.plan, floor.floor, publish.validate, publish.export):  # fmt: skip
         cli.add_command(command)
 
 

@@ -1,4 +1,4 @@
-"""The `validate` command (and, with it, what publishing a results folder asks)."""
+"""Publishing: `validate` a results folder before it is shared, `export` folders as a dataset."""
 
 from __future__ import annotations
 
@@ -28,3 +28,22 @@ def validate(folders: tuple[str, ...], publishable: bool) -> None:
     if total:
         raise InvalidResults(f"{total} problem(s) in {len(folders)} folder(s); each is a line "
                              "above")  # fmt: skip
+
+
+@click.command()
+@click.argument("folders", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(),
+              help="The dataset folder to write (new or empty).")  # fmt: skip
+@click.option("--license", "license_id", default="cc-by-4.0", show_default=True,
+              help="The license named in the dataset card.")  # fmt: skip
+@click.option("--name", help="The dataset's name in its card (default: the folder's name).")
+def export(folders: tuple[str, ...], out: str, license_id: str, name: str | None) -> None:
+    """Merge results FOLDERS (or exported datasets) from one or many machines into one dataset:
+    runs.parquet, trials.parquet, timelines/ and a README.md dataset card. Rows are kept once
+    per (machine_id, run_id, trial, window); two different rows under one key are an error."""
+    from tokenwatt.publish.export import export as write
+
+    done = write(list(folders), out, license_id, name)
+    click.echo(f"dataset {done.out}: {done.runs} runs, {done.trials} trials, {done.timelines} "
+               f"timelines from {done.machines} machine(s); {done.duplicates_dropped} "
+               "duplicate row(s) kept once")  # fmt: skip
