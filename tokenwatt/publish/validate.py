@@ -39,38 +39,44 @@ class Problem:
     key: str = ""  # run and trial, so a reader finds the row by id too
 
     def line(self, folder: str) -> str:
-        at = f" line {self.row}" if self.row is not None else ""
+        at = "" if self.row is None else (f" row {self.row}" if self.file.endswith(".parquet")
+                                         else f" line {self.row}")  # fmt: skip
         key = f" ({self.key})" if self.key else ""
         col = f" {self.column}:" if self.column else ""
         return f"{folder}/{self.file}{at}{key}:{col} {self.message}"
 
 
 def validate(folder: str | Path, publishable: bool = False) -> list[Problem]:
-    """Every problem of one results folder (an empty list: it is consistent)."""
+    """Every problem of one results folder or exported dataset (none: it is consistent)."""
+    from tokenwatt.publish.export import RUNS, TRIALS, is_dataset
     from tokenwatt.results.load import load_results
 
     p = Path(folder)
-    if not (p / RESULTS_CSV).is_file():
-        raise UserError(f"validate: {str(p)!r} has no {RESULTS_CSV}; give a tokenwatt results "
-                        "folder")  # fmt: skip
-    trials = _records(load_results(p))
-    summaries = _records(load_results(p, summary=True)) if (p / SUMMARY_CSV).is_file() else []
+    dataset = is_dataset(p)
+    if not dataset and not (p / RESULTS_CSV).is_file():
+        raise UserError(f"validate: {str(p)!r} has no {RESULTS_CSV} (nor {TRIALS}); give a "
+                        "tokenwatt results folder or an exported dataset")  # fmt: skip
+    files = (TRIALS, RUNS) if dataset else (RESULTS_CSV, SUMMARY_CSV)
+    first = 0 if dataset else 2  # a parquet row's index; a CSV's line (its header is line 1)
+    trials = _records(load_results(p), files[0], first)
+    has_summary = dataset or (p / SUMMARY_CSV).is_file()
+    summaries = _records(load_results(p, summary=True), files[1], first) if has_summary else []
     problems = [*_duplicates(trials, summaries)]
     for line, row in _ok(trials):
         problems += _trial(row, line)
     problems += _summaries(trials, summaries)
-    problems += _run_json(p, trials, summaries)
+    if not dataset:  # a dataset keeps no run.json: its runs are its runs table
+        problems += _run_json(p, trials, summaries)
     if publishable:
         problems += _not_publishable(trials, summaries)
     return problems
 
 
-def _records(df: Any) -> list[dict[str, Any]]:
-    """Rows as plain Python values (pandas' NA as None) with their CSV line numbers."""
-    out = []
-    for i, rec in enumerate(df.to_dict("records")):
-        out.append({k: (None if _missing(v) else v) for k, v in rec.items()} | {"_line": i + 2})
-    return out
+def _records(df: Any, file: str, first: int) -> list[dict[str, Any]]:
+    """Rows as plain Python values (pandas' NA as None), each with its file and line."""
+    return [{k: (None if _missing(v) else v) for k, v in rec.items()}
+            | {"_line": i + first, "_file": file}
+            for i, rec in enumerate(df.to_dict("records"))]  # fmt: skip
 
 
 def _missing(v: Any) -> bool:
@@ -103,7 +109,7 @@ def _trial(row: dict[str, Any], line: int) -> list[Problem]:
     expected.update(_boards(row))
     expected.update(_carbon(row))
     return [p for col, want in expected.items()
-            if (p := _compare(RESULTS_CSV, line, _key(row), col, row.get(col), want))]  # fmt: skip
+            if (p := _compare(row["_file"], line, _key(row), col, row.get(col), want))]
 
 
 def _phased(r: dict[str, Any]) -> Iterator[tuple[str, float | None]]:
@@ -209,8 +215,8 @@ def _summaries(trials: list[dict[str, Any]], summaries: list[dict[str, Any]]) ->
         mine = [t for _, t in _ok(trials) if t.get("run_id") == s.get("run_id")
                 and (t.get("window") or "whole-run") == (s.get("window") or "whole-run")]
         if not mine:
-            problems.append(Problem(SUMMARY_CSV, line, "run_id", "no ok trial row in "
-                                    "results.csv belongs to this summary", key))  # fmt: skip
+            problems.append(Problem(s["_file"], line, "run_id", "no ok trial row belongs to "
+                                    "this summary", key))  # fmt: skip
             continue
         expect: dict[str, float | None] = {"n_trials": float(len(mine))}
         for metric in SUMMARY_METRICS + SERVING_METRICS:
@@ -219,7 +225,7 @@ def _summaries(trials: list[dict[str, Any]], summaries: list[dict[str, Any]]) ->
                 expect.update({f"{metric}_{k}": d[k] for k in STATS})
         expect.update(_carbon(s))
         problems += [p for col, want in expect.items()
-                     if (p := _compare(SUMMARY_CSV, line, key, col, s.get(col), want))]
+                     if (p := _compare(s["_file"], line, key, col, s.get(col), want))]
         problems += _quality(s, line, key)
     return problems
 
@@ -233,7 +239,7 @@ def _quality(s: dict[str, Any], line: int, key: str) -> list[Problem]:
     want = publishable(s)["publishable"]
     if bool(s["publishable"]) == want:
         return []
-    return [Problem(SUMMARY_CSV, line, "publishable", f"{s['publishable']} but its own columns "
+    return [Problem(s["_file"], line, "publishable", f"{s['publishable']} but its own columns "
                     f"say {want}", key)]  # fmt: skip
 
 
@@ -275,15 +281,17 @@ def _run_json(folder: Path, trials: list[dict[str, Any]],
 
 
 def _duplicates(trials: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> list[Problem]:
+    from tokenwatt.publish.export import RUN_KEY, TRIAL_KEY
+
     problems = []
-    for file, rows, key in ((RESULTS_CSV, trials, ("run_id", "trial", "window")),
-                            (SUMMARY_CSV, summaries, ("run_id", "window"))):  # fmt: skip
+    for rows, key in ((trials, TRIAL_KEY), (summaries, RUN_KEY)):
         seen: dict[tuple[Any, ...], int] = {}
         for row in rows:
             k = tuple(row.get(c) for c in key)
             if k in seen and row.get("status") != "failed":
-                problems.append(Problem(file, row["_line"], "run_id", f"the same row as line "
-                                        f"{seen[k]} ({', '.join(key)})", _key(row)))  # fmt: skip
+                at = "row" if row["_file"].endswith(".parquet") else "line"
+                problems.append(Problem(row["_file"], row["_line"], "run_id", f"the same row as "
+                                        f"{at} {seen[k]} ({', '.join(key)})", _key(row)))
             seen.setdefault(k, row["_line"])
     return problems
 
@@ -297,11 +305,11 @@ def _not_publishable(trials: list[dict[str, Any]],
         ("contended", lambda r: f"contended ({r.get('contention_reason')})"
          if r.get("contended") else None),
     ]  # fmt: skip
-    problems = [Problem(RESULTS_CSV, line, col, why, _key(r))
+    problems = [Problem(r["_file"], line, col, why, _key(r))
                 for line, r in _ok(trials) for col, check in checks
                 if (why := check(r))]  # fmt: skip
     for s in summaries:
         if s.get("publishable") is False or (s.get("publishable") is None and s.get("run_id")):
             why = s.get("publishable_reason") or "no publishable column (an older folder)"
-            problems.append(Problem(SUMMARY_CSV, s["_line"], "publishable", why, _key(s)))
+            problems.append(Problem(s["_file"], s["_line"], "publishable", why, _key(s)))
     return problems
