@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tokenwatt._util.reasons import by_reason, plural
+from tokenwatt.cli.tables import print_table
 from tokenwatt.config import RunConfig
 from tokenwatt.report.format import fmt, interval, near_idle, pct
 
@@ -22,6 +23,13 @@ console = Console()
 def warn(text: str) -> None:
     """One line whatever the terminal's width (a pipe or a CI log reads it whole)."""
     err_console.print(f"[yellow]warning[/yellow] {text}", highlight=False, soft_wrap=True)
+
+
+def say(text: str, out: Console | None = None, path: bool = False) -> None:
+    """Prose: wrapped between words on a terminal, one line in a pipe (nothing folded). A line
+    naming a path (`path`) stays one line on a terminal too, so that a copied path is whole."""
+    out = out or console
+    out.print(text, highlight=False, soft_wrap=path or not out.is_terminal)
 
 
 class RunProgress:
@@ -154,6 +162,9 @@ SERVED_METRICS = [
 ]
 
 
+SUMMARY_DROPPABLE = ("CV", "95% CI")  # on a narrow terminal: the mean is the figure
+
+
 def summary_table(s: dict[str, Any], windows: list[dict[str, Any]] | None = None) -> Table:
     title = f"{s['name']}: {s['model']} {s['precision']} on {s['device_name']}"
     engine = s.get("engine")
@@ -191,19 +202,17 @@ def print_outcome(outcome: Any) -> None:
     s = outcome.summary
     label = ("SIMULATED" if "simulated" in str(s.get("energy_source")) else
              "measured" if s.get("measured") else "ESTIMATE")  # fmt: skip
-    console.print(summary_table(s, getattr(outcome, "windows", None)))
+    print_table(summary_table(s, getattr(outcome, "windows", None)), console,
+                SUMMARY_DROPPABLE, f" or read {outcome.out}/summary.csv")  # fmt: skip
     contended = " · [bold red]CONTENDED[/bold red]" if s.get("contended") else ""
-    console.print(
-        f"energy: {label} · scope {s['energy_scope']} · source {s['energy_source']} · "
-        f"idle {fmt(s.get('idle_power_w'))} W · {s['n_trials']} trials{contended}",
-        highlight=False,
-    )
+    say(f"energy: {label} · scope {s['energy_scope']} · source {s['energy_source']} · "
+        f"idle {fmt(s.get('idle_power_w'))} W · {s['n_trials']} trials{contended}")  # fmt: skip
     note = idle_note(s)
     if note:
-        err_console.print(f"[yellow]note[/yellow] {note}", highlight=False)
+        say(f"[yellow]note[/yellow] {note}", err_console)
     for w in outcome.warnings:
         warn(w)
-    console.print(f"results: {outcome.out}/results.csv, summary.csv, run.json")
+    say(f"results: {outcome.out}/results.csv, summary.csv, run.json", path=True)
 
 
 def trial_failures(outcome: Any) -> str | None:

@@ -44,8 +44,8 @@ def display_rows(table: Any) -> tuple[list[str], list[list[str]]]:
     """Headers and formatted cells: the keys that vary, then the figures."""
     if table.empty:
         return [], []
-    metric, key = table.attrs["metric"], table.attrs["key"]
-    keys = [k for k in CASE_KEYS if k in table and (k == key or table[k].nunique() > 1)]
+    metric = table.attrs["metric"]
+    keys = shown_keys(table)
     unit = "J" if "_j_" in metric or metric.endswith("_j") else ""
     headers = keys + [metric_label(table), "baseline", "ratio [95% CI]", "runs x trials"]
     has_speed = "tokens_per_s_ratio" in table
@@ -70,6 +70,28 @@ def display_rows(table: Any) -> tuple[list[str], list[list[str]]]:
             cells += [fmt(r.get("top1_agreement")), fmt(r.get("kl_divergence"))]
         rows.append(cells)
     return headers, rows
+
+
+def shown_keys(table: Any) -> list[str]:
+    """The case keys a table shows: the baseline's key and those that vary."""
+    key = table.attrs["key"]
+    return [k for k in CASE_KEYS if k in table and (k == key or table[k].nunique() > 1)]
+
+
+def tsv_columns(table: Any) -> list[str]:
+    """The table's columns for machines: each figure and interval bound its own column."""
+    metric = table.attrs["metric"]
+    figures = [metric, f"baseline_{metric}", "ratio", "ratio_ci95_low", "ratio_ci95_high",
+               "ci_basis", "n_runs", "n_trials", "baseline_n_runs", "baseline_n_trials",
+               "mixed_impl", "experts_impl", "baseline_experts_impl", "tokens_per_s_ratio",
+               "tokens_per_s_ci95_low", "tokens_per_s_ci95_high", "top1_agreement",
+               "kl_divergence", "measured", "contended"]  # fmt: skip
+    return shown_keys(table) + [c for c in figures if c in table]
+
+
+def tsv_text(table: Any) -> str:
+    """Tab-separated, a header then a row per case, numbers at full precision."""
+    return table[tsv_columns(table)].to_csv(sep="\t", index=False)
 
 
 def _interval_n(r: Any) -> Any:
