@@ -2,7 +2,7 @@
 
 One module per command family: run.py, sweep.py, analyze.py (compare, report), plan.py,
 meters.py, floor.py, publish.py (validate, export); options.py builds `run`'s flags from the config
-schema; console.py prints.
+schema; console.py prints; tables.py prints tables whole at any width.
 """
 
 from __future__ import annotations

@@ -89,6 +89,7 @@ def _print(rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     from tokenwatt.cli.console import console
+    from tokenwatt.cli.tables import print_table
 
     r0 = rows[0]
     t = Table(title=f"decode floor: {r0['model']} {r0['precision']}, batch {r0['batch_size']}, "
@@ -98,7 +99,7 @@ def _print(rows: list[dict[str, Any]]) -> None:
         t.add_column(head, justify="left" if i == 0 or i >= 6 else "right", no_wrap=True)
     for r in rows:
         t.add_row(*[_cell(r, key) for key, _ in CELLS])
-    console.print(t)
+    print_table(t, console)
     notes = [f"J per generated token; tok/s: the most the whole batch can generate per second. "
              f"compute: {r0['compute_energy_basis']}" + (" (n/c)." if "not counted" in
              r0["compute_energy_basis"] else "."),

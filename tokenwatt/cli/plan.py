@@ -97,20 +97,22 @@ PAIRS = {"tokens_per_s_per_rack_low": "tokens_per_s_per_rack_high", "racks_min":
 def _print(table: Any, tokens_per_s: float | None, csv_path: str | None) -> None:
     from rich.console import Console
 
+    from tokenwatt.cli.tables import print_table
+
     case_cells = [c for c in CASE_CELLS if c[0] in table]
     case_keys = [k for k, _ in case_cells]
     cases = table.drop_duplicates(case_keys) if case_keys else table.head(1)
     numbers = [(k, h.format(ref=reference_name(table))) for k, h in CASE_NUMBERS
                if k != "relative_j_per_token" or len(cases) > 1]  # fmt: skip
     console = Console()
-    console.print(_table("Measured cases", cases, case_cells + numbers))
+    print_table(_table("Measured cases", cases, case_cells + numbers), console)
     target = TARGET_NUMBERS if tokens_per_s else []
     varying = [c for c in case_cells if table[c[0]].nunique(dropna=False) > 1]
     cells = [*varying, *REGION_NUMBERS, *target, *QUEUE]
     # One table per region keeps each one narrow enough for an 80-column terminal.
     for region, rows in table.groupby("region", sort=False):
         title = f"Region {region}" + (f", for {tokens_per_s:,.0f} tokens/s" if tokens_per_s else "")
-        console.print(_table(title, rows, cells))
+        print_table(_table(title, rows, cells), console)
     console.print(_footnote(table, tokens_per_s, csv_path))
 
 
