@@ -49,7 +49,7 @@ def test_each_column_is_declared_once_with_a_known_dtype_unit_and_one_line():
     assert len(names) == len(set(names))
     for c in COLUMNS:
         assert c.unit in schema.UNITS, c
-        assert c.doc and "\n" not in c.doc and c.group in schema.GROUPS, c
+        assert c.description and "\n" not in c.description and c.group in schema.GROUPS, c
         assert c.empty in ("never", "unmeasured", "yes") and c.files in ("results", "summary",
                                                                           "both"), c  # fmt: skip
         for f in ("results", "summary"):  # no exact name is also matched by another family

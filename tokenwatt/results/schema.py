@@ -46,7 +46,7 @@ class Column:
     unit: str
     files: Files
     empty: Empty
-    doc: str  # one line: what the value means
+    description: str  # one line: what the value means
     group: str = ""
     stats: Stats = ""  # summary.csv carries <name>_mean, _std, ... over the trials
 
@@ -90,10 +90,10 @@ def _pattern(name: str) -> re.Pattern[str]:
 
 
 def _group(group: str, *rows: tuple[str, ...]) -> list[Column]:
-    """One doc group's columns from (name, dtype, unit, files, empty, doc[, stats]) rows."""
+    """One doc group's columns from (name, dtype, unit, files, empty, description[, stats]) rows."""
     out = []
-    for name, dtype, unit, files, empty, doc, *stats in rows:
-        out.append(Column(name, dtype, unit, files, empty, doc, group,  # type: ignore[arg-type]
+    for name, dtype, unit, files, empty, text, *stats in rows:
+        out.append(Column(name, dtype, unit, files, empty, text, group,  # type: ignore[arg-type]
                           stats[0] if stats else ""))  # type: ignore[arg-type]
     return out
 
@@ -591,7 +591,7 @@ def markdown() -> str:
         parts.append(f"\n## {group}\n\n| column | dtype | unit | empty | file | meaning |\n"
                      "|---|---|---|---|---|---|\n")  # fmt: skip
         parts.extend(f"| `{c.name}` | {c.dtype} | {c.unit} | {EMPTY_WORDS[c.empty]} | "
-                     f"{c.files} | {_cell(c.doc)} |\n" for c in rows)  # fmt: skip
+                     f"{c.files} | {_cell(c.description)} |\n" for c in rows)  # fmt: skip
     return "".join(parts)
 
 
