@@ -1,17 +1,17 @@
-"""The results schema: file names, the columns every row carries first, its version.
-
-The README's "Results schema" section documents every column; this module is where the code
-reads the names from.
+"""The file names of a results folder, the order the writers put columns in, and the summary's
+metrics. What each column is (dtype, unit, meaning) is declared once, in results/schema.py;
+the metrics come from there and TRIAL_COLUMNS is checked against it (tests/test_schema.py).
 """
 
 from __future__ import annotations
 
+from tokenwatt.results.schema import SCHEMA_VERSION, metrics
+
 RESULTS_CSV = "results.csv"
 SUMMARY_CSV = "summary.csv"
 RUN_JSON = "run.json"
-# Every CSV row carries schema_version. Bump it when a column changes meaning or unit, so
-# load_results refuses to mix folders whose same-named columns mean different things.
-SCHEMA_VERSION = 1
+__all__ = ["RESULTS_CSV", "RUN_JSON", "SCHEMA_VERSION", "SERVING_METRICS", "SUMMARY_CSV",
+           "SUMMARY_METRICS", "TRIAL_COLUMNS"]  # fmt: skip
 
 # The columns every trial row carries first, in this order; others follow as they appear.
 TRIAL_COLUMNS = [
@@ -24,9 +24,7 @@ TRIAL_COLUMNS = [
     "idle_power_w", "dynamic_decode_j_per_token", "energy_source", "energy_scope", "measured",
 ]  # fmt: skip
 
-SUMMARY_METRICS = [
-    "prefill_j_per_token", "prefill_j_per_request", "decode_j_per_token", "total_j_per_token",
-    "dynamic_decode_j_per_token", "decode_tokens_per_s", "avg_power_w",
-]  # fmt: skip
-# A served engine's windows (engine openai): latencies, as means over the trials in summary.csv.
-SERVING_METRICS = ["ttft_s_median", "ttft_s_p90", "itl_s_median", "itl_s_p90"]
+# Each gets <metric>_mean, _std, _cv, _ci95_low, _ci95_high in summary.csv: the schema's
+# metrics marked stats="trial"; a served engine's windows add its latencies (stats="served").
+SUMMARY_METRICS = metrics("trial")
+SERVING_METRICS = metrics("served")
