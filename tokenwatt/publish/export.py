@@ -23,8 +23,10 @@ from typing import Any
 
 from tokenwatt.errors import UserError
 from tokenwatt.results.columns import RUN_JSON
+from tokenwatt.results.load import DATASET_RUNS as RUNS  # the loader reads what we write
+from tokenwatt.results.load import DATASET_TRIALS as TRIALS
 
-RUNS, TRIALS, TIMELINES, CARD = "runs.parquet", "trials.parquet", "timelines", "README.md"
+TIMELINES, CARD = "timelines", "README.md"
 TRIAL_KEY = ("machine_id", "run_id", "trial", "window")
 RUN_KEY = ("machine_id", "run_id", "window")
 SOURCE = "results_dir"  # which folder a row came from (load_results adds it)
@@ -114,7 +116,6 @@ def _timelines(folders: list[str | Path], runs: Any, into: Path) -> int:
     import pandas as pd
 
     written = 0
-    machines = dict(zip(runs["run_id"].astype(str), runs["machine_id"].fillna("").astype(str)))
     for folder in map(Path, folders):
         if is_dataset(folder):
             for f in (folder / TIMELINES).glob("*/*.parquet"):
@@ -124,6 +125,8 @@ def _timelines(folders: list[str | Path], runs: Any, into: Path) -> int:
                     shutil.copyfile(f, target)
                     written += 1
             continue
+        mine = runs[runs[SOURCE] == str(folder)]  # this folder's runs: their machine
+        machines = dict(zip(mine["run_id"].astype(str), mine["machine_id"].fillna("")))
         for run in _runs(folder):
             rows = [{"run_id": run["run_id"], "trial": t.get("trial"), **point}
                     for t in run.get("trials", []) for point in t.get("trace", [])]  # fmt: skip

@@ -212,8 +212,7 @@ def _summaries(trials: list[dict[str, Any]], summaries: list[dict[str, Any]]) ->
     problems = []
     for s in summaries:
         line, key = s["_line"], _key(s)
-        mine = [t for _, t in _ok(trials) if t.get("run_id") == s.get("run_id")
-                and (t.get("window") or "whole-run") == (s.get("window") or "whole-run")]
+        mine = [t for _, t in _ok(trials) if _same_run(t, s)]
         if not mine:
             problems.append(Problem(s["_file"], line, "run_id", "no ok trial row belongs to "
                                     "this summary", key))  # fmt: skip
@@ -228,6 +227,12 @@ def _summaries(trials: list[dict[str, Any]], summaries: list[dict[str, Any]]) ->
                      if (p := _compare(s["_file"], line, key, col, s.get(col), want))]
         problems += _quality(s, line, key)
     return problems
+
+
+def _same_run(t: dict[str, Any], s: dict[str, Any]) -> bool:
+    """A trial row of the run (and window) a summary row sums up, on the same machine."""
+    return (t.get("run_id") == s.get("run_id") and t.get("machine_id") == s.get("machine_id")
+            and (t.get("window") or "whole-run") == (s.get("window") or "whole-run"))
 
 
 def _quality(s: dict[str, Any], line: int, key: str) -> list[Problem]:

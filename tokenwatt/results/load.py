@@ -31,11 +31,14 @@ def load_results(*paths: str | Path, summary: bool = False) -> Any:
     frames = []
     for p in paths:
         p = Path(p)
+        table = p / (DATASET_RUNS if summary else DATASET_TRIALS)
+        if p.is_dir() and (p / DATASET_TRIALS).is_file():  # an exported dataset
+            frames.append(_read_parquet(table, p))
+            continue
         csv_path = p if p.suffix == ".csv" else p / name
         if not csv_path.is_file():
-            raise UserError(
-                f"results: {str(csv_path)!r} not found; give a tokenwatt results folder"
-            )
+            raise UserError(f"results: {str(csv_path)!r} not found; give a tokenwatt results "
+                            "folder or an exported dataset")  # fmt: skip
         df = _read_csv(csv_path, kind, trials=not summary).copy()  # defragmented: one insert
         df["results_dir"] = str(csv_path.parent)
         frames.append(df)
@@ -49,6 +52,26 @@ def load_results(*paths: str | Path, summary: bool = False) -> Any:
 
 def load_summary(*paths: str | Path) -> Any:
     return load_results(*paths, summary=True)
+
+
+# An exported dataset (tokenwatt export): its tables, written with the schema's dtypes.
+DATASET_TRIALS, DATASET_RUNS = "trials.parquet", "runs.parquet"
+
+
+def _read_parquet(path: Path, dataset: Path) -> Any:
+    """One table of an exported dataset; a row's `results_dir` is the dataset."""
+    import pandas as pd
+
+    from tokenwatt._util.extras import require
+
+    require("publish", f"reading the dataset {str(dataset)!r}")
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"results: {str(path)!r} is not a parquet table tokenwatt can read "
+                        f"({type(e).__name__}); export the dataset again") from None  # fmt: skip
+    df["results_dir"] = str(dataset)
+    return df
 
 
 def _read_csv(path: Path, kind: str, trials: bool) -> Any:
