@@ -114,3 +114,21 @@ def test_rounding_in_the_last_digits_is_not_a_problem(tmp_path, invoke, scale):
     shutil.copytree(PUBLISHED[0], folder)
     _edit(folder / "results.csv", 3, "decode_j_per_token", scale)
     assert invoke("validate", str(folder)).exit_code == 0
+
+
+def test_the_schema_is_checked_column_by_column_and_cell_by_cell(tmp_path, invoke):
+    folder = tmp_path / "f"
+    shutil.copytree(PUBLISHED[0], folder)
+    path = folder / "results.csv"
+    rows = list(csv.reader(path.open(newline="", encoding="utf-8")))
+    rows[0].append("my_note")  # a column nobody declared
+    for r in rows[1:]:
+        r.append("x")
+    rows[2][rows[0].index("decode_s")] = "fast"  # not a float
+    rows[3][rows[0].index("model")] = ""  # never empty
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+    out = invoke("validate", str(folder)).output
+    assert f"{folder}/results.csv: my_note: not a column of the results schema" in out
+    assert f"{folder}/results.csv line 3: decode_s: 'fast' is not float" in out
+    assert "line 4 (run " in out and " model: empty, but the schema says it is always there" in out

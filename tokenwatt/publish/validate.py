@@ -61,7 +61,8 @@ def validate(folder: str | Path, publishable: bool = False) -> list[Problem]:
     trials = _records(load_results(p), files[0], first)
     has_summary = dataset or (p / SUMMARY_CSV).is_file()
     summaries = _records(load_results(p, summary=True), files[1], first) if has_summary else []
-    problems = [*_duplicates(trials, summaries)]
+    problems = [*_schema(p, files, dataset), *_duplicates(trials, summaries)]
+    problems += _empty(trials) + _empty(summaries)
     for line, row in _ok(trials):
         problems += _trial(row, line)
     problems += _summaries(trials, summaries)
@@ -69,6 +70,89 @@ def validate(folder: str | Path, publishable: bool = False) -> list[Problem]:
         problems += _run_json(p, trials, summaries)
     if publishable:
         problems += _not_publishable(trials, summaries)
+    return problems
+
+
+# --- the schema: every column declared, every cell of its type, none empty that may not be ----
+
+
+def _schema(folder: Path, files: tuple[str, ...], dataset: bool) -> list[Problem]:
+    """Columns the schema does not declare for their file, and cells not of their column's
+    type (read as text, so a cell the loader would turn into a missing value is seen)."""
+    import pandas as pd
+
+    from tokenwatt.results.schema import column
+
+    problems = []
+    for file, kind in zip(files, ("results", "summary")):
+        path = folder / file
+        if not path.is_file():
+            continue
+        raw = pd.read_parquet(path) if dataset else pd.read_csv(path, dtype=str,
+                                                                   keep_default_na=False)
+        first = 0 if dataset else 2
+        for name in raw.columns:
+            c = column(name, kind)
+            if c is None:
+                problems.append(Problem(file, None, name, "not a column of the results schema "
+                                        "(docs/results-schema.md)"))  # fmt: skip
+            elif not dataset and c.dtype in PARSERS:
+                problems += [Problem(file, i + first, name, f"{v!r} is not {c.dtype}")
+                             for i, v in enumerate(raw[name]) if v and not _parses(v, c.dtype)]
+    return problems
+
+
+def _parses(text: str, dtype: str) -> bool:
+    try:
+        PARSERS[dtype](text)
+    except (ValueError, OverflowError):
+        return False
+    return True
+
+
+def _bool(text: str) -> bool:
+    if text.strip().lower() not in ("true", "false", "1", "0", "1.0", "0.0"):
+        raise ValueError(text)
+    return True
+
+
+def _int(text: str) -> int:
+    value = float(text)  # pandas writes an int column with a missing cell as 3.0
+    if not value.is_integer():
+        raise ValueError(text)
+    return int(value)
+
+
+def _time(text: str) -> Any:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+PARSERS: dict[str, Callable[[str], Any]] = {"float": float, "int": _int, "bool": _bool,
+                                             "datetime": _time}  # fmt: skip
+
+
+def _empty(rows: list[dict[str, Any]]) -> list[Problem]:
+    """Cells the schema says are always there (on a measured row: `unmeasured` columns) but
+    are empty while other rows of the same run have them: a run written before a column
+    existed (a merged dataset's older folder) lacks it on every row and is not a problem."""
+    from collections import defaultdict
+
+    from tokenwatt.results.schema import column
+
+    written: dict[Any, set[str]] = defaultdict(set)
+    for row in rows:
+        written[row.get("run_id")] |= {k for k, v in row.items() if v is not None}
+    problems = []
+    for row in rows:
+        kind = "results" if row["_file"] in (RESULTS_CSV, "trials.parquet") else "summary"
+        measured = (row.get("status") or "ok") == "ok"
+        for name in written[row.get("run_id")]:
+            c = column(name, kind) if row.get(name) is None else None
+            if c is not None and (c.empty == "never" or (c.empty == "unmeasured" and measured)):
+                problems.append(Problem(row["_file"], row["_line"], name, "empty, but the "
+                                        "schema says it is always there", _key(row)))  # fmt: skip
     return problems
 
 

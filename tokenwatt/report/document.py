@@ -235,7 +235,7 @@ def _summary(stats: Any) -> list[Block]:
         "interval says nothing and is not shown ('interval not informative'). "
         "J/request: prefill + decode energy of one sequence (total_j / (batch_size x "
         "repetitions)); Wh/1k queries is the same x 1000 / 3600 (AI Energy Score's unit, "
-        "in this folder's energy scope). Column meanings: the README, section 'Results schema'."
+        "in this folder's energy scope). Column meanings: docs/results-schema.md in tokenwatt."
     )
     blocks = [Block("h2", "Results per case")]
     if same:  # said once above the table, which then fits the page better
