@@ -31,8 +31,8 @@ def test_commit_is_the_checkouts_and_says_dirty():
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
                           text=True, check=True).stdout.strip()  # fmt: skip
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain",
-                            "--untracked-files=no"], capture_output=True, text=True,
-                           check=True).stdout.strip()  # fmt: skip
+                            "--untracked-files=no", "--", "tokenwatt"], capture_output=True,
+                           text=True, check=True).stdout.strip()  # fmt: skip
     assert commit() == (f"{head}-dirty" if dirty else head)
 
 

@@ -12,14 +12,15 @@ __version__ = "0.1.0"
 
 @functools.lru_cache(maxsize=1)
 def commit() -> str:
-    """The commit of the checkout tokenwatt runs from, `-dirty` when its tracked files are
-    modified; "" for an installed package (or without git)."""
+    """The commit of the checkout tokenwatt runs from, `-dirty` when the code that runs (the
+    package's tracked files) is modified; results being rewritten in the same checkout do not
+    count. "" for an installed package (or without git)."""
     root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists() or not (root / "tokenwatt").is_dir():
         return ""
     try:
         head = _git(root, "rev-parse", "HEAD")
-        dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
+        dirty = _git(root, "status", "--porcelain", "--untracked-files=no", "--", "tokenwatt")
     except (OSError, subprocess.SubprocessError):
         return ""
     return f"{head}-dirty" if dirty else head

@@ -484,8 +484,8 @@ _DECLARED = [
         ("tokenwatt_version", "string", "–", "both", "unmeasured",
          "the tokenwatt that wrote the row"),
         ("tokenwatt_commit", "string", "–", "both", "yes",
-         "the git commit of a tokenwatt checkout, `-dirty` when its tracked files were "
-         "modified; empty for an installed package"),
+         "the git commit of a tokenwatt checkout, `-dirty` when its code (the package's "
+         "tracked files) was modified; empty for an installed package"),
         ("torch_version", "string", "–", "both", "yes",
          "torch's version (empty where the process had not loaded it: a failed case)"),
         ("transformers_version", "string", "–", "both", "yes",
