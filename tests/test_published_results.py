@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = sorted(p for p in (ROOT / "results").iterdir() if p.is_dir())
+FOLDERS = sorted(p for p in (ROOT / "results").iterdir() if (p / "results.csv").is_file())
+DATASETS = sorted(p for p in (ROOT / "results").iterdir() if (p / "trials.parquet").is_file())
 
 
 def _config_for(folder: Path) -> Path | None:
@@ -39,7 +40,8 @@ def test_results_readme_lists_exactly_the_published_folders():
 
     listed = set(re.findall(r"^\| `([^`/]+)/` \|", (ROOT / "results" / "README.md").read_text(),
                             re.M))  # fmt: skip
-    assert listed == {f.name for f in FOLDERS}
+    assert listed == {f.name for f in FOLDERS + DATASETS}
+    assert all(p.name in listed for p in (ROOT / "results").iterdir() if p.is_dir())
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=[f.name for f in FOLDERS])

@@ -45,7 +45,7 @@ def _contents(runs: Any, trials: Any) -> str:
     pub = int(runs["publishable"].fillna(False).astype(bool).sum()) if "publishable" in runs \
         else 0  # fmt: skip
     return (
-        "Energy per generated token of language models, measured by tokenwatt: joules per "
+        "Energy per generated token of language models, from tokenwatt: joules per "
         "token in prefill and decode at a "
         "given batch size, context length, precision and engine, each figure labelled with "
         "what it covers (`energy_scope`) and how it was obtained (`energy_source`, "
