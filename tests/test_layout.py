@@ -87,3 +87,17 @@ def test_the_command_line_and_the_analysis_import_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_import_contracts_hold():
+    """The layering and no-cycle contracts, run by plain pytest too (not only by CI's
+    lint-imports step), so a layer break or a cycle fails where it is made."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "-c", "from importlinter.cli import lint_imports; "
+                        "raise SystemExit(lint_imports(no_cache=True))"], cwd=root,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]

@@ -16,7 +16,9 @@ TAGS = ["energy", "llm-inference", "joules-per-token", "benchmark", "tokenwatt"]
 
 def card(runs: Any, trials: Any, license_id: str, name: str) -> str:
     """The card's text."""
-    from tokenwatt.publish.export import RUNS, TIMELINES, TRIALS
+    from tokenwatt.results.load import DATASET_RUNS as RUNS
+    from tokenwatt.results.load import DATASET_TIMELINES as TIMELINES
+    from tokenwatt.results.load import DATASET_TRIALS as TRIALS
 
     header = {
         "license": license_id,

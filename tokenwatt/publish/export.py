@@ -24,9 +24,10 @@ from typing import Any
 from tokenwatt.errors import UserError
 from tokenwatt.results.columns import RUN_JSON
 from tokenwatt.results.load import DATASET_RUNS as RUNS  # the loader reads what we write
+from tokenwatt.results.load import DATASET_TIMELINES as TIMELINES
 from tokenwatt.results.load import DATASET_TRIALS as TRIALS
 
-TIMELINES, CARD = "timelines", "README.md"
+CARD = "README.md"
 TRIAL_KEY = ("machine_id", "run_id", "trial", "window")
 RUN_KEY = ("machine_id", "run_id", "window")
 SOURCE = "results_dir"  # which folder a row came from (load_results adds it)

@@ -54,8 +54,9 @@ def load_summary(*paths: str | Path) -> Any:
     return load_results(*paths, summary=True)
 
 
-# An exported dataset (tokenwatt export): its tables, written with the schema's dtypes.
-DATASET_TRIALS, DATASET_RUNS = "trials.parquet", "runs.parquet"
+# An exported dataset (tokenwatt export): its tables, written with the schema's dtypes, and
+# its folder of power traces.
+DATASET_TRIALS, DATASET_RUNS, DATASET_TIMELINES = "trials.parquet", "runs.parquet", "timelines"
 
 
 def _read_parquet(path: Path, dataset: Path) -> Any:
