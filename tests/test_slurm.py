@@ -1,6 +1,6 @@
 """A sweep on the real single-node Slurm (scripts/slurm-single-node.sh start), as job arrays
-through submitit, on the simulated NVML: one case scancel'ed mid-run is recorded failed,
---retry-failed completes it, nothing is measured twice. Run with `pytest -m slurm`."""
+through submitit, on the simulated NVML: a case scancel'ed as it starts and one scancel'ed
+mid-trial are recorded failed, --retry-failed completes them, nothing is measured twice. Run with `pytest -m slurm`."""
 
 from __future__ import annotations
 
@@ -53,6 +53,20 @@ def _running_task(before: set[str]) -> str | None:
     return next((i for i in ids if i not in before), None)
 
 
+def _wait_for(what, t0: float, fail: str, limit_s: float = 240):
+    while time.time() - t0 < limit_s:
+        if found := what():
+            return found
+        time.sleep(0.2)
+    raise AssertionError(fail)
+
+
+def _log(out, task: str) -> str:
+    """What the array task's job printed (submitit's log, the case's progress lines in it)."""
+    path = out / ".logs" / "slurm" / task / f"{task}_0_log.out"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
 def test_array_sweep_with_a_cancelled_case_and_retry(tmp_path):
     out = tmp_path / "o"
     cfg = tmp_path / "s.yaml"
@@ -66,26 +80,27 @@ def test_array_sweep_with_a_cancelled_case_and_retry(tmp_path):
     assert "--gpus-per-node=1" in dry.stdout and "4 x gpus: 1" in dry.stdout
     t0 = time.time()
     proc = _sweep(cfg, env)
-    victim = None
-    while victim is None and time.time() - t0 < 180:
-        time.sleep(1)
-        victim = _running_task(set())
-    assert victim, "no array task started"
-    time.sleep(2)
-    subprocess.run(["scancel", victim], check=True)
+    # one task cancelled the moment it runs (before or while its case process starts), one
+    # in the middle of its trial: neither may leave a result, both are failed rows
+    early = _wait_for(lambda: _running_task(set()), t0, "no array task started")
+    subprocess.run(["scancel", early], check=True)
+    late = _wait_for(lambda: _running_task({early}), t0, "no second array task started")
+    _wait_for(lambda: '"phase": "trials"' in _log(out, late), t0, f"task {late} never measured")
+    subprocess.run(["scancel", late], check=True)
     stdout, stderr = proc.communicate(timeout=400)
-    assert proc.returncode == 1, stderr  # a case failed: exit 1 after the one-line summary
-    assert "3 complete" in stdout and "1 failed" in stdout, stdout
-    assert stderr.startswith("Error: 1 of 4 cases failed: 1 x Slurm job ") and "CANCELLED" in stderr
+    logs = {t: _log(out, t)[-600:] for t in (early, late)}
+    assert proc.returncode == 1, (stdout, stderr, logs)  # exit 1 after the one-line summary
+    assert "2 complete" in stdout and "2 failed" in stdout, (stdout, logs)
+    assert stderr.startswith("Error: 2 of 4 cases failed: ") and stderr.count("CANCELLED") == 2
     rows = pd.read_csv(out / "results.csv")
     failed = rows[rows["status"] == "failed"]
-    assert len(failed) == 1 and "CANCELLED" in failed["error"].iloc[0]
-    assert "log " in failed["error"].iloc[0]
+    assert len(failed) == 2 and failed["error"].str.contains("CANCELLED").all()
+    assert failed["error"].str.contains("log ").all()
     # the rerun resubmits only the failed case
     proc = _sweep(cfg, env, "--retry-failed")
     stdout, stderr = proc.communicate(timeout=400)
     assert proc.returncode == 0, stderr
-    assert "4 complete" in stdout and "3 skipped" in stdout, stdout
+    assert "4 complete" in stdout and "2 skipped" in stdout, stdout
     summary = pd.read_csv(out / "summary.csv")
     assert len(summary) == 4 and summary["case_id"].is_unique
     ok = pd.read_csv(out / "results.csv").query("status == 'ok'")

@@ -7,13 +7,25 @@ refusal before anything is written or submitted: one line, exit 2."""
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import threading
+import time
+
 import pytest
 
 from tests.fake_slurm import FakeSlurm
 from tests.test_bad_input import assert_one_line, cli_run, snapshot
 from tokenwatt.placement import Offer
 from tokenwatt.sweep.plan import plan
-from tokenwatt.sweep.slurm import SlurmOptions, arrays, batch_script, sbatch_parameters
+from tokenwatt.sweep.slurm import (
+    SlurmOptions,
+    arrays,
+    batch_script,
+    forwarded_sigterm,
+    sbatch_parameters,
+)
 
 SWEEP = """name: s
 model: preset:tiny-llama
@@ -231,3 +243,21 @@ def test_a_submission_that_fails_anyway_cancels_what_was_submitted(tmp_path, slu
     opts = SlurmOptions()
     assert submitted == batch_script(opts, Path(out), 0, 2) == slurm.scripts("tested")[0]
     assert not list((Path(out) / ".cases").glob("*.json"))  # no CASE.json left behind
+
+
+def test_a_job_cancelled_before_its_case_starts_never_starts_it():
+    """scancel SIGTERMs the job's own process, which submitit makes ignore SIGTERM: one that
+    comes before the case process exists is remembered, and the case never starts."""
+    with forwarded_sigterm() as term:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert term.run([sys.executable, "-c", "print('started')"]) == 143
+        assert term.child is None
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler before it
+
+
+def test_a_job_cancelled_while_its_case_runs_stops_the_case():
+    with forwarded_sigterm() as term:
+        threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        t0 = time.monotonic()
+        rc = term.run([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert rc == -signal.SIGTERM and time.monotonic() - t0 < 30

@@ -150,6 +150,9 @@ def stage_dir(spec: dict[str, Any]) -> Path:
 
 
 def _terminate(signum: int, frame: Any) -> None:
+    # once: Slurm signals every process of a cancelled job and the job's own process passes
+    # the signal on too, and a second one must not break the cleanup the first began
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 

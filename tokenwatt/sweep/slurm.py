@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,7 @@ from tokenwatt.sweep.slurm_options import SlurmOptions
 __all__ = ["SlurmExecutor", "SlurmOptions", "arrays", "describe_arrays", "preflight"]
 
 POLL_S = 2.0
+TERMINATED_EXIT = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
 FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL",
          "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")  # fmt: skip
 
@@ -132,7 +135,43 @@ def preflight(cases: list[Case], opts: SlurmOptions, out: Path) -> Offer:
 
 def run_case_file(path: str) -> int:
     """The job's body: the same case process as a local sweep (its output goes to the log)."""
-    return subprocess.call([sys.executable, "-m", "tokenwatt.sweep.case", path])
+    with forwarded_sigterm() as term:
+        return term.run([sys.executable, "-m", "tokenwatt.sweep.case", path])
+
+
+@dataclass
+class ForwardedTerm:
+    received: bool = False
+    child: subprocess.Popen[bytes] | None = None
+
+    def run(self, cmd: list[str]) -> int:
+        """Run `cmd` unless a SIGTERM came first; its exit code."""
+        if self.received:  # cancelled before the case began: it never starts
+            return TERMINATED_EXIT
+        self.child = subprocess.Popen(cmd)
+        if self.received:  # came while the process was being started
+            self.child.send_signal(signal.SIGTERM)
+        return self.child.wait()
+
+
+@contextlib.contextmanager
+def forwarded_sigterm() -> Iterator[ForwardedTerm]:
+    """SIGTERM remembered and passed to the case process. Slurm stops a cancelled or timed-out
+    job with SIGTERM, then SIGKILL after KillWait (30 s by default), but submitit's own process
+    ignores SIGTERM (it requeues on USR2): one that comes before the case process exists would
+    be lost, and a short case would run on and count as complete for a job that was cancelled."""
+    term = ForwardedTerm()
+
+    def on_term(signum: int, frame: Any) -> None:
+        term.received = True
+        if term.child is not None and term.child.poll() is None:
+            term.child.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield term
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def use_squeue_fallback() -> None:
