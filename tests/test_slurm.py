@@ -1,6 +1,7 @@
 """A sweep on the real single-node Slurm (scripts/slurm-single-node.sh start), as job arrays
 through submitit, on the simulated NVML: a case scancel'ed as it starts and one scancel'ed
-mid-trial are recorded failed, --retry-failed completes them, nothing is measured twice. Run with `pytest -m slurm`."""
+mid-trial are recorded failed, --retry-failed completes them, nothing is measured twice.
+Run with `pytest -m slurm`."""
 
 from __future__ import annotations
 
