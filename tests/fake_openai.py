@@ -27,7 +27,8 @@ VERSION = "0.0.1-fake"
 class FakeOpenAI:
     def __init__(self, mode: str = "ok", delay_s: float = 0.0, first_delay_s: float = 0.0,
                  after: int = 2, kill_after: int | None = None, models: tuple[str, ...] =
-                 ("fake-model",), port: int = 0) -> None:  # fmt: skip
+                 ("fake-model",), port: int = 0, metrics: bool = True,
+                 metrics_skew: float = 1.0) -> None:  # fmt: skip
         if mode not in MODES:
             raise ValueError(f"mode {mode!r}: use one of {MODES}")
         self.mode, self.delay_s, self.first_delay_s = mode, delay_s, first_delay_s
@@ -35,6 +36,11 @@ class FakeOpenAI:
         self.lock = threading.Lock()
         self.in_flight = self.max_in_flight = self.finished = 0
         self.bodies: list[dict[str, Any]] = []
+        # GET /metrics in vLLM's names, from the server's own timings (metrics_skew scales its
+        # token count: a server whose word disagrees with the client's)
+        self.metrics, self.metrics_skew = metrics, metrics_skew
+        self.counts = {"prompt": 0, "generation": 0, "ttft_sum": 0.0, "ttft_n": 0,
+                       "itl_sum": 0.0, "itl_n": 0}  # fmt: skip
         self.dead = threading.Event()  # set on close/kill: stalls end, streams are cut
         self.server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -74,6 +80,32 @@ class FakeOpenAI:
             self.bodies.append(body)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def count(self, prompt: int, generated: int, ttft_s: float, gaps: list[float]) -> None:
+        with self.lock:
+            c = self.counts
+            c["prompt"] += prompt
+            c["generation"] += generated
+            c["ttft_sum"] += ttft_s
+            c["ttft_n"] += 1
+            c["itl_sum"] += sum(gaps)
+            c["itl_n"] += len(gaps)
+
+    def prometheus_text(self) -> str:
+        with self.lock:
+            c = dict(self.counts)
+        label = '{model_name="' + self.models[0] + '",engine="0"}'
+        lines = []
+        for name, value in (("prompt_tokens", c["prompt"]),
+                            ("generation_tokens", c["generation"] * self.metrics_skew)):
+            lines += [f"# TYPE vllm:{name} counter", f"vllm:{name}_total{label} {value}"]
+        for name, key in (("time_to_first_token_seconds", "ttft"),
+                          ("inter_token_latency_seconds", "itl")):
+            lines += [f"# TYPE vllm:{name} histogram",
+                      f'vllm:{name}_bucket{label[:-1]},le="+Inf"}} {c[key + "_n"]}',
+                      f"vllm:{name}_sum{label} {c[key + '_sum']}",
+                      f"vllm:{name}_count{label} {c[key + '_n']}"]  # fmt: skip
+        return "\n".join(lines) + "\n"
 
     def _request_ended(self, finished: bool) -> None:
         with self.lock:
@@ -118,6 +150,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _text(self, text: str) -> None:
+        data = text.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         if self.fake.dead.is_set():
             return self._cut()
@@ -125,6 +165,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, {})
         if self.path == "/version":
             return self._json(200, {"version": VERSION})
+        if self.path == "/metrics" and self.fake.metrics:
+            return self._text(self.fake.prometheus_text())
         if self.path == "/v1/models":
             data = [{"id": m, "object": "model", "owned_by": "fake"} for m in self.fake.models]
             return self._json(200, {"object": "list", "data": data})
@@ -164,6 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         head = ('{"id":"cmpl-fake","object":"text_completion","created":0,"model":'
                 + json.dumps(body["model"]) + ',"choices":[{"index":0,"text":" t')
+        t0, times = time.monotonic(), []
         if fake.first_delay_s:
             time.sleep(fake.first_delay_s)
         for i in range(n):
@@ -176,12 +219,15 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(fake.delay_s)
             reason = '"length"' if i == n - 1 else "null"
             self._event(f'{head}{i}","logprobs":null,"finish_reason":{reason}}}],"usage":null}}')
+            times.append(time.monotonic())
         if fake.mode != "no_usage":
             usage = {"prompt_tokens": prompt_n, "completion_tokens": n,
                      "total_tokens": prompt_n + n}
             self._event(json.dumps({"id": "cmpl-fake", "object": "text_completion",
                                     "created": 0, "model": body["model"], "choices": [],
                                     "usage": usage}))  # fmt: skip
+        if times:
+            fake.count(prompt_n, n, times[0] - t0, [b - a for a, b in zip(times, times[1:])])
         fake._request_ended(True)  # before [DONE]: the client's next request may follow at once
         self._event("[DONE]")
         self.wfile.write(b"0\r\n\r\n")

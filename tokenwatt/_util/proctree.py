@@ -111,3 +111,71 @@ def load_average_1m() -> float | None:
         return float(os.getloadavg()[0])
     except (OSError, AttributeError):
         return None
+
+
+def listening_pids(port: int) -> tuple[set[int], bool]:
+    """PIDs of the processes listening on TCP `port` on this machine, and whether a listener's
+    pid was hidden (a process of another user, which psutil may not name without root)."""
+    try:
+        conns = psutil.net_connections(kind="inet")
+    except psutil.AccessDenied:
+        return set(), True
+    pids, hidden = set(), False
+    for c in conns:
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port:
+            if c.pid is None:
+                hidden = True
+            else:
+                pids.add(c.pid)
+    return pids, hidden
+
+
+class ProcessForest:
+    """Some processes and all their descendants (a server's: its API process, workers, engine
+    core): CPU seconds, runnable threads and pids, like ProcessTree for several roots. A root
+    that ended keeps the CPU time last read, so the total never goes backwards."""
+
+    def __init__(self, roots: set[int]) -> None:
+        self.trees: list[ProcessTree] = []
+        for pid in sorted(_topmost(roots)):
+            try:
+                self.trees.append(ProcessTree(pid))
+            except psutil.Error:
+                continue  # ended meanwhile
+        self._last: dict[int, float] = {}
+
+    @property
+    def roots(self) -> list[int]:
+        return [t.pid for t in self.trees]
+
+    def pids(self) -> set[int]:
+        return {p for t in self.trees for p in (t.pid, *(c.pid for c in t.children()))}
+
+    def cpu_seconds(self) -> float:
+        for t in self.trees:
+            try:
+                self._last[t.pid] = max(self._last.get(t.pid, 0.0), t.cpu_seconds())
+            except psutil.Error:
+                pass
+        return sum(self._last.values())
+
+    def runnable_threads(self) -> int | None:
+        counts = [n for t in self.trees if (n := t.runnable_threads()) is not None]
+        return sum(counts) if counts else None
+
+    def descends_from(self, pid: int) -> bool:
+        """Whether every root is `pid` or one of its descendants (e.g. a server it launched)."""
+        return bool(self.trees) and all(_descends(t.pid, pid) for t in self.trees)
+
+
+def _topmost(pids: set[int]) -> set[int]:
+    """The pids none of whose ancestors is among them (uvicorn's workers share the socket of
+    the process that forked them: that one is the root)."""
+    return {p for p in pids if not any(_descends(p, q) for q in pids - {p})}
+
+
+def _descends(pid: int, ancestor: int) -> bool:
+    try:
+        return pid == ancestor or any(a.pid == ancestor for a in psutil.Process(pid).parents())
+    except psutil.Error:
+        return False

@@ -15,9 +15,12 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokenwatt.config import ENGINES, RunConfig
+
+if TYPE_CHECKING:
+    from tokenwatt.engines.server_processes import ServerProcesses
 
 Mark = Callable[[str], None]
 __all__ = ["ENGINES", "Batch", "Engine", "Mark", "Prepared", "RequestTiming", "no_mark"]
@@ -112,6 +115,20 @@ class Engine(ABC):
     def warnings(self, meters: list[Any]) -> list[str]:
         """Warnings about what the meters cover of this engine's work, said once per run."""
         return []
+
+    def trial_started(self) -> None:
+        """Called before a trial's first generation (a served engine reads the server's own
+        metrics here, to check the trial against them)."""
+        return None
+
+    def trial_columns(self, batches: list[Batch]) -> dict[str, Any]:
+        """Columns of a trial's rows from the engine's own view (the server's word)."""
+        return {}
+
+    def server_processes(self) -> ServerProcesses | None:
+        """After prepare: the processes on this machine that serve the model apart from this
+        one (their load is reported, not counted as contention); None for a model run here."""
+        return None
 
     @abstractmethod
     def prepare(self, on_phase: Callable[[str, str], None]) -> Prepared:

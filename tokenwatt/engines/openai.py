@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokenwatt.config import RunConfig
 from tokenwatt.engines.base import Batch, Engine, Mark, Prepared, RequestTiming, no_mark
@@ -28,6 +28,10 @@ from tokenwatt.engines.openai_stream import endpoint, error_message, http_get, r
 from tokenwatt.engines.serving import phase_marks
 from tokenwatt.errors import UserError
 from tokenwatt.placement import Placement
+
+if TYPE_CHECKING:
+    from tokenwatt.engines.server_metrics import TrialCheck
+    from tokenwatt.engines.server_processes import ServerProcesses
 
 PROMPT_ID_RANGE = 1000  # ids below this exist in every vocabulary (see the module docstring)
 PROBE_TOKENS = 2
@@ -62,6 +66,7 @@ class OpenAIEngine(Engine):
         self.version = ""
         self.calls = 0  # generate() calls so far: each draws fresh prompt ids
         self.lines: list[str] | None = None  # workload.prompts_file's lines, once read
+        self.check: TrialCheck | None = None  # the server's /metrics at the trial's start
 
     # -- prepare ---------------------------------------------------------------------------
 
@@ -205,6 +210,21 @@ class OpenAIEngine(Engine):
         return ["server-not-covered: the CPU meter covers this process tree only, and the "
                 "server was not launched by tokenwatt; give --gpus for its boards or "
                 "--launch it"]
+
+    def trial_started(self) -> None:
+        from tokenwatt.engines.server_metrics import TrialCheck
+
+        self.check = TrialCheck(self.ep).start()
+
+    def trial_columns(self, batches: list[Batch]) -> dict[str, Any]:
+        return self.check.finish(batches) if self.check else {}
+
+    def server_processes(self) -> ServerProcesses:
+        from tokenwatt.engines.server_processes import launched, listening
+
+        if self.server is not None and self.server.proc is not None:
+            return launched(self.server.proc.pid)
+        return listening(self.ep.host, self.ep.port)
 
     def describe(self) -> dict[str, Any]:
         w, s = self.cfg.workload, self.cfg.server

@@ -29,6 +29,8 @@ LOGS = ".logs"
 JSON_LISTS = {RUN_JSON: ("runs", "failures"), SWEEP_JSON: ("sweeps",)}
 OUT_FIX = "move it away or give another --out"
 
+STOPPED = "stopped"  # summary flag of a run that stopped after degraded trials in a row
+
 
 def check_out_dir(out: str | Path) -> Path:
     """Check that OUT is (or can be created as) a writable folder whose files tokenwatt can
@@ -137,13 +139,24 @@ def prepare_out_dir(out: str | Path) -> Path:
     return p
 
 
+def was_stopped(summary_row: dict[str, Any]) -> bool:
+    """A summary of a run that stopped on degraded trials: its rows are kept, but its case is
+    not complete (a sweep records it failed, and --retry-failed measures it again)."""
+    return STOPPED in str(summary_row.get("summary_flags") or "").split(";")
+
+
+def complete_summaries(out: Path) -> list[dict[str, Any]]:
+    """summary.csv's rows of runs that completed (a stopped run's are not)."""
+    return [r for r in read_rows(out / SUMMARY_CSV)[0] if not was_stopped(r)]
+
+
 def case_states(out: Path) -> dict[str, str]:
     """case id -> "complete" or "failed", read from the folder's CSVs."""
     states: dict[str, str] = {}
     for row in read_rows(out / RESULTS_CSV)[0]:
         if row.get("status") == "failed" and row.get("case_id"):
             states[row["case_id"]] = "failed"
-    for row in read_rows(out / SUMMARY_CSV)[0]:
+    for row in complete_summaries(out):
         if row.get("case_id"):
             states[row["case_id"]] = "complete"
     return states

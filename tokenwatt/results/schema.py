@@ -144,6 +144,10 @@ _DECLARED = [
         ("server_model", "string", "–", "both", "yes",
          "engine openai: the model the requests named (`server.model`, else the first the "
          "server lists)"),
+        ("server_processes", "string", "–", "both", "yes",
+         "engine openai: which processes on this machine are the server (`launched by "
+         "tokenwatt: pid N and its children`, `listening on port P: pid N and its children`), "
+         "or why none are (another machine, another user's process); empty for other engines"),
         ("precision", "string", "–", "both", "never",
          "fp32, bf16, fp16, int8-weight, int8-dynamic, int4-weight, fp8, mxfp4-emulated, "
          "nvfp4-emulated (engine openai: the label given, else `server`)"),
@@ -291,7 +295,30 @@ _DECLARED = [
         ("cpu_steal_pct", "float", "%", "results", "unmeasured",
          "CPU time the hypervisor gave to other guests during the trial"),
         ("gpu_other_processes", "int", "processes", "results", "unmeasured",
-         "other processes seen computing on the measured NVIDIA boards"),
+         "other processes seen computing on the measured NVIDIA boards (the server's own, for "
+         "a served model, are not others: `server_gpu_pids`)"),
+        ("server_cpu_cores", "float", "cores", "results", "yes",
+         "engine openai: CPU time the server's processes on this machine (`server_processes`) "
+         "used during the trial, per second; reported apart, never as contention; empty when "
+         "the server is not on this machine or not identified"),
+        ("server_gpu_pids", "string", "–", "results", "yes",
+         "engine openai: the server's processes seen computing on the measured boards "
+         "(space-separated pids; the board's energy is theirs)"),
+        ("server_metrics", "string", "–", "results", "yes",
+         "engine openai: the server's own Prometheus page read before and after the trial "
+         "(`vllm /metrics`, `sglang /metrics`, `tgi /metrics`); empty when it has none"),
+        ("server_generated_tokens", "float", "tokens", "results", "yes",
+         "tokens the server says it generated during the trial (its counter's change)"),
+        ("server_prompt_tokens", "float", "tokens", "results", "yes",
+         "prompt tokens the server says it processed during the trial"),
+        ("server_ttft_s_mean", "float", "s", "results", "yes",
+         "the server's mean time to first token over the trial (its histogram's sum / count)"),
+        ("server_itl_s_mean", "float", "s", "results", "yes",
+         "the server's mean inter-token latency over the trial"),
+        ("server_check", "string", "–", "results", "yes",
+         "`agrees`, or what disagrees with tokenwatt's own figures past the tolerances (tokens "
+         "1%; mean TTFT and ITL a factor 1.5 and 5 ms): another client on the server, or a "
+         "miscount"),
         ("contended", "bool", "–", "both", "unmeasured",
          "any of the four above past its threshold (0.5 cores, 1 thread, 5 %, 1 process): not "
          "publishable; summary: any trial contended"),
@@ -319,7 +346,8 @@ _DECLARED = [
          "trials excluded as degraded"),
         ("summary_flags", "string", "–", "summary", "yes",
          "`;`-joined warnings: `contended`, `cv>5%`, `estimate`, `simulated`, `below-floor`, "
-         "`degraded`, the meters' quality flags (named `flags` in older files)"),
+         "`degraded`, `stopped` (the run stopped after 3 degraded trials in a row: its case "
+         "is not complete), the meters' quality flags (named `flags` in older files)"),
         ("publishable", "bool", "–", "summary", "never",
          "the run's figures can be published: measured, not contended, CV within 5%, at least "
          "3 trials, not below the physical floor, no degraded trial"),

@@ -12,8 +12,11 @@ ours. Every trial records, over its own window:
 - `cpu_steal_pct`: share of CPU time the hypervisor gave to other guests;
 - `gpu_other_processes`: other processes on the measured NVIDIA boards;
 
-and `contended` = any of them past its threshold (CONTENDED_*), with `contention_reason`
-saying which. The readings are injectable (`Readings`), so a test can drive them.
+and, for a served model, the server's own load in its own columns (`server_cpu_cores`,
+`server_gpu_pids`: the processes engines/server_processes.py names), never as contention:
+contention is what is left. And `contended` = any of the others past its threshold
+(CONTENDED_*), with `contention_reason` saying which. The readings are injectable
+(`Readings`), so a test can drive them.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from tokenwatt._util.proctree import (
     MachineCpu,
@@ -46,7 +49,7 @@ RUNNABLE_NEEDS_CORES = 0.1
 CONTENDED_STEAL_PCT = 5.0
 SAMPLE_S = 0.5
 COLUMNS = ("other_cpu_cores", "other_runnable", "cpu_steal_pct", "gpu_other_processes",
-           "contended", "contention_reason")  # fmt: skip
+           "server_cpu_cores", "server_gpu_pids", "contended", "contention_reason")  # fmt: skip
 
 
 @dataclass
@@ -60,6 +63,7 @@ class Readings:
     tree_runnable: Callable[[], int | None] | None = None
     gpu_other_pids: Callable[[], list[int]] = list
     clock: Callable[[], float] = time.monotonic
+    server: ServerLoad | None = None  # the served model's processes, when they are known
 
     def __post_init__(self) -> None:
         self.machine = self.machine or machine_cpu
@@ -68,6 +72,14 @@ class Readings:
             tree = ProcessTree()
             self.tree_cpu_s = self.tree_cpu_s or tree.cpu_seconds
             self.tree_runnable = self.tree_runnable or tree.runnable_threads
+
+
+class ServerLoad(Protocol):
+    """The server's processes (a ProcessForest): what they use is reported apart."""
+
+    def pids(self) -> set[int]: ...
+    def cpu_seconds(self) -> float: ...
+    def runnable_threads(self) -> int | None: ...
 
 
 def gpu_pids_of(meters: list[Any]) -> Callable[[], list[int]]:
@@ -89,14 +101,17 @@ class ContentionMonitor:
 
     readings: Readings = field(default_factory=Readings)
     sample_s: float = SAMPLE_S
+    server_inside: bool = False  # the server is in this process tree (launched): not subtracted
     _runnable: list[float] = field(default_factory=list)
     _gpu_pids: set[int] = field(default_factory=set)
+    _server_gpu_pids: set[int] = field(default_factory=set)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def start(self) -> ContentionMonitor:
         r = self.readings
         self._t0, self._m0, self._tree0 = r.clock(), r.machine(), r.tree_cpu_s()
+        self._server0 = r.server.cpu_seconds() if r.server else math.nan
         self._sample()
         self._thread = threading.Thread(target=self._loop, name="tokenwatt-contention",
                                         daemon=True)  # fmt: skip
@@ -114,12 +129,23 @@ class ContentionMonitor:
         # Differences are kept signed and the mean is clamped (assess): clamping each sample
         # would turn that noise into phantom other threads.
         before, total, after = r.tree_runnable(), r.system_runnable(), r.tree_runnable()
+        server = self._server_runnable()
         if total is not None and before is not None and after is not None:
-            self._runnable.append(total - (before + after) / 2)
+            self._runnable.append(total - (before + after) / 2 - server)
         try:
-            self._gpu_pids.update(r.gpu_other_pids())
+            on_boards = set(r.gpu_other_pids())
         except Exception:  # a board NVML cannot ask is no reason to lose the trial
-            pass
+            return
+        mine = r.server.pids() & on_boards if r.server else set()
+        self._server_gpu_pids |= mine
+        self._gpu_pids |= on_boards - mine
+
+    def _server_runnable(self) -> float:
+        """The server's runnable threads, when they are not already counted as this tree's."""
+        r = self.readings
+        if r.server is None or self.server_inside:
+            return 0.0
+        return float(r.server.runnable_threads() or 0)
 
     def stop(self) -> dict[str, Any]:
         self._stop.set()
@@ -129,7 +155,12 @@ class ContentionMonitor:
         r = self.readings
         dt = r.clock() - self._t0
         m1, tree1 = r.machine(), r.tree_cpu_s()
-        return assess(self._m0, m1, tree1 - self._tree0, dt, self._runnable, len(self._gpu_pids))
+        server_s = (r.server.cpu_seconds() - self._server0) if r.server else math.nan
+        ours = tree1 - self._tree0 + (0.0 if self.server_inside or not r.server else server_s)
+        row = assess(self._m0, m1, ours, dt, self._runnable, len(self._gpu_pids))
+        row["server_cpu_cores"] = server_s / dt if dt > 0 else math.nan
+        row["server_gpu_pids"] = " ".join(map(str, sorted(self._server_gpu_pids)))
+        return row
 
 
 def assess(m0: MachineCpu, m1: MachineCpu, tree_cpu_s: float, wall_s: float,

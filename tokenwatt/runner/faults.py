@@ -11,11 +11,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from tokenwatt._util.ids import utc_now
 from tokenwatt.config import RunConfig
 from tokenwatt.errors import EngineFault, MeterError
+from tokenwatt.results.folder import STOPPED
 
 MAX_CONSECUTIVE_DEGRADED = 3
 DEGRADED = "degraded"
@@ -68,12 +70,20 @@ def oom_message(cfg: RunConfig, device: str, error: str, out: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Fault:
+    """Why a trial was degraded, and whose the fault was: the stop line is worded by it."""
+
+    reason: str
+    source: str  # "meter" or "engine"
+
+
 def guarded_trial(
     run: Callable[[Any, int], tuple[list[dict[str, Any]], dict[str, Any]]],
     session: Any,
     index: int,
-) -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:
-    """Run one trial; a meter or engine failure gives a degraded row and its reason instead of
+) -> tuple[list[dict[str, Any]], dict[str, Any], Fault | None]:
+    """Run one trial; a meter or engine failure gives a degraded row and its fault instead of
     a crash (finished trials are kept)."""
     try:
         rows, detail = run(session, index)
@@ -87,13 +97,15 @@ def guarded_trial(
             "status": DEGRADED,
             "status_reason": reason,
         }
-        return [row], {"trial": index, "status": DEGRADED, "status_reason": reason}, reason
+        fault = Fault(reason, "meter" if isinstance(e, MeterError) else "engine")
+        return [row], {"trial": index, "status": DEGRADED, "status_reason": reason}, fault
 
 
 def note_degraded(
-    summary: dict[str, Any], warnings: list[str], trials: list[dict[str, Any]]
+    summary: dict[str, Any], warnings: list[str], trials: list[dict[str, Any]], stopped: bool
 ) -> None:
-    """Count degraded trials into the summary row and its warnings."""
+    """Count degraded trials into the summary row and its warnings; a run `stopped` on them
+    is flagged so: its rows are kept, but a sweep does not count the case complete."""
     bad = [t for t in trials if t.get("status") == DEGRADED]
     summary["n_degraded"] = len(bad)
     if not bad:
@@ -102,13 +114,27 @@ def note_degraded(
         f"degraded: {len(bad)} trial(s) lost their energy reading or their engine "
         f"({bad[-1]['status_reason']}); the summary uses the {summary['n_trials']} good ones"
     )
-    flags = (summary.get("summary_flags"), "degraded")
+    flags = (summary.get("summary_flags"), "degraded", STOPPED if stopped else "")
     summary["summary_flags"] = ";".join(f for f in flags if f)
 
 
-def stopped_message(reason: str, n_ok: int, out: Any) -> str:
-    return (
-        f"stopped: {MAX_CONSECUTIVE_DEGRADED} trials in a row lost their energy reading "
-        f"({reason}); {n_ok} finished trial(s) are saved in {str(out)!r}; check the meter "
-        "(or use --meter estimate) and rerun the same command to measure more"
-    )
+
+def stopped_message(fault: Fault | None, streak: int, finished: int, out: Any,
+                    cfg: RunConfig, engine: Any) -> str:  # fmt: skip
+    """The one line of a run stopped after `streak` degraded trials in a row, worded by whose
+    fault it was; `finished` counts trials (a served trial writes a row per window)."""
+    reason = fault.reason if fault else "no trial finished"
+    kept = (f"{finished} finished trial(s) are saved in {str(out)!r}" if finished
+            else "no trial finished, nothing was measured")  # fmt: skip
+    if fault and fault.source == "engine" and not engine.in_process:
+        log = " (its log is saved beside the results)" if cfg.server.launch else ""
+        what = f"the server at {cfg.server.url} failed {streak} trial(s) in a row"
+        fix = f"check that the server is running and answering{log}"
+    elif fault and fault.source == "engine":
+        what = f"engine {engine.name} failed {streak} trial(s) in a row"
+        fix = "check the engine's error"
+    else:
+        what = f"{streak} trial(s) in a row lost their energy reading"
+        other = "" if cfg.measure.meter == "estimate" else " (or use --meter estimate)"
+        fix = f"check the meter{other}"
+    return f"stopped: {what} ({reason}); {kept}; {fix}, and rerun the same command to measure more"

@@ -193,10 +193,10 @@ def measure_session(
                 break
     ok = [t for t in trials if t["status"] == "ok"]
     if not ok:
-        raise RunStopped(stopped_message(fault or "no trial", 0, out))
+        raise RunStopped(stopped_message(fault, streak, 0, out, cfg, session.engine))
     summaries, warnings = summarise_windows(session, ok, routing)
     summary = summaries[0]
-    note_degraded(summary, warnings, trials)
+    note_degraded(summary, warnings, trials, stopped=streak >= MAX_CONSECUTIVE_DEGRADED)
     for other in summaries[1:]:
         other["n_degraded"], other["summary_flags"] = summary["n_degraded"], \
             summary["summary_flags"]  # fmt: skip
@@ -210,7 +210,8 @@ def measure_session(
                     run_record(session, summary, details, warnings, summaries))  # fmt: skip
         append_rows(out / SUMMARY_CSV, summaries, list(summary_header(summary)))
     if streak >= MAX_CONSECUTIVE_DEGRADED:
-        raise RunStopped(stopped_message(fault or "", len(ok), out))
+        finished = len({t["trial"] for t in ok})  # a served trial has a row per window
+        raise RunStopped(stopped_message(fault, streak, finished, out, cfg, session.engine))
     return RunOutcome(run_id, out, trials, summary, warnings, summaries)
 
 

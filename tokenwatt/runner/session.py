@@ -6,12 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokenwatt.config import RunConfig
 from tokenwatt.energy.meters.base import labels
 from tokenwatt.engines.base import Engine
 from tokenwatt.placement import Placement
+
+if TYPE_CHECKING:
+    from tokenwatt.engines.server_processes import ServerProcesses
 
 
 @dataclass
@@ -31,6 +34,7 @@ class Session:
     # The GPU boards the case holds (CUDA indexes the model spans, NVML UUIDs): see placement.py
     placement: Placement = field(default_factory=Placement)
     idle_by_channel: dict[str, float] = field(default_factory=dict)  # idle W per meter channel
+    server: ServerProcesses | None = None  # a served model's processes on this machine
 
 
 def prepare_session(
@@ -64,6 +68,7 @@ def _prepare(cfg: RunConfig, placement: Placement, meters: list[Any], engine: En
     device = placement.device
     prepared = engine.prepare(phase)
     described = engine.describe()
+    server = engine.server_processes()
     constants = {
         "name": cfg.name,
         "engine": described["engine"],
@@ -79,6 +84,7 @@ def _prepare(cfg: RunConfig, placement: Placement, meters: list[Any], engine: En
         "new_tokens": cfg.workload.new_tokens,
         "seed": cfg.workload.seed,
         **prepared.constants,
+        "server_processes": server.how if server else "",
         "engine_settings": _settings_text(described.get("engine_settings", {})),
         **labels(c for meter in meters for c in meter.channels),
         **board_constants(meters, len(placement.cuda)),
@@ -92,10 +98,23 @@ def _prepare(cfg: RunConfig, placement: Placement, meters: list[Any], engine: En
         **prepared.meta,
     }
     warnings = (placement.warnings() + engine.warnings(meters)
-                + _board_warnings(cfg, engine, meters, placement))  # fmt: skip
+                + _board_warnings(cfg, engine, meters, placement)
+                + _other_process_warnings(meters, server))  # fmt: skip
     return Session(cfg, device, engine, meters, constants, prepared.model_info,
                    model=prepared.model, meta=meta, warnings=warnings,
-                   placement=placement)  # fmt: skip
+                   placement=placement, server=server)  # fmt: skip
+
+
+def _other_process_warnings(meters: list[Any], server: ServerProcesses | None) -> list[str]:
+    """Processes on a measured board when the run starts that are not the server's."""
+    mine = server.forest.pids() if server and server.forest else set()
+    out = []
+    for m in meters:
+        if others := sorted(set(getattr(m, "other_processes", None) or ()) - mine):
+            out.append(f"gpu-shared: GPU {m.index}: other processes use this board (pids "
+                       f"{others}); NVML reads the whole board, so their energy is counted "
+                       "too")  # fmt: skip
+    return out
 
 
 def _precision_label(cfg: RunConfig, engine: Engine) -> str:

@@ -27,6 +27,14 @@ def pause_between_trials(cfg: RunConfig, i: int, device: str = "cpu") -> None:
         time.sleep(random.uniform(0, cfg.measure.random_delay_s))
 
 
+def contention_monitor(session: Session) -> ContentionMonitor:
+    """The trial's contention record, with the server's processes (a served model) apart."""
+    server = session.server
+    forest = server.forest if server else None
+    readings = Readings(gpu_other_pids=gpu_pids_of(session.meters), server=forest)
+    return ContentionMonitor(readings, server_inside=bool(server and server.inside_this_tree))
+
+
 def run_trial(session: Session, index: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Repeat the generation until the trial lasts at least min_seconds; its rows (one, or one
     per window for a served engine) and its run.json detail."""
@@ -41,8 +49,9 @@ def run_trial(session: Session, index: int) -> tuple[list[dict[str, Any]], dict[
     batches: list[Batch] = []
     start = time.perf_counter()
     edge_start = [m.edge_state() for m in session.meters]
-    contention = ContentionMonitor(Readings(gpu_other_pids=gpu_pids_of(session.meters))).start()
+    contention = contention_monitor(session).start()
     try:
+        engine.trial_started()
         if not engine.live_marks:
             rec.start()
         while True:
@@ -69,7 +78,7 @@ def run_trial(session: Session, index: int) -> tuple[list[dict[str, Any]], dict[
     extra = {**load, "counter_vs_trace_gap_pct": quality.get("counter_vs_trace_gap_pct"),
              "quality_flags": quality.get("flags", ""),
              "update_period_s": quality.get("update_period_s"),
-             **quality_columns(quality)}  # fmt: skip
+             **quality_columns(quality), **engine.trial_columns(batches)}  # fmt: skip
     for row in rows:
         row.update(extra)
     detail = {

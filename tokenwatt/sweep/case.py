@@ -38,7 +38,7 @@ from typing import Any
 from tokenwatt._util.ids import new_run_id, utc_now
 from tokenwatt.errors import ResultsFolderError, WriteFailed
 from tokenwatt.results.columns import RESULTS_CSV, RUN_JSON, SUMMARY_CSV, TRIAL_COLUMNS
-from tokenwatt.results.folder import CASES, STAGING
+from tokenwatt.results.folder import CASES, STAGING, complete_summaries, was_stopped
 from tokenwatt.results.store import (
     append_rows,
     holder,
@@ -110,7 +110,7 @@ def done_by_another(spec: dict[str, Any]) -> bool:
     """A summary row of this case that was not there when the case was started."""
     if "complete_runs" not in spec:
         return False
-    rows = read_rows(Path(spec["out"]) / SUMMARY_CSV)[0]
+    rows = complete_summaries(Path(spec["out"]))
     runs = {r.get("run_id") for r in rows if r.get("case_id") == spec["case_id"]}
     return bool(runs - set(spec["complete_runs"]))
 
@@ -186,14 +186,18 @@ def run_case(spec: dict[str, Any]) -> int:
 
 
 def _record_outcome(stage: Path, out: Path, spec: dict[str, Any], e: Exception) -> int:
+    """A case that raised: what it measured is kept; it is complete only when its summary is
+    of a run that finished (a run stopped on degraded trials also records the case failed,
+    so the sweep says so and --retry-failed measures it again)."""
     staged = read_rows(stage / SUMMARY_CSV)[0]
-    if staged:  # stopped after its summary (e.g. a meter degraded): keep what it measured
+    if staged:
         merge_stage(stage, out, spec, staged[-1]["run_id"])
-    else:
+    complete = bool(staged) and not was_stopped(staged[-1])
+    if not complete:
         record_failure(out, spec, one_line(e))
     shutil.rmtree(stage, ignore_errors=True)
     emit({"event": "failed", "error": one_line(e)}, stop=False)
-    return 0 if staged else FAILED_EXIT
+    return 0 if complete else FAILED_EXIT
 
 
 def _hold_signals() -> list[Any]:

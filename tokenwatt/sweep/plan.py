@@ -313,11 +313,12 @@ def round_order(cases: list[Case], sched: Schedule, r: int) -> list[Case]:
 
 def runs_done(out: Path) -> tuple[Counter[str], Counter[str]]:
     """(complete runs per case id, failed rows per case id), read from the folder."""
-    from tokenwatt.results.columns import RESULTS_CSV, SUMMARY_CSV
+    from tokenwatt.results.columns import RESULTS_CSV
+    from tokenwatt.results.folder import complete_summaries
     from tokenwatt.results.store import read_rows
 
     # A run of a served engine writes one summary row per window: count runs, not rows.
-    runs = {(r["case_id"], r.get("run_id")) for r in read_rows(out / SUMMARY_CSV)[0]
+    runs = {(r["case_id"], r.get("run_id")) for r in complete_summaries(out)
             if r.get("case_id")}  # fmt: skip
     done = Counter(case for case, _ in runs)
     failed = Counter(r["case_id"] for r in read_rows(out / RESULTS_CSV)[0]

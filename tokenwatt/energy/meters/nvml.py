@@ -125,7 +125,9 @@ class NvmlMeter(Meter):
         self.simulated = bool(getattr(nv, "TOKENWATT_SIMULATED", False))
         limit = self._optional(nv.nvmlDeviceGetEnforcedPowerLimit, self.handle)
         self.power_limit_w = limit / 1000.0 if limit else None
-        self.other_processes = self._other_processes()
+        # whose they are (a served model's own server, or another program's) is the session's
+        # to say: it knows the server's processes (runner/session.py)
+        self.other_processes = self.other_pids()
         source = f"simulated-{self.source}" if self.simulated else self.source
         self._channel = Channel(
             f"gpu{self.index}", "gpu-board", source, not self.simulated, self.device_name
@@ -169,16 +171,6 @@ class NvmlMeter(Meter):
         except self.nvml.NVMLError:
             return []
         return sorted({p.pid for p in procs} - {os.getpid()})
-
-    def _other_processes(self) -> list[int]:
-        pids = self.other_pids()
-        if pids:
-            warnings.warn(
-                f"GPU {self.index}: other processes use this board (pids {pids}); NVML reads the "
-                "whole board, so their energy is counted too",
-                stacklevel=3,
-            )
-        return pids
 
     # ---- reads ------------------------------------------------------------------------
 

@@ -1,0 +1,111 @@
+"""Engine openai beside a real vLLM CPU server that tokenwatt did not launch (issue 24): the
+server's processes are told apart from contention, its own /metrics check every trial, and an
+unrelated CPU hog is still contention. Marked vllm (`pytest -m vllm` in the vLLM environment);
+one server start for the module."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.vllm
+
+RUN = ["run", "--engine", "openai", "--batch-size", "4", "--requests", "16", "--prompt-tokens",
+       "16", "--new-tokens", "24", "--repeats", "2", "--min-seconds", "0", "--idle-seconds",
+       "0.5", "--warmup", "1", "--meter", "estimate"]  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """vLLM's OpenAI server started beside the tests, as a user starts theirs."""
+    from tokenwatt.models.export import export_preset, with_word_tokenizer
+
+    tmp = tmp_path_factory.mktemp("beside")
+    ckpt = with_word_tokenizer(export_preset("tiny-llama", 0, "float32",
+                                             cache_dir=tmp / "cache"), tmp / "ckpt")  # fmt: skip
+    port = _free_port()
+    log = open(tmp / "server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(ckpt),
+         "--served-model-name", "preset:tiny-llama", "--dtype", "float32", "--host",
+         "127.0.0.1", "--port", str(port), "--max-model-len", "128", "--max-num-seqs", "4",
+         "--enforce-eager"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        _wait_healthy(port, proc, tmp / "server.log")
+        yield port, proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def _wait_healthy(port: int, proc: subprocess.Popen, log) -> None:
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-2000:]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise AssertionError("vLLM did not become healthy: " + log.read_text()[-2000:])
+
+
+def _run(port: int, out) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "tokenwatt", *RUN, "--url", f"http://127.0.0.1:{port}/v1",
+           "--out", str(out)]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+def test_the_server_beside_is_its_own_load_not_contention(server, tmp_path):
+    port, proc = server
+    p = _run(port, tmp_path / "o")
+    assert p.returncode == 0, p.stderr
+    rows = pd.read_csv(tmp_path / "o" / "results.csv")
+    assert (rows["server_processes"] == f"listening on port {port}: pid {proc.pid} and its "
+            "children").all()  # fmt: skip
+    assert (rows["server_cpu_cores"] > 0.2).all(), rows["server_cpu_cores"].tolist()
+    assert not rows["contended"].any(), rows["contention_reason"].tolist()
+    # vLLM's own word on every trial agrees with tokenwatt's
+    assert (rows["server_metrics"] == "vllm /metrics").all()
+    assert (rows["server_check"] == "agrees").all(), rows["server_check"].tolist()
+    whole = rows[rows["window"] == "whole-run"]
+    assert (whole["server_generated_tokens"] == whole["tokens_generated"]).all()
+    assert (whole["server_prompt_tokens"] == 16 * 16).all()
+    print("server cores", rows["server_cpu_cores"].round(2).tolist(), "ttft here/server",
+          (rows["ttft_s_mean"] / rows["server_ttft_s_mean"]).round(2).tolist()
+          if "ttft_s_mean" in rows else "")  # fmt: skip
+
+
+def test_an_unrelated_hog_beside_the_server_is_contention(server, tmp_path):
+    port, _ = server
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        p = _run(port, tmp_path / "o")
+    finally:
+        hog.kill()
+        hog.wait()
+    assert p.returncode == 0, p.stderr
+    rows = pd.read_csv(tmp_path / "o" / "results.csv")
+    assert rows["contended"].all() and (rows["other_cpu_cores"] >= 0.5).all()
