@@ -179,3 +179,17 @@ def _descends(pid: int, ancestor: int) -> bool:
         return pid == ancestor or any(a.pid == ancestor for a in psutil.Process(pid).parents())
     except psutil.Error:
         return False
+
+
+@dataclass
+class ServerProcesses:
+    """A served model's processes on this machine (engines/server_processes.py decides which),
+    or none, with how they were found in words (the rows' `server_processes`)."""
+
+    forest: ProcessForest | None
+    how: str
+
+    @property
+    def inside_this_tree(self) -> bool:
+        """Launched by this process: its CPU time is already in this process tree's."""
+        return self.forest is not None and self.forest.descends_from(os.getpid())

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from tokenwatt.config import ENGINES, RunConfig
 
 if TYPE_CHECKING:
-    from tokenwatt.engines.server_processes import ServerProcesses
+    from tokenwatt._util.proctree import ServerProcesses
 
 Mark = Callable[[str], None]
 __all__ = ["ENGINES", "Batch", "Engine", "Mark", "Prepared", "RequestTiming", "no_mark"]

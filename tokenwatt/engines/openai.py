@@ -30,8 +30,8 @@ from tokenwatt.errors import UserError
 from tokenwatt.placement import Placement
 
 if TYPE_CHECKING:
+    from tokenwatt._util.proctree import ServerProcesses
     from tokenwatt.engines.server_metrics import TrialCheck
-    from tokenwatt.engines.server_processes import ServerProcesses
 
 PROMPT_ID_RANGE = 1000  # ids below this exist in every vocabulary (see the module docstring)
 PROBE_TOKENS = 2

@@ -10,25 +10,12 @@ server's work is the work being measured, and contention is what is left.
 
 from __future__ import annotations
 
-import os
 import socket
-from dataclasses import dataclass
 
 import psutil
 
-from tokenwatt._util.proctree import ProcessForest, listening_pids
+from tokenwatt._util.proctree import ProcessForest, ServerProcesses, listening_pids
 from tokenwatt.engines.launch import is_loopback
-
-
-@dataclass
-class ServerProcesses:
-    forest: ProcessForest | None
-    how: str  # in words, for the row's `server_processes` column
-
-    @property
-    def inside_this_tree(self) -> bool:
-        """Launched by this process: its CPU time is already in this process tree's."""
-        return self.forest is not None and self.forest.descends_from(os.getpid())
 
 
 def launched(pid: int) -> ServerProcesses:

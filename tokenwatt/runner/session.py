@@ -14,7 +14,7 @@ from tokenwatt.engines.base import Engine
 from tokenwatt.placement import Placement
 
 if TYPE_CHECKING:
-    from tokenwatt.engines.server_processes import ServerProcesses
+    from tokenwatt._util.proctree import ServerProcesses
 
 
 @dataclass
