@@ -35,7 +35,10 @@ def start(tmp_path: Path, name: str) -> tuple[subprocess.Popen, Path]:
     cfg.write_text(CONFIG)
     out = tmp_path / name
     cmd = [sys.executable, "-m", "tokenwatt.cli", "run", str(cfg), "--out", str(out), "-q"]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal gives it: a shell's background job (`ci &`) hands it down ignored,
+    # and a Python started so keeps ignoring it
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return p, out
 
 
