@@ -36,8 +36,11 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 P_MIN = 1e-3
 
 
+Arrived = tuple[list[float], list[RequestTiming], FakeOpenAI]
+
+
 def _arrive(rate: float, burstiness: float, n: int, cap: int = 64,
-            delay_s: float = 0.0) -> tuple[list[float], list[RequestTiming], FakeOpenAI]:  # fmt: skip
+            delay_s: float = 0.0) -> Arrived:  # fmt: skip
     """Send n one-token-prompt requests at the shape's arrivals; the server's arrival times."""
     w = Workload(request_rate=rate, burstiness=burstiness, requests=n, batch_size=cap, seed=7)
     offsets = LoadShape(w).offsets(0)
@@ -314,3 +317,28 @@ def test_readme_request_rate_run_writes_requests_that_recompute_the_row(tmp_path
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary["load_shape"]) == {"poisson"}
     assert not math.isnan(summary["itl_per_request_s_p90_mean"].iloc[0])
+
+
+def test_trace_run_through_the_cli_and_the_fixed_shape_rows(tmp_path, invoke):
+    trace = _trace(tmp_path, TRACE)
+    out = tmp_path / "o"
+    quick = ["--meter", "estimate", "--repeats", "1", "--warmup", "0", "--min-seconds", "0",
+             "--idle-seconds", "0.1", "--out", str(out)]  # fmt: skip
+    with FakeOpenAI(delay_s=0.001) as fake:
+        r = invoke("run", "--engine", "openai", "--url", fake.url, "--batch-size", "4",
+                   "--trace", trace, *quick)  # fmt: skip
+        assert r.exit_code == 0, r.output
+        r = invoke("run", "--engine", "openai", "--url", fake.url, "--batch-size", "2",
+                   "--requests", "4", "--new-tokens", "3", *quick)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rows = pd.read_csv(out / "results.csv")
+    traced, fixed = rows[rows["load_shape"] == "trace"], rows[rows["load_shape"] != "trace"]
+    assert set(traced["prompt_tokens"]) == {5} and set(traced["new_tokens"]) == {4}
+    assert set(traced["tokens_generated"]) >= {16} and set(fixed["load_shape"]) == {
+        "fixed-concurrency"} and fixed["request_rate"].isna().all()  # fmt: skip
+    lines = [json.loads(x) for x in (out / REQUESTS_JSONL).read_text().splitlines()]
+    ran = [x for x in lines if x["run_id"] == traced["run_id"].iloc[0]]
+    assert [x["scheduled_s"] for x in ran] == pytest.approx([0, 0.15, 0.15, 0.4], abs=1e-9)
+    closed = [x for x in lines if x["run_id"] == fixed["run_id"].iloc[0]]
+    assert len(closed) == 4 and all(x["scheduled_s"] is None for x in closed)
+    assert min(x["sent_s"] for x in closed) == 0.0

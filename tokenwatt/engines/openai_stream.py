@@ -179,7 +179,9 @@ class _Pool:
             for i, offset in enumerate(arrivals):
                 at = t0 + offset
                 if (wait := at - self.clock()) > 0:
-                    time.sleep(wait)
+                    self.stop.wait(wait)  # a worker's crash ends the wait, as Ctrl-C does
+                if self.stop.is_set():
+                    return
                 delayed = not self.slots.acquire(blocking=False)  # every slot is streaming
                 while delayed and not self.slots.acquire(timeout=0.2):
                     if self.stop.is_set():
