@@ -1,7 +1,7 @@
 """A small OpenAI-compatible server for tests: streams /v1/completions one token per chunk.
 
     with FakeOpenAI(delay_s=0.001) as fake:      # fake.url == "http://127.0.0.1:PORT/v1"
-        ...                                      # fake.max_in_flight, fake.bodies
+        ...                                      # fake.max_in_flight, fake.bodies, fake.arrivals
 
 Modes: "ok", "refuse" (nothing listens at the port), "error500", "reject_ignore_eos" (400
 naming ignore_eos), "stall" (goes silent after `after` tokens), "die" (closes the socket
@@ -41,6 +41,7 @@ class FakeOpenAI:
         self.metrics, self.metrics_skew = metrics, metrics_skew
         self.counts = {"prompt": 0, "generation": 0, "ttft_sum": 0.0, "ttft_n": 0,
                        "itl_sum": 0.0, "itl_n": 0}  # fmt: skip
+        self.arrivals: list[float] = []  # time.monotonic() as each completion request came in
         self.dead = threading.Event()  # set on close/kill: stalls end, streams are cut
         self.server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -75,9 +76,10 @@ class FakeOpenAI:
                 server.shutdown()
             server.server_close()
 
-    def _request_started(self, body: dict[str, Any]) -> None:
+    def _request_started(self, body: dict[str, Any], arrived: float) -> None:
         with self.lock:
             self.bodies.append(body)
+            self.arrivals.append(arrived)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
@@ -173,6 +175,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(404, {"detail": "Not Found"})
 
     def do_POST(self) -> None:  # noqa: N802
+        arrived = time.monotonic()  # before the body is read: when the request reached us
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         if self.fake.dead.is_set():
             return self._cut()
@@ -188,7 +191,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body.get("model") not in self.fake.models:
             return self._json(404, {"object": "error", "message": f"model {body.get('model')!r}"
                                     " does not exist", "code": 404})  # fmt: skip
-        self.fake._request_started(body)
+        self.fake._request_started(body, arrived)
         finished = False
         try:
             finished = self._stream(body)

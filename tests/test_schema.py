@@ -55,7 +55,9 @@ def test_each_column_is_declared_once_with_a_known_dtype_unit_and_one_line():
 def test_the_column_lists_of_the_code_are_the_schemas():
     assert undeclared(TRIAL_COLUMNS, "results") == []
     assert SUMMARY_METRICS == schema.metrics("trial") and SERVING_METRICS == ["ttft_s_median",
-           "ttft_s_p90", "itl_s_median", "itl_s_p90"]  # fmt: skip
+           "ttft_s_p90", "itl_s_median", "itl_s_p90", "itl_per_request_s_mean",
+           "itl_per_request_s_median", "itl_per_request_s_p90",
+           "itl_per_request_s_p99"]  # fmt: skip
     stats = [f"{m}_{s}" for m in SUMMARY_METRICS + SERVING_METRICS for s in schema.STAT_SUFFIXES]
     assert undeclared(stats, "summary") == [] and undeclared(stats, "results") == stats
     from tokenwatt.analysis.carbon import CARBON_COLUMNS

@@ -73,18 +73,64 @@ class Workload(_Strict):
         None,
         ge=1,
         le=1_000_000,
-        description="engine openai: requests per trial, batch_size of them in flight at once "
-        "(default: 4 x batch_size).",
+        description="engine openai: requests per pass, batch_size of them in flight at once "
+        "(default: 4 x batch_size; with request_rate: the arrivals of a pass, needed).",
+    )
+    request_rate: StrictFloat | None = Field(
+        None,
+        gt=0,
+        le=1_000_000,
+        description="engine openai: open loop, requests arrive at this many per second "
+        "(Poisson; gamma with burstiness), each sent at its arrival; batch_size caps those in "
+        "flight, as vLLM's --max-concurrency (default: closed loop, batch_size always in "
+        "flight).",
+    )
+    burstiness: StrictFloat = Field(
+        1.0,
+        gt=0,
+        le=1000,
+        description="engine openai with request_rate: gamma shape of the times between "
+        "arrivals (mean 1/request_rate), as vLLM's --burstiness: 1 Poisson, below 1 burstier, "
+        "above 1 more regular.",
+    )
+    trace: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_PATH,
+        description="engine openai: JSONL trace replayed at its arrival times with its own "
+        "lengths (timestamp in ms or timestamp_s, input_length, output_length per line; the "
+        "README has the format); batch_size caps the requests in flight.",
     )
 
     def request_count(self) -> int:
+        """Requests per pass of the closed loop and of request_rate (a trace has its lines)."""
         return self.requests if self.requests is not None else 4 * self.batch_size
 
     @model_validator(mode="after")
     def _requests_fill_the_batch(self) -> Workload:
-        if self.requests is not None and self.requests < self.batch_size:
+        open_loop = self.request_rate is not None or self.trace is not None
+        if not open_loop and self.requests is not None and self.requests < self.batch_size:
             raise ValueError(f"workload.requests ({self.requests}) is fewer than batch_size "
                              f"({self.batch_size}) requests in flight; raise --requests")
+        return self
+
+    @model_validator(mode="after")
+    def _one_load_shape(self) -> Workload:
+        if self.request_rate is not None and self.trace is not None:
+            raise ValueError("workload.request_rate and workload.trace are two load shapes; "
+                             "drop --request-rate or --trace")  # fmt: skip
+        if self.burstiness != 1.0 and self.request_rate is None:
+            raise ValueError("workload.burstiness shapes request_rate's arrivals; add "
+                             "--request-rate or drop --burstiness")  # fmt: skip
+        if self.request_rate is not None and self.requests is None:
+            raise ValueError("workload.request_rate needs workload.requests, the arrivals of "
+                             "a pass; add --requests N")  # fmt: skip
+        if self.trace is not None and self.requests is not None:
+            raise ValueError("workload.requests: a trace sends one request per line; drop "
+                             "--requests or --trace")  # fmt: skip
+        if self.trace is not None and self.prompts_file is not None:
+            raise ValueError("workload.prompts_file: a trace's requests have its input_length "
+                             "(random token ids); drop --prompts-file or --trace")  # fmt: skip
         return self
 
 
@@ -316,9 +362,13 @@ class RunConfig(_Strict):
             field = "server.url" if s.url else "server.launch"
             raise ValueError(f"{field} is for engine openai (engine is {self.engine}); add "
                              "--engine openai or drop it")  # fmt: skip
-        if self.engine != "openai" and self.workload.requests is not None:
-            raise ValueError("workload.requests is for engine openai; drop --requests or add "
-                             "--engine openai")  # fmt: skip
+        w = self.workload
+        for field, value in (("request_rate", w.request_rate), ("trace", w.trace),
+                             ("requests", w.requests)):  # fmt: skip
+            if self.engine != "openai" and value is not None:
+                flag = FLAGS[f"workload.{field}"]
+                raise ValueError(f"workload.{field} is for engine openai; drop --{flag} or add "
+                                 "--engine openai")  # fmt: skip
         if self.engine == "openai" and self.compile:
             raise ValueError("compile: a server compiles (or not) as it was started; drop "
                              "--compile")
@@ -410,6 +460,9 @@ FLAGS: dict[str, str | None] = {
     "workload.seed": "seed",
     "workload.prompts_file": "prompts-file",
     "workload.requests": "requests",
+    "workload.request_rate": "request-rate",
+    "workload.burstiness": "burstiness",
+    "workload.trace": "trace",
     "measure.meter": "meter",
     "measure.gpus": "gpus",
     "measure.warmup": "warmup",
@@ -662,6 +715,8 @@ def case_id(cfg: RunConfig) -> str:
         d.pop("engine", None)
     if d.get("server") == config_to_dict(RunConfig())["server"]:
         d.pop("server", None)
-    if d.get("workload", {}).get("requests") is None:
-        d.get("workload", {}).pop("requests", None)
+    for key, default in (("requests", None), ("request_rate", None), ("burstiness", 1.0),
+                         ("trace", None)):  # fmt: skip
+        if d.get("workload", {}).get(key, default) == default:
+            d.get("workload", {}).pop(key, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

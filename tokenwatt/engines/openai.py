@@ -1,6 +1,7 @@
 """Engine openai: measure a running OpenAI-compatible server (vLLM, SGLang, llama.cpp, ...).
 
-Each generate() streams workload.request_count() completions, batch_size of them in flight,
+Each generate() is one pass: it streams the load shape's requests (load_shape.py: batch_size
+always in flight, or arriving at a rate or a trace's times with batch_size at most in flight)
 and returns their timings; the whole-run and steady-state windows come from those timings
 (serving.py), dated on time.monotonic, which the recorder places on its power trace.
 
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from tokenwatt.config import RunConfig
 from tokenwatt.engines.base import Batch, Engine, Mark, Prepared, RequestTiming, no_mark
+from tokenwatt.engines.load_shape import LoadShape
 from tokenwatt.engines.openai_stream import endpoint, error_message, http_get, run_requests
 from tokenwatt.engines.serving import phase_marks
 from tokenwatt.errors import UserError
@@ -48,6 +50,10 @@ class OpenAIEngine(Engine):
     errors_are_own = False  # a failing request is the server's fault, not this process's
 
     @classmethod
+    def check(cls, cfg: RunConfig, device: str) -> None:
+        LoadShape(cfg.workload)  # a bad trace is refused before any meter opens
+
+    @classmethod
     def runs_model_here(cls, cfg: RunConfig) -> bool:
         return bool(cfg.server.launch)  # a launched server runs beside this process
 
@@ -67,6 +73,7 @@ class OpenAIEngine(Engine):
         self.calls = 0  # generate() calls so far: each draws fresh prompt ids
         self.lines: list[str] | None = None  # workload.prompts_file's lines, once read
         self.check: TrialCheck | None = None  # the server's /metrics at the trial's start
+        self.shape = LoadShape(cfg.workload)  # reads a trace now: a bad one is refused here
 
     # -- prepare ---------------------------------------------------------------------------
 
@@ -95,7 +102,7 @@ class OpenAIEngine(Engine):
         self._probe(on_phase)
         return Prepared(
             constants={"precision_backend": "server", "emulated": False,
-                       "server_model": self.model},  # fmt: skip
+                       "server_model": self.model, **self.shape.columns()},  # fmt: skip
             model_info={},
             meta={"server": {"url": self.url, "model": self.model, "models": listed,
                              "ignore_eos": self.ignore_eos, "usage_reported": self.usage,
@@ -171,20 +178,24 @@ class OpenAIEngine(Engine):
             start = 0 if probe else (self.calls * n) % len(lines)
             return [lines[(start + i) % len(lines)] for i in range(n)]
         rng = random.Random(f"tokenwatt:{w.seed}:{'probe' if probe else self.calls}")
-        size = min(w.prompt_tokens, 8) if probe else w.prompt_tokens
-        return [[rng.randrange(PROMPT_ID_RANGE) for _ in range(size)] for _ in range(n)]
+        sizes = [min(w.prompt_tokens, 8)] * n if probe else \
+            self.shape.input_lengths() or [w.prompt_tokens] * n  # fmt: skip
+        return [[rng.randrange(PROMPT_ID_RANGE) for _ in range(size)] for size in sizes]
 
-    def _send(self, prompts: list[Any], max_tokens: int, concurrency: int) -> list[RequestTiming]:
+    def _send(self, prompts: list[Any], max_tokens: int | list[int], concurrency: int,
+              arrivals: list[float] | None = None) -> list[RequestTiming]:  # fmt: skip
         extra = {"ignore_eos": True} if self.ignore_eos else {}
         return run_requests(self.url, self.model, prompts, max_tokens, concurrency,
                             self.cfg.server.request_timeout_s, clock=self.clock,
-                            extra_body=extra)  # fmt: skip
+                            extra_body=extra, arrivals=arrivals)  # fmt: skip
 
     def generate(self, mark: Mark = no_mark) -> Batch:
-        w = self.cfg.workload
-        prompts = self._prompts(w.request_count())
+        w, shape = self.cfg.workload, self.shape
+        prompts = self._prompts(shape.request_count())
+        arrivals = shape.offsets(self.calls)
         self.calls += 1
-        timings = self._send(prompts, w.new_tokens, w.batch_size)
+        max_tokens = shape.output_lengths() or w.new_tokens
+        timings = self._send(prompts, max_tokens, w.batch_size, arrivals)
         ok = [r for r in timings if r.ok]
         if not ok:
             raise RuntimeError(f"all {len(timings)} requests to {self.url} failed; the first: "
@@ -192,11 +203,12 @@ class OpenAIEngine(Engine):
         tokens = sum(r.output_tokens for r in ok)
         # Text prompts tokenise to different lengths: the server's mean count is the length.
         prompt_tokens = w.prompt_tokens
-        if w.prompts_file and any(r.prompt_tokens for r in ok):
+        if (w.prompts_file or w.trace) and any(r.prompt_tokens for r in ok):
             prompt_tokens = round(sum(r.prompt_tokens for r in ok) / len(ok))
         return Batch(tokens_generated=tokens, decode_tokens=tokens - len(ok),
                      batch_size=w.batch_size, prompt_tokens=prompt_tokens,
-                     marks=phase_marks(timings, w.batch_size), requests=timings)  # fmt: skip
+                     marks=phase_marks(timings, w.batch_size, shape.open_loop),
+                     requests=timings)  # fmt: skip
 
     # -- describe / close ------------------------------------------------------------------
 
@@ -230,8 +242,10 @@ class OpenAIEngine(Engine):
         w, s = self.cfg.workload, self.cfg.server
         return {"engine": self.name, "engine_version": self.version, "engine_settings": {
             "url": self.url, "model": self.model, "concurrency": w.batch_size,
-            "requests": w.request_count(), "ignore_eos": self.ignore_eos,
-            "token_count": "usage" if self.usage else "chunks", "launch": s.launch}}
+            "requests": self.shape.request_count(), "ignore_eos": self.ignore_eos,
+            "token_count": "usage" if self.usage else "chunks", "launch": s.launch,
+            "load_shape": self.shape.name, "request_rate": w.request_rate,
+            "burstiness": w.burstiness, "trace": w.trace}}
 
     def close(self) -> None:
         server, self.server = self.server, None

@@ -3,12 +3,17 @@
 Stdlib only: one worker thread per in-flight request slot, each holding one keep-alive
 HTTP connection, so the client costs little CPU next to the server it measures. Only the
 URL's host:port is ever contacted (http.client follows no redirects).
+
+Closed loop: the workers take the next prompt as soon as their request ends. Open loop
+(`arrivals`): the caller's thread sends each request at its arrival time to a free worker,
+waiting for one only when all `concurrency` are streaming (the cap, vLLM's --max-concurrency).
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +33,8 @@ class StreamTiming(RequestTiming):
     as one token, which undercounts servers that pack several tokens per chunk)."""
 
     counted_from: str = "usage"
+    scheduled_t: float | None = None  # open loop: its arrival time (None: closed loop)
+    delayed: bool = False  # open loop: it arrived while `concurrency` were streaming
 
 
 @dataclass(frozen=True)
@@ -102,27 +109,37 @@ def run_requests(
     url: str,
     model: str,
     prompts: Sequence[list[int] | str],
-    max_tokens: int,
+    max_tokens: int | Sequence[int],
     concurrency: int,
     timeout_s: float,
     clock: Callable[[], float] = time.monotonic,
     extra_body: dict[str, Any] | None = None,
+    arrivals: Sequence[float] | None = None,
 ) -> list[RequestTiming]:
-    """Stream one completion per prompt, exactly `concurrency` in flight (a new one starts
-    when one finishes). Failures a server or network causes are each request's `error`;
-    only programming errors raise. Results are in prompt order."""
+    """Stream one completion per prompt (max_tokens: one for all, or one per prompt). Closed
+    loop: exactly `concurrency` in flight, a new one starts when one finishes. `arrivals`
+    (s from the call, non-decreasing): each is sent at its time, `concurrency` at most in
+    flight. Failures a server or network causes are each request's `error`; only programming
+    errors raise. Results are in prompt order."""
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
+    if arrivals is not None and len(arrivals) != len(prompts):
+        raise ValueError("arrivals and prompts differ in length")
     ep = endpoint(url)
     base = {"model": model, "max_tokens": max_tokens, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}, **(extra_body or {})}  # fmt: skip
     results: list[RequestTiming | None] = [None] * len(prompts)
     pool = _Pool(ep, base, prompts, results, timeout_s, clock)
+    n_workers = min(concurrency, len(prompts))
+    if arrivals is not None:
+        pool.open_loop(n_workers)
     workers = [threading.Thread(target=pool.work, daemon=True, name=f"tokenwatt-stream-{i}")
-               for i in range(min(concurrency, len(prompts)))]  # fmt: skip
+               for i in range(n_workers)]  # fmt: skip
     for w in workers:
         w.start()
     try:
+        if arrivals is not None:
+            pool.dispatch(arrivals, n_workers)
         for w in workers:
             w.join()
     except BaseException:  # Ctrl-C: no new requests; the ones in flight end on their own
@@ -145,22 +162,66 @@ class _Pool:
         self.next = 0
         self.stop = threading.Event()
         self.crash: BaseException | None = None
+        # Open loop only: the dispatcher's queue of due indexes, the free slots, and each
+        # request's (arrival time, whether it waited for a slot).
+        self.due: queue.SimpleQueue[int | None] | None = None
+        self.slots: threading.Semaphore | None = None
+        self.arrival: dict[int, tuple[float, bool]] = {}
+
+    def open_loop(self, n_workers: int) -> None:
+        self.due, self.slots = queue.SimpleQueue(), threading.Semaphore(n_workers)
+
+    def dispatch(self, arrivals: Sequence[float], n_workers: int) -> None:
+        """Send each request at its arrival (in the caller's thread, so Ctrl-C stops it)."""
+        assert self.due is not None and self.slots is not None
+        t0 = self.clock()
+        try:
+            for i, offset in enumerate(arrivals):
+                at = t0 + offset
+                if (wait := at - self.clock()) > 0:
+                    self.stop.wait(wait)  # a worker's crash ends the wait, as Ctrl-C does
+                if self.stop.is_set():
+                    return
+                delayed = not self.slots.acquire(blocking=False)  # every slot is streaming
+                while delayed and not self.slots.acquire(timeout=0.2):
+                    if self.stop.is_set():
+                        return
+                if self.stop.is_set():
+                    return
+                self.arrival[i] = (at, delayed)
+                self.due.put(i)
+        finally:
+            for _ in range(n_workers):
+                self.due.put(None)  # each worker's end
 
     def _take(self) -> int | None:
+        if self.due is not None:
+            i = self.due.get()
+            return None if self.stop.is_set() else i
         with self.lock:
             if self.stop.is_set() or self.next >= len(self.prompts):
                 return None
             self.next += 1
             return self.next - 1
 
+    def _body(self, i: int) -> bytes:
+        mt = self.base["max_tokens"]
+        per = {} if isinstance(mt, int) else {"max_tokens": mt[i]}
+        return json.dumps({**self.base, **per, "prompt": self.prompts[i]}).encode()
+
+    def _timing(self, i: int) -> StreamTiming:
+        at, delayed = self.arrival.get(i, (None, False))
+        timing = self.results[i] = StreamTiming(sent_t=self.clock(), scheduled_t=at,
+                                                delayed=delayed)  # fmt: skip
+        return timing
+
     def work(self) -> None:
         conn = self.ep.connect(self.timeout_s)
         reused = False  # whether conn has carried a finished request (and may have gone stale)
         try:
             while (i := self._take()) is not None:
-                body = json.dumps({**self.base, "prompt": self.prompts[i]}).encode()
-                timing = StreamTiming(sent_t=self.clock())
-                self.results[i] = timing
+                body = self._body(i)
+                timing = self._timing(i)
                 try:
                     try:
                         _stream_one(conn, self.path, body, timing, self.clock)
@@ -168,7 +229,7 @@ class _Pool:
                         if not reused or timing.token_times:
                             raise
                         conn.close()
-                        timing = self.results[i] = StreamTiming(sent_t=self.clock())
+                        timing = self._timing(i)
                         _stream_one(conn, self.path, body, timing, self.clock)
                 except StreamFailed as e:
                     _fail(conn, timing, str(e), self.clock)
@@ -180,6 +241,8 @@ class _Pool:
                     _fail(conn, timing, f"connection failed after {len(timing.token_times)} "
                           f"chunks: {type(e).__name__}: {why}", self.clock)  # fmt: skip
                 reused = timing.error == ""
+                if self.slots is not None:
+                    self.slots.release()  # this request's slot is free for the next arrival
         except BaseException as e:  # a programming error: stop everyone, re-raise in caller
             self.crash = e
             self.stop.set()

@@ -35,7 +35,7 @@ UNITS = frozenset({
     "–", "UTC", "J", "J/token", "J/request", "W", "s", "s/token", "Hz", "MHz", "tokens",
     "tokens/s", "tokens/kWh", "Wh", "gCO2", "gCO2/kWh", "%", "fraction", "MiB", "bytes", "bits",
     "FLOP", "nats", "probability", "sequences", "requests", "parameters", "cores", "threads",
-    "processes", "trials", "boards", "generations", "experts/layer",
+    "processes", "trials", "boards", "generations", "experts/layer", "requests/s",
 })  # fmt: skip
 
 
@@ -229,6 +229,29 @@ _DECLARED = [
          "token", "served"),
         ("itl_s_p90", "float", "s", "results", "yes",
          "90th percentile of the same inter-token latencies", "served"),
+        ("itl_per_request_s_mean", "float", "s", "results", "yes",
+         "mean over requests of each request's inter-token latency, (end - first token) / "
+         "(output tokens - 1) (vLLM's TPOT), for the ok requests whose first token falls in "
+         "the window (itl_s_*: the chunk gaps pooled instead)", "served"),
+        ("itl_per_request_s_median", "float", "s", "results", "yes",
+         "median of the same per-request inter-token latencies", "served"),
+        ("itl_per_request_s_p90", "float", "s", "results", "yes",
+         "90th percentile of the same per-request inter-token latencies", "served"),
+        ("itl_per_request_s_p99", "float", "s", "results", "yes",
+         "99th percentile of the same per-request inter-token latencies", "served"),
+        ("load_shape", "string", "–", "both", "yes",
+         "engine openai: how requests arrive: `fixed-concurrency` (batch_size always in "
+         "flight), `poisson` or `gamma` (open loop at request_rate, burstiness), `trace` "
+         "(a trace file's arrival times and lengths)"),
+        ("request_rate", "float", "requests/s", "both", "yes",
+         "engine openai, open loop: the arrival rate asked (`--request-rate`; a trace: its "
+         "mean rate, (lines - 1) / its time span); empty for fixed concurrency"),
+        ("burstiness", "float", "–", "both", "yes",
+         "engine openai with request_rate: gamma shape of the times between arrivals (1: "
+         "Poisson); empty otherwise"),
+        ("requests_delayed", "int", "requests", "results", "yes",
+         "engine openai, open loop: requests that arrived while batch_size were in flight and "
+         "were sent when a slot came free, not at their arrival"),
         ("total_j_err", "float", "J", "results", "yes",
          "engine openai: uncertainty (one standard deviation) of the window's `total_j` from "
          "its attribution"),

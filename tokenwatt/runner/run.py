@@ -34,6 +34,7 @@ from tokenwatt.runner.faults import (
     release_memory,
     stopped_message,
 )
+from tokenwatt.runner.serving import append_requests
 from tokenwatt.runner.session import Session, prepare_session
 from tokenwatt.runner.summary import run_record, summarise_windows, summary_header
 from tokenwatt.runner.trials import pause_between_trials, reset_peak_memory, run_trial
@@ -80,7 +81,7 @@ def run_config(
     device = placement.device
     if engine.sets_precision:
         cfg = _resolve_precision(cfg, device)
-        engine.check(cfg, device)  # a package, a precision: before anything is opened
+    engine.check(cfg, device)  # a package, a precision, a trace: before anything is opened
     phase = on_phase or _no_phase
     phase("meters", f"opening meters ({cfg.measure.meter})")
     meters = open_meters(cfg.measure.meter, placement.measured, device=device,
@@ -184,6 +185,7 @@ def measure_session(
             rows, detail, fault = guarded_trial(run_trial, session, i)
             with locked(out):
                 append_rows(out / RESULTS_CSV, rows, TRIAL_COLUMNS)
+                append_requests(out, rows[0], detail)  # a served trial's; others have none
             trials.extend(rows)
             details.append(detail)
             if on_trial:
