@@ -287,3 +287,24 @@ def test_latency_disagreement_needs_both_the_factor_and_the_slack():
         "by the server"  # fmt: skip
     assert disagreement(theirs, 101, None, None) == "agrees"  # 1% of tokens
     assert disagreement(theirs, 102, None, None).startswith("tokens 102 here vs 100")
+
+
+def test_a_sweep_keeps_every_served_cases_request_records(tmp_path):
+    """requests.jsonl is measured in a case's staging folder and merged with its rows."""
+    import json
+
+    from tests.fake_openai import FakeOpenAI
+
+    out = tmp_path / "o"
+    cfg = tmp_path / "s.yaml"
+    with FakeOpenAI(delay_s=0.001) as fake:
+        text = SERVED_SWEEP.replace("URL", fake.url).replace("OUT", str(out))
+        cfg.write_text(text.replace("repeats: 5", "repeats: 2").replace(
+            "batch_size: 2", "batch_size: [1, 2]"))  # fmt: skip
+        p = subprocess.run([sys.executable, "-m", "tokenwatt", "sweep", str(cfg), "-q"],
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    lines = [json.loads(ln) for ln in (out / "requests.jsonl").read_text().splitlines()]
+    rows = pd.read_csv(out / "results.csv")
+    assert {ln["case_id"] for ln in lines} == set(rows["case_id"]) and len(set(rows["case_id"])) == 2
+    assert len(lines) == 2 * 2 * 8  # two cases, two trials, eight requests each

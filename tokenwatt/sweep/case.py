@@ -48,6 +48,7 @@ from tokenwatt.results.store import (
     update_json,
 )
 from tokenwatt.runner.faults import one_line
+from tokenwatt.runner.serving import REQUESTS_JSONL
 
 FAILED_EXIT = 3
 HELD_EXIT = 4  # another live process holds this case: the sweep stops and names it
@@ -275,13 +276,27 @@ def merge_stage(stage: Path, out: Path, spec: dict[str, Any], run_id: str) -> No
     for run in runs:
         run.update(case_id=spec["case_id"], config=spec["config"], tags=spec.get("tags", {}))
         run["summary"].update(remap)
-    with _signals_held(), transaction(out, RUN_JSON, RESULTS_CSV, SUMMARY_CSV):
+    requests = staged_requests(stage, remap)
+    with _signals_held(), transaction(out, RUN_JSON, RESULTS_CSV, SUMMARY_CSV, REQUESTS_JSONL):
         if run_id in {r.get("run_id") for r in read_rows(out / SUMMARY_CSV)[0]}:
             return  # already merged
         for run in runs:
             update_json(out / RUN_JSON, "runs", run)
         append_rows(out / RESULTS_CSV, trials, TRIAL_COLUMNS)
+        if requests:  # a served case's per-request records (runner/serving.py)
+            with open(out / REQUESTS_JSONL, "a", encoding="utf-8") as f:
+                f.write(requests)
         append_rows(out / SUMMARY_CSV, summary, summary_header)
+
+
+def staged_requests(stage: Path, remap: dict[str, Any]) -> str:
+    """The staged requests.jsonl's lines, with the planned case id."""
+    path = stage / REQUESTS_JSONL
+    if not path.is_file():
+        return ""
+    lines = [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln]
+    return "".join(json.dumps({**ln, "case_id": remap["case_id"]}, separators=(",", ":"))
+                   + "\n" for ln in lines)  # fmt: skip
 
 
 def _remap(spec: dict[str, Any]) -> dict[str, Any]:
