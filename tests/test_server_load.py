@@ -306,5 +306,19 @@ def test_a_sweep_keeps_every_served_cases_request_records(tmp_path):
     assert p.returncode == 0, p.stderr
     lines = [json.loads(ln) for ln in (out / "requests.jsonl").read_text().splitlines()]
     rows = pd.read_csv(out / "results.csv")
-    assert {ln["case_id"] for ln in lines} == set(rows["case_id"]) and len(set(rows["case_id"])) == 2
+    assert {ln["case_id"] for ln in lines} == set(rows["case_id"])
+    assert len(set(rows["case_id"])) == 2
     assert len(lines) == 2 * 2 * 8  # two cases, two trials, eight requests each
+
+
+def test_an_open_loop_held_back_by_its_cap_says_so(tmp_path, invoke):
+    from tests.fake_openai import FakeOpenAI
+
+    out = tmp_path / "o"
+    with FakeOpenAI(delay_s=0.002) as fake:  # 50 arrivals/s, one in flight, 32 tokens each
+        r = invoke(*RUN, "--request-rate", "50", "--batch-size", "1", "--url", fake.url,
+                   "--out", str(out))  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rows = pd.read_csv(out / "results.csv")
+    assert (rows[rows["window"] == "whole-run"]["requests_delayed"] > 0).all()
+    assert "load-capped:" in r.output and "raise --batch-size" in r.output

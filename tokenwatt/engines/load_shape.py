@@ -167,3 +167,16 @@ def _length(obj: dict[str, Any], field: str, where: str) -> int:
         raise UserError(f"{where}: {key} is {short(v)}; give a whole number of tokens "
                         "from 1 to 1048576")  # fmt: skip
     return v
+
+
+def cap_warnings(trials: list[dict[str, Any]]) -> list[str]:
+    """The summary's warning when requests of an open loop waited for a slot: the cap
+    (batch_size) bounded the load, so the arrivals were not those asked for."""
+    delayed = [int(t["requests_delayed"]) for t in trials
+               if str(t.get("requests_delayed") or "0").isdigit()
+               and t.get("window", "whole-run") == "whole-run"]  # fmt: skip
+    if not sum(delayed):
+        return []
+    return [f"load-capped: {sum(delayed)} request(s) waited for a slot because batch_size "
+            f"({trials[0].get('batch_size')}) requests were in flight; the load was not the "
+            "open loop asked for: raise --batch-size above what the rate needs"]

@@ -59,9 +59,11 @@ def summarise(
     from tokenwatt.runner.contention import summarise_contention
 
     contention, contention_warnings = summarise_contention(trials)
+    from tokenwatt.engines.load_shape import cap_warnings
     from tokenwatt.engines.server_metrics import check_warnings
 
-    contention_warnings += check_warnings(trials)  # the server's word, where it was read
+    # the server's word, where it was read; an open loop its cap held back
+    contention_warnings += check_warnings(trials) + cap_warnings(trials)
     summary.update(contention)
     # The summary's floor uses the measured decode routing (MoE) where there is one.
     touched = routing.get("routing_decode_experts_touched_mean")
