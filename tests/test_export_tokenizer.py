@@ -28,11 +28,12 @@ def _encode(tok: Any, texts: list[str], special: bool = False) -> list[list[int]
     return tok(texts, add_special_tokens=special)["input_ids"]
 
 
-def test_every_id_round_trips_alone(exported) -> None:
+@pytest.mark.parametrize("skip", [False, True])  # True: the text a server streams (vLLM)
+def test_every_id_round_trips_alone(exported, skip: bool) -> None:
     _, tok, config = exported
     ids = list(range(config["vocab_size"]))
     assert len(tok) == len(ids)  # the tokenizer covers the model's vocabulary, no more
-    texts = tok.batch_decode([[i] for i in ids], skip_special_tokens=False)
+    texts = tok.batch_decode([[i] for i in ids], skip_special_tokens=skip)
     bad = [(i, t, e) for i, t, e in zip(ids, texts, _encode(tok, texts)) if e != [i]]
     assert not bad, f"{len(bad)} ids do not round-trip, e.g. {bad[:5]}"
 
@@ -45,15 +46,17 @@ def test_random_sequences_round_trip(exported) -> None:
     seqs.append([2, 2128, 1, 0, 1000, 2])  # specials beside words that begin with their names
     texts = tok.batch_decode(seqs, skip_special_tokens=False)
     assert _encode(tok, texts) == seqs
+    assert tok.batch_decode(seqs, skip_special_tokens=True) == texts  # nothing is dropped
     # No BOS is added: a client counting with either setting agrees with the server.
     assert _encode(tok, texts, special=True) == seqs
 
 
-def test_text_is_words_and_specials_follow_the_config(exported) -> None:
+def test_text_is_words_and_the_named_ids_follow_the_config(exported) -> None:
     ckpt, tok, config = exported
     assert tok.decode([5, 2128, 7]) == "t5 t2128 t7"
-    assert tok.bos_token_id == config["bos_token_id"] and tok.eos_token_id == config["eos_token_id"]
-    assert _encode(tok, ["t5  t6\nt2128 nonsense"]) == [[5, 6, 2128, tok.unk_token_id]]
+    named = tok.convert_ids_to_tokens([config["bos_token_id"], config["eos_token_id"], 0])
+    assert named == ["<s>", "</s>", "<unk>"] and tok.all_special_ids == []
+    assert _encode(tok, ["t5  t6\nt2128 nonsense"]) == [[5, 6, 2128, 0]]  # unknown: <unk>
     assert (ckpt / "tokenizer.json").is_file() and (ckpt / "model.safetensors").is_file()
 
 
@@ -61,6 +64,6 @@ def test_bos_and_eos_may_share_an_id() -> None:
     from tokenwatt.models.export import word_tokenizer
 
     tok = word_tokenizer(50, bos_id=49, eos_id=49)  # GPT-2 style: one end-of-text id
-    assert tok.bos_token_id == tok.eos_token_id == 49 and tok.unk_token_id == 0
+    assert tok.convert_ids_to_tokens([49, 0, 1]) == ["</s>", "<unk>", "t1"]
     seq = [49, 1, 2, 0, 48, 49]
     assert tok(tok.decode(seq), add_special_tokens=False)["input_ids"] == seq

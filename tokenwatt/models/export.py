@@ -197,31 +197,30 @@ def with_word_tokenizer(ckpt: Path | str, dest: Path | str) -> Path:
 
 def word_tokenizer(vocab_size: int, bos_id: int = 1, eos_id: int = 2) -> Any:
     """A transformers tokenizer in which every id round-trips through text, alone and in any
-    sequence: encode(decode(ids)) == ids, with or without add_special_tokens.
+    sequence: encode(decode(ids)) == ids, with or without add_special_tokens and
+    skip_special_tokens.
 
-    Ordinary token i is the word "t{i}"; the text is those words joined by single spaces, and
-    encoding splits on whitespace and looks each word up (WordLevel). The special tokens are
-    "<unk>", "<s>" and "</s>" at the lowest free id, bos_id and eos_id: they hold "<" and ">",
-    which no ordinary word does, so they never match inside one (specials named "t0".."t2"
-    did: "t2128" encoded as [t2, t0]). No BOS is added on encode, so a client that counts a
-    text's tokens with add_special_tokens=False gets the server's count."""
+    Token i is the word "t{i}", except the ids the model takes as BOS and EOS ("<s>", "</s>")
+    and the lowest free one ("<unk>", what an unknown word encodes to). The text is those words
+    joined by single spaces; encoding splits on whitespace and looks each word up (WordLevel).
+    None is declared special: a server skips special tokens in the text it streams (vLLM does
+    by default), so a client counting tokens from that text would miss them; and declared
+    special tokens are matched inside words ("t0".."t2" were: "t2128" encoded as [t2, t0]).
+    The model's own config and generation_config still say which ids are BOS and EOS."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    specials = _special_ids(vocab_size, bos_id, eos_id)
-    vocab = {f"t{i}": i for i in range(vocab_size) if i not in specials}
-    vocab.update({name: i for i, name in specials.items()})
+    named = _special_ids(vocab_size, bos_id, eos_id)
+    vocab = {named.get(i, f"t{i}"): i for i in range(vocab_size)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     # No decoder: tokenizers then joins the tokens with single spaces, the inverse of the split.
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>",
-                                   bos_token=specials[bos_id], eos_token=specials[eos_id],
-                                   clean_up_tokenization_spaces=False)  # fmt: skip
+    return PreTrainedTokenizerFast(tokenizer_object=tok, clean_up_tokenization_spaces=False)
 
 
 def _special_ids(vocab_size: int, bos_id: int, eos_id: int) -> dict[int, str]:
-    """id -> name of the special tokens: eos wins a shared bos/eos id (GPT-2 style), and
-    <unk> takes the lowest id left."""
+    """id -> word of the BOS, EOS and unknown ids: EOS wins a shared BOS/EOS id (GPT-2 style),
+    and <unk> takes the lowest id left."""
     if not (0 <= bos_id < vocab_size and 0 <= eos_id < vocab_size) or vocab_size < 3:
         raise ValueError(f"word_tokenizer: bos {bos_id} / eos {eos_id} outside a vocabulary "
                          f"of {vocab_size}")  # fmt: skip
