@@ -184,19 +184,54 @@ def _saved_dtype(config: dict[str, Any]) -> str:
 
 def with_word_tokenizer(ckpt: Path | str, dest: Path | str) -> Path:
     """A copy of an exported preset with a word-level tokenizer over its whole vocabulary
-    (token i <-> "t{i}"), so an OpenAI-compatible server can stream text from it: presets have
+    (see word_tokenizer), so an OpenAI-compatible server can stream text from it: presets have
     no tokenizer, and a server detokenises what it streams. Random weights make random text
     either way; the tokenizer only lets the server run."""
-    import shutil
+    dest = Path(dest)
+    shutil.copytree(ckpt, dest)
+    config = _config_dict(dest)
+    word_tokenizer(int(config["vocab_size"]), _token_id(config, "bos_token_id", 1),
+                   _token_id(config, "eos_token_id", 2)).save_pretrained(dest)  # fmt: skip
+    return dest
 
+
+def word_tokenizer(vocab_size: int, bos_id: int = 1, eos_id: int = 2) -> Any:
+    """A transformers tokenizer in which every id round-trips through text, alone and in any
+    sequence: encode(decode(ids)) == ids, with or without add_special_tokens and
+    skip_special_tokens.
+
+    Token i is the word "t{i}", except the ids the model takes as BOS and EOS ("<s>", "</s>")
+    and the lowest free one ("<unk>", what an unknown word encodes to). The text is those words
+    joined by single spaces; encoding splits on whitespace and looks each word up (WordLevel).
+    None is declared special: a server skips special tokens in the text it streams (vLLM does
+    by default), so a client counting tokens from that text would miss them; and declared
+    special tokens are matched inside words ("t0".."t2" were: "t2128" encoded as [t2, t0]).
+    The model's own config and generation_config still say which ids are BOS and EOS."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    dest = Path(dest)
-    shutil.copytree(ckpt, dest)
-    vocab_size = int(_config_dict(dest)["vocab_size"])
-    tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab_size)}, unk_token="t0"))
+    named = _special_ids(vocab_size, bos_id, eos_id)
+    vocab = {named.get(i, f"t{i}"): i for i in range(vocab_size)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0", bos_token="t1",
-                            eos_token="t2").save_pretrained(dest)  # fmt: skip
-    return dest
+    # No decoder: tokenizers then joins the tokens with single spaces, the inverse of the split.
+    return PreTrainedTokenizerFast(tokenizer_object=tok, clean_up_tokenization_spaces=False)
+
+
+def _special_ids(vocab_size: int, bos_id: int, eos_id: int) -> dict[int, str]:
+    """id -> word of the BOS, EOS and unknown ids: EOS wins a shared BOS/EOS id (GPT-2 style),
+    and <unk> takes the lowest id left."""
+    if not (0 <= bos_id < vocab_size and 0 <= eos_id < vocab_size) or vocab_size < 3:
+        raise ValueError(f"word_tokenizer: bos {bos_id} / eos {eos_id} outside a vocabulary "
+                         f"of {vocab_size}")  # fmt: skip
+    specials = {bos_id: "<s>", eos_id: "</s>"}
+    specials[min(set(range(3)) - set(specials))] = "<unk>"
+    return specials
+
+
+def _token_id(config: dict[str, Any], key: str, default: int) -> int:
+    """config's bos/eos id (a list holds several eos ids: the first), else `default`."""
+    value = config.get(key)
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return default if value is None else int(value)
