@@ -26,8 +26,8 @@ class DyingFake(FakeOpenAI):
         super().__init__(**kw)
         self.die_at = die_at
 
-    def _request_started(self, body: dict[str, Any]) -> None:
-        super()._request_started(body)
+    def _request_started(self, body: dict[str, Any], *rest: Any) -> None:
+        super()._request_started(body, *rest)
         if len(self.bodies) == self.die_at:
             os.kill(os.getpid(), signal.SIGKILL)
 

@@ -72,7 +72,10 @@ def test_a_server_killed_mid_run_leaves_no_process(tree, tmp_path, invoke):
                "0", "--meter", "estimate", "--out", str(tmp_path / "out"))  # fmt: skip
     pids = json.loads(pids_file.read_text())
     assert not _running(pids["leader"])
-    assert "trials in a row" in r.output, r.output  # the run saw its server die and stopped
+    # the run saw its server die and stopped, in the server's words, counting trials
+    line = next(ln for ln in r.output.splitlines() if ln.startswith("Error: stopped"))
+    assert line.startswith(f"Error: stopped: the server at {url} failed 3 trial(s) in a row")
+    assert "; 1 finished trial(s) are saved in " in line and "meter" not in line
     assert [name for name, pid in pids.items() if _running(pid)] == []
 
 
@@ -104,7 +107,10 @@ def test_vllm_api_server_killed_mid_run_leaves_no_engine_core(tmp_path):
             tree.extend([server, *server.children(recursive=True)])
             server.kill()
 
-    with pytest.raises(RunStopped):  # trials 2.. fail: three in a row stop the run
+    with pytest.raises(RunStopped) as stop:  # trials 2.. fail: three in a row stop the run
         run_config(cfg, on_trial=kill_api_server)
+    line = str(stop.value)
+    assert line.startswith(f"stopped: the server at {cfg.server.url} failed 3 trial(s) in a row")
+    assert "; 1 finished trial(s) are saved in " in line and "meter" not in line
     assert len(tree) >= 2  # the API server and its engine core
     assert [p.pid for p in tree if _running(p.pid) and p.is_running()] == []
