@@ -283,8 +283,12 @@ def test_latency_disagreement_needs_both_the_factor_and_the_slack():
               "server_itl_s_mean": 0.001}  # fmt: skip
     assert disagreement(theirs, 100, 0.140, 0.0012) == "agrees"  # within 1.5x
     assert disagreement(theirs, 100, 0.100, 0.004) == "agrees"  # 4x, but 3 ms: HTTP's share
-    assert disagreement(theirs, 100, 0.200, 0.001) == "mean TTFT 200.00 ms here vs 100.00 ms " \
+    # a client's TTFT includes the server's front end: only a shorter one disagrees
+    assert disagreement(theirs, 100, 0.400, 0.001) == "agrees"
+    assert disagreement(theirs, 100, 0.050, 0.001) == "mean TTFT 50.00 ms here vs 100.00 ms " \
         "by the server"  # fmt: skip
+    assert disagreement(theirs, 100, 0.100, 0.010) == "mean ITL 10.00 ms here vs 1.00 ms by " \
+        "the server"  # fmt: skip
     assert disagreement(theirs, 101, None, None) == "agrees"  # 1% of tokens
     assert disagreement(theirs, 102, None, None).startswith("tokens 102 here vs 100")
 

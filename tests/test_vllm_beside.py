@@ -93,9 +93,10 @@ def test_the_server_beside_is_its_own_load_not_contention(server, tmp_path):
     whole = rows[rows["window"] == "whole-run"]
     assert (whole["server_generated_tokens"] == whole["tokens_generated"]).all()
     assert (whole["server_prompt_tokens"] == 16 * 16).all()
-    print("server cores", rows["server_cpu_cores"].round(2).tolist(), "ttft here/server",
-          (rows["ttft_s_mean"] / rows["server_ttft_s_mean"]).round(2).tolist()
-          if "ttft_s_mean" in rows else "")  # fmt: skip
+    print("\nbeside vLLM:", rows[["window", "server_cpu_cores", "other_cpu_cores",
+                                   "other_runnable", "server_generated_tokens",
+                                   "server_ttft_s_mean", "ttft_s_median",
+                                   "server_itl_s_mean", "itl_s_median"]].to_string())
 
 
 def test_an_unrelated_hog_beside_the_server_is_contention(server, tmp_path):
@@ -109,6 +110,7 @@ def test_an_unrelated_hog_beside_the_server_is_contention(server, tmp_path):
         hog.wait()
     assert p.returncode == 0, p.stderr
     rows = pd.read_csv(tmp_path / "o" / "results.csv")
-    # the hog's core, less what a 2-core machine running vLLM and tokenwatt leaves it
-    assert rows["contended"].all() and (rows["other_cpu_cores"] >= 0.3).all(), \
-        rows[["other_cpu_cores", "server_cpu_cores", "contention_reason"]]  # fmt: skip
+    # a 2-core machine running vLLM's spinning threads leaves the hog little CPU time, but its
+    # thread always waits for one: contended either way, and never for the server's load
+    assert rows["contended"].all(), rows[["other_cpu_cores", "other_runnable"]]
+    assert (rows["other_cpu_cores"] > 0.05).all() and (rows["other_runnable"] >= 1).all()

@@ -22,10 +22,11 @@ from tokenwatt.engines.openai_stream import Endpoint, http_get
 SCRAPE_TIMEOUT_S = 5.0
 # Tolerances of the cross-check. Tokens: the server counts what it generated, tokenwatt what
 # usage reported (or chunks streamed): they should be equal; 1% leaves room for a chunk
-# counted differently. Latency means: tokenwatt's are measured at the client (HTTP and
-# streaming overhead in TTFT, chunk coalescing in ITL); a factor of 1.5 either way is a
-# disagreement no such overhead explains (vLLM on a CPU: TTFT 1.14-1.17x, ITL 0.92-0.95x),
-# once past a few milliseconds (the request's own trip through HTTP on a loopback).
+# counted differently. Mean ITL: the same gaps seen from both ends, within a factor of 1.5
+# once past a few milliseconds (vLLM on a CPU: 0.92-0.95x). Mean TTFT one way only: the
+# client's includes the server's HTTP front end and queueing before its engine, which vLLM's
+# histogram leaves out (35-45 ms of 50-60 on this project's 2-core machine), so only a client
+# TTFT shorter than the server's own is a disagreement.
 TOKENS_TOLERANCE = 0.01
 LATENCY_FACTOR = 1.5
 LATENCY_SLACK_S = 0.005
@@ -104,6 +105,13 @@ class TrialCheck:
         return theirs
 
 
+def _apart(ours: float, theirs: float, both_ways: bool) -> bool:
+    """Past the latency tolerance: shorter than the server's own, or (both_ways) longer."""
+    if abs(ours - theirs) <= LATENCY_SLACK_S:
+        return False
+    return ours * LATENCY_FACTOR < theirs or (both_ways and ours > theirs * LATENCY_FACTOR)
+
+
 def _mean(delta: dict[str, float], histogram: str | None) -> float | None:
     if histogram is None:
         return None
@@ -118,11 +126,10 @@ def disagreement(theirs: dict[str, Any], tokens: int, ttft_mean: float | None,
     gen = theirs["server_generated_tokens"]
     if gen is not None and abs(tokens - gen) > TOKENS_TOLERANCE * max(gen, 1):
         problems.append(f"tokens {tokens} here vs {gen:.0f} by the server")
-    for name, ours, key in (("TTFT", ttft_mean, "server_ttft_s_mean"),
-                            ("ITL", itl_mean, "server_itl_s_mean")):  # fmt: skip
+    for name, ours, key, both_ways in (("TTFT", ttft_mean, "server_ttft_s_mean", False),
+                                       ("ITL", itl_mean, "server_itl_s_mean", True)):  # fmt: skip
         their = theirs[key]
-        if ours and their and abs(ours - their) > LATENCY_SLACK_S \
-                and not 1 / LATENCY_FACTOR <= ours / their <= LATENCY_FACTOR:  # fmt: skip
+        if ours and their and _apart(ours, their, both_ways):
             problems.append(f"mean {name} {ours * 1e3:.2f} ms here vs {their * 1e3:.2f} ms "
                             "by the server")  # fmt: skip
     return "; ".join(problems) if problems else "agrees"

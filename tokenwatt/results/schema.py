@@ -340,8 +340,8 @@ _DECLARED = [
          "the server's mean inter-token latency over the trial"),
         ("server_check", "string", "–", "results", "yes",
          "`agrees`, or what disagrees with tokenwatt's own figures past the tolerances (tokens "
-         "1%; mean TTFT and ITL a factor 1.5 and 5 ms): another client on the server, or a "
-         "miscount"),
+         "1%; mean ITL a factor 1.5 and 5 ms; mean TTFT shorter than the server's by as much): "
+         "another client on the server, or a miscount"),
         ("contended", "bool", "–", "both", "unmeasured",
          "any of the four above past its threshold (0.5 cores, 1 thread, 5 %, 1 process): not "
          "publishable; summary: any trial contended"),
