@@ -172,9 +172,8 @@ def _length(obj: dict[str, Any], field: str, where: str) -> int:
 def cap_warnings(trials: list[dict[str, Any]]) -> list[str]:
     """The summary's warning when requests of an open loop waited for a slot: the cap
     (batch_size) bounded the load, so the arrivals were not those asked for."""
-    delayed = [int(t["requests_delayed"]) for t in trials
-               if str(t.get("requests_delayed") or "0").isdigit()
-               and t.get("window", "whole-run") == "whole-run"]  # fmt: skip
+    delayed = [int(n) for t in trials if t.get("window", "whole-run") == "whole-run"
+               and str(n := t.get("requests_delayed") or 0).isdigit()]  # fmt: skip
     if not sum(delayed):
         return []
     return [f"load-capped: {sum(delayed)} request(s) waited for a slot because batch_size "
