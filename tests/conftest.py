@@ -10,6 +10,20 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import pytest  # noqa: E402
 
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With TOKENWATT_NO_SKIPS=1 (every .ci/run block) a skipped test fails the run: a skip in
+    CI means a service or package that should be there was not, and a block that skips what
+    it exists to run must not pass."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if os.environ.get("TOKENWATT_NO_SKIPS") == "1" and skipped and exitstatus == 0:
+        reporter.write_line("")
+        reporter.write_line(f"TOKENWATT_NO_SKIPS: {len(skipped)} test(s) skipped (-rs lists "
+                            "them with their reasons); CI runs every test it selects", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 # Small and fast: the tiny preset, short prompts, no minimum trial length.
 FAST = [
     "--model", "preset:tiny-llama", "--prompt-tokens", "8", "--new-tokens", "6",

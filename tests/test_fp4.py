@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-mx = pytest.importorskip("torchao.prototype.mx_formats.mx_tensor")
-nv = pytest.importorskip("torchao.prototype.mx_formats.nvfp4_tensor")
-
-from torchao.prototype.mx_formats.mx_tensor import MXTensor, ScaleCalculationMode  # noqa: E402
-from torchao.prototype.mx_formats.nvfp4_tensor import (  # noqa: E402
+# Imported, never skipped: torchao is in the test extras, and a torchao that moved its
+# prototype module must fail here loudly, not skip every equivalence check (issue 26).
+from torchao.prototype.mx_formats.mx_tensor import MXTensor, ScaleCalculationMode
+from torchao.prototype.mx_formats.nvfp4_tensor import (
     NVFP4Tensor,
     per_tensor_amax_to_scale,
 )

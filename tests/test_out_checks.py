@@ -164,10 +164,8 @@ def test_a_disk_that_fills_for_real(small_disk, free_kib=8):
            "--no-fidelity", "--meter", "estimate", "--out", str(out), "-q"]  # fmt: skip
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     err = p.stderr.strip()
-    if p.returncode == 0:  # everything fitted: then all three files agree
-        runs = json.loads((out / "run.json").read_text())["runs"]
-        assert len(pd.read_csv(out / "summary.csv")) == len(runs) == 1
-        return
+    # the disk must fill (issue 26: a run that fitted used to pass here unchecked); 8 KiB
+    # holds the trial rows but not run.json's record with its traces
     assert p.returncode == 1 and "\n" not in err and "No space left on device" in err, err
     trials = pd.read_csv(out / "results.csv")
     assert 1 <= len(trials) <= 3 and trials["decode_j_per_token"].notna().all()

@@ -7,8 +7,7 @@ import sys
 
 import pytest
 import torch
-
-pytest.importorskip("torchao")
+import torchao  # noqa: F401 - in the test extras: a missing torchao fails, never skips
 
 from tokenwatt.errors import (
     PrecisionUnsupported,

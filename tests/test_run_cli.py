@@ -75,6 +75,11 @@ def test_default_results_folder_is_ignored_by_git():
     for path in ("results/quickstart/results.csv", "results/run/summary.csv"):
         p = subprocess.run(["git", "check-ignore", "-q", path], cwd=root)
         assert p.returncode == 0, f"{path} is not ignored"
-    tracked = subprocess.run(["git", "check-ignore", "-q", "results/cpu-context/summary.csv"],
-                             cwd=root)  # fmt: skip
-    assert tracked.returncode == 1  # published results stay visible
+    # published results stay visible: every folder that is there (issue 26: this named one
+    # that does not exist, so it could not fail)
+    published = sorted(p.relative_to(root) for p in (root / "results").glob("*/summary.csv"))
+    assert len(published) >= 3
+    for path in published:
+        tracked = subprocess.run(["git", "check-ignore", "-q", "--no-index", str(path)],
+                                 cwd=root)  # fmt: skip
+        assert tracked.returncode == 1, f"{path} is ignored by git"
