@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,15 +14,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.served import free_port, tiny_checkpoint, vllm_launch
 from tokenwatt.engines.launch import LaunchedServer
 
 TREE = Path(__file__).parent / "fake_tree_server.py"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _running(pid: int) -> bool:
@@ -38,7 +32,7 @@ def _running(pid: int) -> bool:
 def tree(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     """(launch command, url, pids file) of the fake tree server; afterwards, whatever of its
     tree still runs is killed, so a failing test leaves no orphan either."""
-    port, pids = _free_port(), tmp_path / "pids.json"
+    port, pids = free_port(), tmp_path / "pids.json"
     cmd = f"{sys.executable} {TREE} --port {port} --pids {pids}"
     yield cmd, f"http://127.0.0.1:{port}/v1", pids
     for pid in json.loads(pids.read_text()).values() if pids.exists() else []:
@@ -85,15 +79,10 @@ def test_vllm_api_server_killed_mid_run_leaves_no_engine_core(tmp_path):
     after trial 1; once the run ends, nothing it started (the engine core) runs."""
     from tokenwatt.config import load_config
     from tokenwatt.errors import RunStopped
-    from tokenwatt.models.export import export_preset, with_word_tokenizer
     from tokenwatt.runner.run import run_config
 
-    ckpt = with_word_tokenizer(export_preset("tiny-llama", 0, "float32",
-                                             cache_dir=tmp_path / "cache"), tmp_path / "ckpt")
-    port = _free_port()
-    launch = (f"{sys.executable} -m vllm.entrypoints.openai.api_server --model {ckpt} "
-              f"--served-model-name preset:tiny-llama --dtype float32 --host 127.0.0.1 "
-              f"--port {port} --max-model-len 128 --max-num-seqs 2 --enforce-eager")
+    port = free_port()
+    launch = vllm_launch(tiny_checkpoint(tmp_path), port, max_num_seqs=2)
     cfg = load_config(None, engine="openai", url=f"http://127.0.0.1:{port}/v1", launch=launch,
                       requests=2, batch_size=2, prompt_tokens=8, new_tokens=8, repeats=5,
                       warmup=0, min_seconds=0, idle_seconds=0, meter="estimate",

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.served import free_port
 from tokenwatt.config import validate
 from tokenwatt.engines.base import RequestTiming
 from tokenwatt.engines.launch import LaunchedServer
@@ -46,12 +46,6 @@ def _engine(url: str, tmp_path: Path, **server: object) -> OpenAIEngine:
 def _phases() -> tuple[list[tuple[str, str]], object]:
     seen: list[tuple[str, str]] = []
     return seen, lambda event, text: seen.append((event, text))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- the streaming client ------------------------------------------------------------------
@@ -287,7 +281,7 @@ def test_engine_prompts_file_lines_as_text(tmp_path):
 
 
 def test_launch_waits_for_health_and_stop_leaves_no_process(tmp_path):
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     log = tmp_path / "out" / "server.log"  # its folder does not exist yet
     with LaunchedServer(f"{sys.executable} {FAKE} --port {port}", url, log, 20.0) as srv:
@@ -300,7 +294,7 @@ def test_launch_waits_for_health_and_stop_leaves_no_process(tmp_path):
 
 
 def test_engine_launches_and_closes(tmp_path):
-    port = _free_port()
+    port = free_port()
     eng = _engine(f"http://127.0.0.1:{port}/v1", tmp_path,
                   launch=f"{sys.executable} {FAKE} --port {port}")  # fmt: skip
     prep = eng.prepare(lambda e, t: None)
@@ -316,7 +310,7 @@ def test_engine_launches_and_closes(tmp_path):
 
 def test_launch_command_that_exits_at_once(tmp_path):
     cmd = f"{sys.executable} -c \"print('boom: no GPU'); raise SystemExit(3)\""
-    url = f"http://127.0.0.1:{_free_port()}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(UserError, match=r"^server\.launch: .*code 3.*'boom: no GPU'"):
         LaunchedServer(cmd, url, tmp_path / "s.log", 20.0).start()
 

@@ -6,7 +6,6 @@ once per run (`server_processes`), their load is reported as `server_cpu_cores` 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.served import free_port
 from tests.test_contention import Clock, FakeMachine
 from tokenwatt._util.proctree import ProcessForest
 from tokenwatt.engines.server_processes import is_this_machine, listening
@@ -71,12 +71,6 @@ def test_what_is_left_beside_the_server_is_still_contention():
     assert "1 other processes on the measured GPUs" in cols["contention_reason"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_server(port: int, delay_s: float = 0.002) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, str(HERE / "busy_openai.py"), "--port", str(port),
                              "--delay-s", str(delay_s)], stdout=subprocess.PIPE, text=True)
@@ -86,7 +80,7 @@ def _start_server(port: int, delay_s: float = 0.002) -> subprocess.Popen:
 
 @pytest.fixture
 def busy_server():
-    port = _free_port()
+    port = free_port()
     proc = _start_server(port)
     yield port, proc
     proc.kill()
@@ -99,7 +93,7 @@ def test_the_process_listening_on_the_port_is_the_server(busy_server):
     assert found.forest is not None and found.forest.roots == [proc.pid]
     assert found.how == f"listening on port {port}: pid {proc.pid} and its children"
     assert found.inside_this_tree  # this test process started it: its time is in this tree
-    nobody = listening("127.0.0.1", _free_port())
+    nobody = listening("127.0.0.1", free_port())
     assert nobody.forest is None and "no process listens there" in nobody.how
     elsewhere = listening("192.0.2.1", port)  # TEST-NET-1: never this machine
     assert elsewhere.forest is None and "not on this machine" in elsewhere.how
@@ -181,7 +175,7 @@ def test_an_unrelated_hog_beside_the_server_is_contention(busy_server, tmp_path)
 
 
 def test_a_launched_server_is_named_as_launched(tmp_path):
-    port = _free_port()
+    port = free_port()
     launch = f"{sys.executable} {HERE / 'busy_openai.py'} --port {port} --delay-s 0.002"
     cmd = [sys.executable, "-m", "tokenwatt", *RUN, "--url", f"http://127.0.0.1:{port}/v1",
            "--launch", launch, "--out", str(tmp_path / "o")]  # fmt: skip

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ import urllib.request
 import pandas as pd
 import pytest
 
+from tests.served import free_port, tiny_checkpoint, vllm_server_argv
+
 pytestmark = pytest.mark.vllm
 
 RUN = ["run", "--engine", "openai", "--batch-size", "4", "--requests", "16", "--prompt-tokens",
@@ -23,28 +24,15 @@ RUN = ["run", "--engine", "openai", "--batch-size", "4", "--requests", "16", "--
        "0.5", "--warmup", "1", "--meter", "estimate"]  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """vLLM's OpenAI server started beside the tests, as a user starts theirs."""
-    from tokenwatt.models.export import export_preset, with_word_tokenizer
-
     tmp = tmp_path_factory.mktemp("beside")
-    ckpt = with_word_tokenizer(export_preset("tiny-llama", 0, "float32",
-                                             cache_dir=tmp / "cache"), tmp / "ckpt")  # fmt: skip
-    port = _free_port()
+    port = free_port()
     log = open(tmp / "server.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(ckpt),
-         "--served-model-name", "preset:tiny-llama", "--dtype", "float32", "--host",
-         "127.0.0.1", "--port", str(port), "--max-model-len", "128", "--max-num-seqs", "4",
-         "--enforce-eager"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+    proc = subprocess.Popen(vllm_server_argv(tiny_checkpoint(tmp), port, max_num_seqs=4),
+                            stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
     try:
         _wait_healthy(port, proc, tmp / "server.log")
         yield port, proc

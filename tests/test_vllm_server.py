@@ -6,18 +6,13 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 
 import pandas as pd
 import pytest
 
+from tests.served import free_port, tiny_checkpoint, vllm_launch
+
 pytestmark = pytest.mark.vllm
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -26,16 +21,10 @@ def served(tmp_path_factory):
     from click.testing import CliRunner
 
     from tokenwatt.cli import cli
-    from tokenwatt.models.export import export_preset, with_word_tokenizer
 
     tmp = tmp_path_factory.mktemp("served")
-    ckpt = with_word_tokenizer(export_preset("tiny-llama", 0, "float32",
-                                             cache_dir=tmp / "cache"), tmp / "ckpt")  # fmt: skip
-    port, out = _free_port(), tmp / "out"
-    launch = (f"{sys.executable} -m vllm.entrypoints.openai.api_server --model {ckpt} "
-              f"--served-model-name preset:tiny-llama --dtype float32 "
-              f"--host 127.0.0.1 --port {port} --max-model-len 128 --max-num-seqs 4 "
-              "--enforce-eager")  # fmt: skip
+    port, out = free_port(), tmp / "out"
+    launch = vllm_launch(tiny_checkpoint(tmp), port, max_num_seqs=4)
     common = ["--batch-size", "4", "--prompt-tokens", "16", "--new-tokens", "24",
               "--repeats", "2", "--min-seconds", "0", "--idle-seconds", "0.5",
               "--warmup", "1", "--meter", "estimate"]  # fmt: skip
