@@ -28,9 +28,8 @@ from typing import Any
 
 from tokenwatt.errors import FolderBusy, WriteFailed
 from tokenwatt.placement import Hold, Offer, hold_for, local_offer, visible_for
-from tokenwatt.results.columns import SUMMARY_CSV
-from tokenwatt.results.folder import CASES, LOGS
-from tokenwatt.results.store import read_rows, write_atomic
+from tokenwatt.results.folder import CASES, LOGS, complete_summaries
+from tokenwatt.results.store import write_atomic
 from tokenwatt.sweep.case import (
     EVENT_PREFIX,
     FAILED_EXIT,
@@ -72,7 +71,7 @@ def case_file(case: Case, out: Path, hold: Hold, visible: str | None = None,
     another process completed it meanwhile."""
     path = out / CASES / f"{case.case_id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    summary = read_rows(out / SUMMARY_CSV)[0]
+    summary = complete_summaries(out)  # a stopped run's summary does not complete a case
     spec = {
         **case_spec(case, hold),
         "out": str(out),
