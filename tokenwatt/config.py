@@ -26,7 +26,8 @@ from tokenwatt.errors import ConfigError
 from tokenwatt.registry.precisions import PRECISION_CHOICES, REFERENCE_NAMES
 from tokenwatt.registry.presets import PRESETS
 
-METERS = ("auto", "nvml", "rapl", "estimate")
+METERS = ("auto", "nvml", "rapl", "estimate", "dcgm", "prometheus")
+REMOTE_METERS = ("dcgm", "prometheus")  # boards read on their node, not through local NVML
 ENGINES = ("transformers", "vllm", "openai")  # tokenwatt/engines/, one module each
 EXPERTS = ("tokenwatt", "transformers")
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -165,6 +166,24 @@ class Measure(_Strict):
     cpu_tdp_w: StrictFloat | None = Field(
         None, gt=0, le=10000, description="CPU TDP the estimate uses (default: looked up)."
     )
+    dcgm_url: list[str] | None = Field(
+        None,
+        description="meter dcgm: a GPU node's dcgm-exporter page, e.g. http://NODE:9400/metrics "
+        "(repeat the flag, or comma-separate, for several nodes).",
+    )
+    dcgm_pod: str | None = Field(
+        None, description="meter dcgm/prometheus: measure every board this Kubernetes pod holds."
+    )
+    dcgm_container: str | None = Field(
+        None, description="meter dcgm/prometheus: only the boards of this container of the pod."
+    )
+    prometheus_url: str | None = Field(
+        None, description="meter prometheus: the Prometheus server, e.g. http://PROM:9090."
+    )
+    prometheus_selector: str | None = Field(
+        None,
+        description="meter prometheus: the boards' labels, e.g. '{Hostname=\"n1\",gpu=\"0\"}'.",
+    )
 
     @field_validator("meter")
     @classmethod
@@ -172,6 +191,39 @@ class Measure(_Strict):
         if v not in METERS:
             raise ValueError(f"unknown meter {short(v)}; choose one of {', '.join(METERS)}")
         return v
+
+    @field_validator("dcgm_url", mode="before")
+    @classmethod
+    def _urls(cls, v: Any) -> Any:
+        """`URL`, `URL1,URL2`, a list or a repeated flag (a tuple) -> a list of URLs."""
+        if v is None:
+            return None
+        items = v.split(",") if isinstance(v, str) else list(v) if isinstance(v, (list, tuple)) \
+            else [v]  # fmt: skip
+        out = [str(x).strip() for x in items if str(x).strip()]
+        if not out or not all(x.startswith(("http://", "https://")) for x in out):
+            raise ValueError("give each exporter as http://NODE:9400/metrics")
+        return out or None
+
+    @model_validator(mode="after")
+    def _remote(self) -> Measure:
+        remote = {"dcgm_url": "dcgm", "prometheus_url": "prometheus",
+                  "prometheus_selector": "prometheus"}  # fmt: skip
+        for name, meter in remote.items():
+            if getattr(self, name) is not None and self.meter != meter:
+                flag = name.replace("_", "-")
+                raise ValueError(f"measure.{name} is read by meter {meter} only; add --meter "
+                                 f"{meter} or drop --{flag}")  # fmt: skip
+        if self.meter == "dcgm" and not self.dcgm_url:
+            raise ValueError("measure.meter dcgm reads a node's dcgm-exporter; add --dcgm-url "
+                             "http://NODE:9400/metrics")  # fmt: skip
+        if self.meter == "prometheus" and not (self.prometheus_url and self.prometheus_selector):
+            raise ValueError("measure.meter prometheus needs --prometheus-url http://PROM:9090 "
+                             "and --prometheus-selector '{Hostname=\"NODE\"}'")  # fmt: skip
+        if (self.dcgm_pod or self.dcgm_container) and self.meter not in REMOTE_METERS:
+            raise ValueError("measure.dcgm_pod and dcgm_container choose boards of meter dcgm or "
+                             "prometheus; add --meter dcgm or drop them")  # fmt: skip
+        return self
 
     @field_validator("gpus", mode="before")
     @classmethod
@@ -473,6 +525,11 @@ FLAGS: dict[str, str | None] = {
     "measure.cooldown_s": "cooldown-s",
     "measure.random_delay_s": "random-delay-s",
     "measure.cpu_tdp_w": "cpu-tdp-w",
+    "measure.dcgm_url": "dcgm-url",
+    "measure.dcgm_pod": "dcgm-pod",
+    "measure.dcgm_container": "dcgm-container",
+    "measure.prometheus_url": "prometheus-url",
+    "measure.prometheus_selector": "prometheus-selector",
     "fidelity.enabled": "fidelity",
     "fidelity.reference": "fidelity-reference",
     "fidelity.sequences": "fidelity-sequences",

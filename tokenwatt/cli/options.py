@@ -68,6 +68,11 @@ CHOICES: dict[str, click.ParamType] = {
 }
 
 
+# list fields given by repeating the flag (click's convention), one value each; comma-separated
+# values are accepted too (the field's validator splits them)
+REPEATABLE = {"measure.dcgm_url"}
+
+
 def _base_type(annotation: Any) -> Any:
     """int, float, bool or str for `int`, `float | None`, `list[str] | None`, ..."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -89,6 +94,8 @@ def field_option(path: str, flag: str, info: Any, default: Any) -> Callable[[Any
         return click.option(f"--{flag}/--no-{flag}", dest, default=default, help=help_text,
                             show_default=shown)  # fmt: skip
     ptype = CHOICES.get(path) or {int: int, float: float}.get(kind, str)
+    if path in REPEATABLE:
+        return click.option(f"--{flag}", dest, type=ptype, multiple=True, help=help_text)
     return click.option(f"--{flag}", dest, type=ptype, default=default, help=help_text,
                         show_default=shown)  # fmt: skip
 

@@ -489,13 +489,15 @@ class CounterModel:
     def cut_var(self, x: float) -> float:
         """J^2 of where the energy of a free period is cut at x: the ripple the even head
         cannot place (a Brownian bridge over the head), plus half the spread of the models
-        consistent with the period (none for a mark fit, whose variance is per label)."""
+        consistent with the period (none for a mark fit, whose variance is per label); in a
+        period without an instant value, plus its unknown shape (shape_var)."""
         j = self.period_of(x)
         fit = self.fit(j)
-        if fit.rule == "marks":
-            return 0.0
         a, b = self.u.t[j - 1], self.u.t[j]
         x = min(max(x, a), b)
+        unknown = self.shape_var(j, (x - a) / (b - a)) if self.u.instant(j) is None else 0.0
+        if fit.rule == "marks":
+            return unknown
         w = min(self.window, b - a) if self.u.instant(j) is not None else 0.0
         head = max(b - w - a, 1e-9)
         d = min(x - a, head)
@@ -506,7 +508,22 @@ class CounterModel:
         if fit.alternatives:
             got = [cumulative(p, a, x) for p in [fit.pieces, *fit.alternatives]]
             var += (0.5 * (max(got) - min(got))) ** 2
-        return var
+        return var + unknown
+
+    def shape_var(self, j: int, f: float) -> float:
+        """J^2 of cutting a period with no instant value at fraction f of it: nothing says
+        how its energy spreads inside, so it varies as much as the power varies from period
+        to period nearby (a Brownian bridge: zero at the updates, largest mid-period). This is
+        what a slow counter (a DCGM exporter's, every second or more) leaves unknown."""
+        return (self.power_sd(j) * (self.u.t[j] - self.u.t[j - 1])) ** 2 * f * (1 - f)
+
+    def power_sd(self, j: int) -> float:
+        """W: how much the average power varies from period to period near period j."""
+        avgs = [x for i in range(max(j - 3, 1), min(j + 4, len(self.u.t)))
+                if (x := self.u.avg(i)) is not None]  # fmt: skip
+        if len(avgs) < 2:
+            return 0.0
+        return float(np.sqrt(np.mean(np.diff(avgs) ** 2) / 2))
 
 
 @dataclass

@@ -64,6 +64,41 @@ def _gpu_info(cls: Any, nvml: Any, index: int, idle_seconds: float) -> MeterInfo
         meter.close()
 
 
+def dcgm_report(url: str) -> list[MeterInfo]:
+    """One entry per board a dcgm-exporter publishes: its labels, the fields present, and its
+    collection interval (measured by polling: up to two intervals); or why none."""
+    from tokenwatt.energy.meters.dcgm_text import ENERGY, POWER
+    from tokenwatt.energy.meters.remote import ExporterSource, RemoteBoardMeter, _first_fetch
+
+    source = ExporterSource(url)
+    try:
+        boards = _first_fetch(source)
+    except MeterUnavailable as e:
+        return [MeterInfo(f"dcgm:{url}", False, {"scope": "gpu-board"}, fix=str(e))]
+    finally:
+        source.close()
+    out = []
+    for b in boards:
+        missing = [f for f, v in ((ENERGY, b.energy_mj), (POWER, b.power_w)) if v is None]
+        detail: dict[str, Any] = {k: b.labels.get(k) for k in
+                                  ("Hostname", "gpu", "UUID", "modelName", "pod", "container")}
+        detail["fields"] = [f for f in (ENERGY, POWER) if f not in missing]
+        try:
+            meter = RemoteBoardMeter(ExporterSource(url), b)
+        except MeterUnavailable as e:
+            out.append(MeterInfo(f"dcgm:{b.name()}", False, detail, fix=str(e)))
+            continue
+        detail["source"] = meter.source_label
+        detail["collection_interval_s"] = meter.interval_s
+        meter.close()
+        fix = ""
+        if ENERGY in missing:
+            fix = (f"no {ENERGY}: energy would be {POWER} integrated (dcgm-power-integrated); "
+                   "add the field to the exporter's counters CSV for the board's own counter")
+        out.append(MeterInfo(f"dcgm:{b.name()}", True, detail, fix))
+    return out
+
+
 def rapl_report(root: str | None = None) -> MeterInfo:
     from tokenwatt.energy.meters.rapl import POWERCAP, ROOT_ONLY_FIX, RaplMeter, discover
 

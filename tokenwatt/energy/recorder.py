@@ -50,12 +50,14 @@ import numpy as np
 
 from tokenwatt.energy.attribution import (
     INSTANT_WINDOW_S,
+    CounterModel,
     Updates,
     attribute,
     trace_joules,
     update_counts,
 )
 from tokenwatt.energy.meters.base import Channel, Meter
+from tokenwatt.errors import MeterError
 from tokenwatt.energy.sampler import Sampler
 
 SHORT_WINDOW_PERIODS = 10
@@ -196,6 +198,11 @@ class PhaseRecorder:
                     self.marks[-1].t), self.clock() + 1.0)  # fmt: skip
             if not self.sampler.wait_ticks_after(self.marks[-1].t):
                 flags.append("no-update-after-end")
+                errors = [e for lane in self.sampler.lanes for e in lane.errors]
+                if dated and errors:  # no read at a mark would have failed in its place
+                    if self._own_sampler:
+                        self.sampler.stop()
+                    raise MeterError(f"the meter failed before the window's end: {errors[-1]}")
             if self._own_sampler:
                 self.sampler.stop()
             if dated:
@@ -272,6 +279,7 @@ def _attribute(meters: list[Meter], sampler: Sampler | None, marks: list[Mark],
                 flags.append("no-update-after-end")
                 continue
             got = attribute(u, tm, window, changes_at_marks=changes_at_marks)
+            add_dating_lag(got.err, u, tm, getattr(meter, "dating_lag_s", 0.0))
             for phase, j in got.joules.items():
                 if phase in out:
                     out[phase].joules[ch.key] = float(j)
@@ -295,6 +303,29 @@ def _attribute(meters: list[Meter], sampler: Sampler | None, marks: list[Mark],
     if info["seen"] < info["expected"]:
         flags.append("missed-updates")
     return info
+
+
+def add_dating_lag(err: dict[str, float], u: Updates, marks: list[tuple[float, str]],
+                   lag_s: float) -> None:  # fmt: skip
+    """Widen each phase's error for values published up to `lag_s` after they were sampled
+    (a DCGM exporter publishes DCGM's last sample, taken up to an interval earlier; the page
+    gives no time). The same unknown lag L moves every edge: a segment [a, b] then holds the
+    energy of [a - L, b - L], off by L x (power at a - power at b); L uniform on [0, lag_s]
+    gives an error of root-mean-square lag_s / sqrt(3) times that difference, where the power
+    at each edge is its period's average give or take the period-to-period variation there."""
+    if lag_s <= 0 or len(u.t) < 2:
+        return
+    model = CounterModel(u, marks, INSTANT_WINDOW_S)
+    diff: dict[str, float] = {}
+    spread: dict[str, float] = {}
+    for (a, phase), (b, _) in zip(marks, marks[1:]):
+        ja, jb = model.period_of(a), model.period_of(b)
+        diff[phase] = diff.get(phase, 0.0) + (u.avg(ja) or 0.0) - (u.avg(jb) or 0.0)
+        spread[phase] = spread.get(phase, 0.0) + model.power_sd(ja) ** 2 + model.power_sd(jb) ** 2
+    for phase, d in diff.items():
+        if phase in err:
+            sd = math.sqrt(d * d + spread[phase])
+            err[phase] = math.hypot(err[phase], lag_s * sd / math.sqrt(3))
 
 
 def _assess(meters: list[Meter], sampler: Sampler | None, out: dict[str, PhaseEnergy],

@@ -504,6 +504,9 @@ _DECLARED = [
         ("board_uuids", "string", "–", "both", "yes",
          "the measured boards' NVML UUIDs, `;`-joined in placement order (board 0 holds the "
          "inputs)"),
+        ("meter_host", "string", "–", "both", "unmeasured",
+         "where the energy was read: `local` (this machine's NVML, RAPL or estimate), or the GPU "
+         "node's `Hostname` as its dcgm-exporter labels it (meter dcgm or prometheus)"),
         ("model_boards", "int", "boards", "both", "unmeasured",
          "CUDA boards the model spans (the floor uses their aggregate bandwidth)"),
         ("board{i}_prefill_j", "float", "J", "results", "yes",

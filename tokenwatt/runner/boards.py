@@ -23,15 +23,19 @@ PER_BOARD_SUMMARY = ("decode_j_per_token", "total_j_per_token")  # means over th
 
 
 def board_meters(meters: list[Any]) -> list[Any]:
-    """The NVML meters of a run (one per board), in the order they were opened."""
-    return [m for m in meters if getattr(m, "name", "") == "nvml"]
+    """The GPU board meters of a run (NVML, or a node's exporter: one per board), in the
+    order they were opened."""
+    return [m for m in meters if getattr(m, "is_board", False)]
 
 
 def board_constants(meters: list[Any], model_boards: int = 1) -> dict[str, Any]:
     """`boards` (how many GPU boards are measured), `board_uuids` (`;`-joined, in order) and
-    `model_boards` (how many CUDA boards the model spans: the floor's aggregate bandwidth)."""
+    `model_boards` (how many CUDA boards the model spans: the floor's aggregate bandwidth);
+    `meter_host`: `local`, or the nodes whose exporters were read."""
     boards = board_meters(meters)
+    hosts = [h for m in boards if (h := getattr(m, "host", None))]
     return {"boards": len(boards), "board_uuids": ";".join(m.uuid for m in boards),
+            "meter_host": ";".join(dict.fromkeys(hosts)) or "local",
             "model_boards": max(1, model_boards)}  # fmt: skip
 
 
@@ -62,7 +66,7 @@ def board_detail(meters: list[Any], phases: dict[str, PhaseEnergy]) -> dict[str,
         total = sum(v for k, v in joules.items() if k != "end" and v is not None)
         rows.append({"board": i, "uuid": m.uuid, "nvml_index": m.index,
                      "pci_bus_id": m.pci_bus_id, "channel": key, "joules": joules,
-                     "total_j": total})  # fmt: skip
+                     "total_j": total, "meter_host": getattr(m, "host", None)})  # fmt: skip
     return {"gpu_energy_j": {r["uuid"]: r["total_j"] for r in rows}, "boards": rows}
 
 

@@ -85,7 +85,7 @@ def run_config(
     phase = on_phase or _no_phase
     phase("meters", f"opening meters ({cfg.measure.meter})")
     meters = open_meters(cfg.measure.meter, placement.measured, device=device,
-                         cpu_tdp_w=cfg.measure.cpu_tdp_w)  # fmt: skip
+                         cpu_tdp_w=cfg.measure.cpu_tdp_w, measure=cfg.measure)  # fmt: skip
     try:
         reason = engine.slow_reason(cfg, device)
         if reason:

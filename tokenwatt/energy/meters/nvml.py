@@ -57,6 +57,7 @@ class NvmlMeter(Meter):
     """Energy of one GPU board. `target`: NVML index, UUID ("GPU-...") or PCI bus id."""
 
     name = "nvml"
+    is_board = True  # a GPU board: per-board columns, board_uuids (runner/boards.py)
 
     def __init__(
         self,

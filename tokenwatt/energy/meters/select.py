@@ -10,6 +10,7 @@ that cannot run here is a user error with the fix.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from tokenwatt.energy.meters.base import Meter
 from tokenwatt.errors import MeterUnavailable, UserError
@@ -22,15 +23,19 @@ def open_meters(
     device: str = "cpu",
     cpu_tdp_w: float | None = None,
     nvml_module: str | None = None,
+    measure: Any = None,
 ) -> list[Meter]:
-    """Meters for `choice` (auto|nvml|rapl|estimate).
+    """Meters for `choice` (auto|nvml|rapl|estimate|dcgm|prometheus).
 
     boards: NVML identities (UUIDs or PCI bus ids, as placement resolved them) of the boards
     to measure; device: where the model runs (for the message when NVML has no board).
     nvml_module: the NVML binding to use (default: TOKENWATT_NVML_MODULE, else pynvml).
+    measure: the config's `measure:` block, which names a remote meter's URLs and boards.
     """
     asked = choice
     try:
+        if choice in ("dcgm", "prometheus"):
+            return open_remote_boards(choice, measure)
         if choice == "auto":
             choice = "nvml" if boards else _cpu_meter()
         if choice == "estimate":
@@ -53,6 +58,34 @@ def open_meters(
         chosen = asked if asked == choice else f"{asked} (chose {choice})"
         raise UserError(f"measure.meter={chosen}: {e}") from None
     raise UserError(f"measure.meter: unknown meter {choice!r}")
+
+
+def open_remote_boards(choice: str, measure: Any) -> list[Meter]:
+    """The boards a node's exporter (or Prometheus) publishes that `measure` selects: by UUID
+    or gpu label (measure.gpus), by pod and container, else every board published."""
+    from tokenwatt.energy.meters.dcgm_text import Selection
+    from tokenwatt.energy.meters.remote import open_remote
+
+    if measure is None:
+        raise MeterUnavailable(f"meter {choice} reads the URLs of a run's `measure:` block; "
+                               "give it in a config, or pass meters= to the API")  # fmt: skip
+    named = {"--gpus": ",".join(measure.gpus or ()), "--dcgm-pod": measure.dcgm_pod,
+             "--dcgm-container": measure.dcgm_container}  # fmt: skip
+    said = [f"{flag} {value}" for flag, value in named.items() if value]
+    selector = measure.prometheus_selector if choice == "prometheus" else None
+    sel = Selection(tuple(measure.gpus or ()), measure.dcgm_pod, measure.dcgm_container,
+                    many_nodes="Hostname" in (selector or ""), said=tuple(said))  # fmt: skip
+    urls = [measure.prometheus_url] if choice == "prometheus" else list(measure.dcgm_url)
+    meters = open_remote(choice, urls, selector, sel)
+    try:  # a window of a few collection intervals or less is refused before the run
+        for m in meters:
+            m.check_window(measure.min_seconds, "measure.min_seconds", "--min-seconds")
+            m.check_window(measure.idle_seconds, "measure.idle_seconds", "--idle-seconds")
+    except BaseException:
+        for m in meters:
+            m.close()
+        raise
+    return meters
 
 
 def _cpu_meter() -> str:

@@ -1,0 +1,404 @@
+"""GPU boards measured where they run: a node's dcgm-exporter, or a Prometheus server that
+scrapes it (`--meter dcgm`, `--meter prometheus`).
+
+One `RemoteBoardMeter` per board, one channel `gpu<gpu label>` (on `meter_host`), read like
+NVML's energy counter so the same sampler and attribution run over it:
+- source `dcgm-energy-counter`: `DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION` (mJ since the driver
+  loaded), relative to its value at open. It changes once per *collection interval* of the
+  exporter (30 s by default, `-c` in ms), which is this meter's update period, measured from
+  when the value changes (the Prometheus history when there is one, else by polling), never
+  assumed. A decrease (a reloaded driver, a restarted exporter on a reset board) is bridged
+  and counted in `reloads`, so the window is flagged `driver-reload`.
+- without the counter, `dcgm-power-integrated`: `DCGM_FI_DEV_POWER_USAGE` held from each read
+  to the next (a continuous channel, read every sample interval).
+- a page that stops changing for several intervals (a hung exporter) or cannot be fetched is a
+  MeterError: inside a trial the trial is degraded with the reason; finished trials stay.
+The values carry no time of their own (the exporter publishes none): a change is dated by the
+polls that saw it. A value is DCGM's last sample, taken up to one interval before the exporter
+published it (DCGM samples on its own schedule), and Prometheus adds up to a scrape interval:
+that lag (`dating_lag_s`) moves both edges of a window alike, and widens each window's error
+by its power difference across the edges (recorder.add_dating_lag). Inside a period nothing
+says how the energy spreads: a cut there carries the period-to-period variation of the power
+(attribution.CounterModel.shape_var).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import statistics
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from tokenwatt.energy.meters.base import Channel, Meter
+from tokenwatt.energy.meters.dcgm_text import (ENERGY, EXPORTER_INTERVAL_FLAG, POWER, Board,
+                                               Selection, boards_of, parse_page,
+                                               select)  # fmt: skip
+from tokenwatt.errors import MeterError, MeterUnavailable
+
+COUNTER = "dcgm-energy-counter"
+INTEGRATED = "dcgm-power-integrated"
+TIMEOUT_S = 5.0
+STALE_PERIODS = 4  # a counter unchanged this many intervals (and 2 s more) is a hung exporter
+MIN_WINDOW_PERIODS = 4  # a window shorter than this many intervals is refused before the run
+PERIOD_TIMEOUT_S = 150.0  # measuring the interval by polling: 2 changes of a 60 s exporter
+
+
+class Source(Protocol):
+    where: str
+
+    def fetch(self) -> list[Board]: ...
+
+    def history_period_s(self, board: Board) -> float | None: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+class _Http:
+    """One kept-alive HTTP connection (polls come every few ms near an update: a new TCP
+    connection each time would be most of the cost). Thread-safe."""
+
+    def __init__(self, url: str, what: str) -> None:
+        u = urllib.parse.urlsplit(url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise MeterUnavailable(f"{what}: {url!r} is not an http(s) URL; give e.g. "
+                                   "http://NODE:9400/metrics")  # fmt: skip
+        self.url, self.u = url, u
+        self._conn: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
+
+    def get(self, path_query: str) -> str:
+        with self._lock:
+            for attempt in (0, 1):  # a kept-alive connection the server closed: once more
+                try:
+                    conn = self._conn or self._connect()
+                    conn.request("GET", path_query, headers={"Accept": "text/plain"})
+                    resp = conn.getresponse()
+                    body = resp.read().decode("utf-8", "replace")
+                except (OSError, http.client.HTTPException) as e:
+                    self.close_locked()
+                    if attempt:
+                        why = getattr(e, "strerror", None) or type(e).__name__
+                        raise MeterError(f"cannot read {self.url} ({why})") from None
+                    continue
+                if resp.status != 200:
+                    raise MeterError(f"{self.url} answered HTTP {resp.status}: {body[:120]!r}")
+                return body
+        raise AssertionError("unreachable")
+
+    def _connect(self) -> http.client.HTTPConnection:
+        cls = http.client.HTTPSConnection if self.u.scheme == "https" else \
+            http.client.HTTPConnection  # fmt: skip
+        self._conn = cls(self.u.hostname, self.u.port, timeout=TIMEOUT_S)
+        return self._conn
+
+    def close_locked(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            self.close_locked()
+
+
+class ExporterSource:
+    """A dcgm-exporter's /metrics page, fetched whole at every read."""
+
+    def __init__(self, url: str) -> None:
+        self.where = url
+        self.http = _Http(url, "measure.dcgm_url")
+        u = self.http.u
+        self.path = (u.path or "/metrics") + (f"?{u.query}" if u.query else "")
+
+    def fetch(self) -> list[Board]:
+        return parse_page(self.http.get(self.path), self.where)
+
+    def history_period_s(self, board: Board) -> float | None:
+        return None  # a page holds only the latest values: the interval is polled for
+
+    def describe(self) -> dict[str, Any]:
+        return {"dcgm_url": self.where}
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class PrometheusSource:
+    """The exporter's series through a Prometheus server's HTTP query API: the raw samples of
+    the selected series (a range selector evaluated at now, not rate() over an unknown range),
+    the latest one at each read, the last minutes of them for the collection interval."""
+
+    LOOKBACK_S = 120  # how far back a read looks for a series' latest sample
+    HISTORY_S = 900
+
+    def __init__(self, url: str, selector: str) -> None:
+        self.where = f"{url.rstrip('/')} {selector}"
+        self.http = _Http(url, "measure.prometheus_url")
+        self.base = (self.http.u.path or "").rstrip("/")
+        sel = selector.strip()
+        if not (sel.startswith("{") and sel.endswith("}")):
+            raise MeterUnavailable(f"measure.prometheus_selector: {selector!r} is not a label "
+                                   "selector; give e.g. '{Hostname=\"n1\",gpu=\"0\"}'")  # fmt: skip
+        self.selector = sel
+        self.fields = (ENERGY, POWER)
+        self.scrape_interval_s: float | None = None  # from the stored samples' spacing
+
+    def _series(self, name: str, seconds: int) -> list[dict[str, Any]]:
+        q = urllib.parse.urlencode({"query": f"{name}{self.selector}[{seconds}s]"})
+        body = self.http.get(f"{self.base}/api/v1/query?{q}")
+        try:
+            data = json.loads(body)
+            if data.get("status") != "success":
+                raise MeterError(f"{self.where}: Prometheus refused the query: "
+                                 f"{data.get('error', data)}")  # fmt: skip
+            return list(data["data"]["result"])
+        except (ValueError, KeyError, TypeError):
+            raise MeterError(f"{self.where} did not answer a Prometheus query; give the "
+                             "server's base URL, e.g. http://PROM:9090") from None  # fmt: skip
+
+    def fetch(self) -> list[Board]:
+        series = []
+        for name in self.fields:
+            for s in self._series(name, self.LOOKBACK_S):
+                labels = {k: v for k, v in s["metric"].items() if k != "__name__"}
+                if s.get("values"):
+                    series.append((name, labels, float(s["values"][-1][1])))
+        boards = boards_of(series)
+        if not boards:
+            raise MeterUnavailable(f"{self.where}: no {ENERGY} or {POWER} sample in the last "
+                                   f"{self.LOOKBACK_S} s; check the selector's labels and that "
+                                   "Prometheus scrapes the node's dcgm-exporter")  # fmt: skip
+        return boards
+
+    def only(self, name: str) -> None:
+        """Read one field from now on (each read is one query per field)."""
+        self.fields = (name,)
+
+    def history_period_s(self, board: Board) -> float | None:
+        """The collection interval from the stored samples: the median gap between the scrape
+        times at which the value changed (None with fewer than three changes stored)."""
+        name = self.fields[0]
+        for s in self._series(name, self.HISTORY_S):
+            labels = s["metric"]
+            if labels.get("UUID", "") != board.uuid or labels.get("Hostname", "") != board.host:
+                continue
+            vals = [(float(t), float(v)) for t, v in s.get("values", [])]
+            if len(vals) >= 3:
+                self.scrape_interval_s = statistics.median(
+                    b - a for (a, _), (b, _) in zip(vals, vals[1:]))
+            changes = [t for (t, v), (_, v0) in zip(vals[1:], vals) if v != v0]
+            gaps = [b - a for a, b in zip(changes, changes[1:])]
+            return statistics.median(gaps) if len(gaps) >= 2 else None
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {"prometheus": self.where, "scrape_interval_s": self.scrape_interval_s}
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class RemoteBoardMeter(Meter):
+    """Energy of one GPU board read from a source (exporter page or Prometheus)."""
+
+    name = "dcgm"
+    is_board = True  # a GPU board: per-board columns, board_uuids (runner/boards.py)
+
+    def __init__(self, source: Any, board: Board, *, name: str = "dcgm",
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep,
+                 period_timeout_s: float = PERIOD_TIMEOUT_S) -> None:  # fmt: skip
+        self.name = name
+        self.source, self.key = source, board.key
+        self.clock, self.sleep = clock, sleep
+        self.uuid, self.host = board.uuid, board.host
+        self.index = int(board.gpu) if board.gpu.isdigit() else 0
+        self.pci_bus_id = board.labels.get("pci_bus_id")
+        self.labels = dict(board.labels)
+        self.device_name = board.labels.get("modelName", "")
+        self.has_counter = board.energy_mj is not None
+        self.has_instant = False  # DCGM's power field is an average, never an instant value
+        self.source_label = COUNTER if self.has_counter else INTEGRATED
+        if isinstance(source, PrometheusSource):
+            source.only(ENERGY if self.has_counter else POWER)
+        self.power_limit_w: float | None = None
+        self.other_processes: list[int] = []  # a remote node's processes are not ours to see
+        self.reloads = 0
+        self._lock = threading.Lock()
+        self._raw0 = self._last_raw = board.energy_mj or 0.0
+        self._offset = 0.0
+        self._last_change = clock()
+        self._integrated, self._last_t, self._last_p = 0.0, clock(), board.power_w
+        self._period_how = ""
+        self.interval_s = self._measure_interval(board, period_timeout_s)
+        self.dating_lag_s = self.interval_s + (getattr(source, "scrape_interval_s", None) or 0.0)
+        self._channel = Channel(f"gpu{board.gpu or self.index}", "gpu-board", self.source_label,
+                                True, self.device_name)  # fmt: skip
+
+    # ---- the collection interval ------------------------------------------------------
+
+    def _measure_interval(self, board: Board, timeout_s: float) -> float:
+        period = self.source.history_period_s(board)
+        if period:
+            self._period_how = "measured: median gap between changes in Prometheus's samples"
+            return period
+        times: list[float] = []
+        last, start, prev = self._value(self._board()), self.clock(), self.clock()
+        while len(times) < 3 and self.clock() - start < timeout_s:
+            self.sleep(0.005)
+            now, value = self.clock(), self._value(self._board())
+            if value != last:
+                times.append(0.5 * (prev + now))
+                last = value
+            prev = now
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        if not gaps:
+            raise MeterUnavailable(
+                f"{self.source.where}: {self._field()} of {self.uuid or self.key[1]} did not "
+                f"change twice in {timeout_s:g} s; the exporter is stale or its collection "
+                f"interval ({EXPORTER_INTERVAL_FLAG}, ms) is longer than {timeout_s / 2:g} s")
+        self._period_how = f"measured: polled {len(times)} changes of the published value"
+        return statistics.median(gaps)
+
+    def _field(self) -> str:
+        return ENERGY if self.has_counter else POWER
+
+    def _value(self, b: Board) -> float | None:
+        return b.energy_mj if self.has_counter else b.power_w
+
+    def _board(self) -> Board:
+        for b in self.source.fetch():
+            if b.key == self.key:
+                return b
+        raise MeterError(f"{self.source.where} no longer publishes board {self.uuid} "
+                         f"({self.host or 'its node'})")  # fmt: skip
+
+    # ---- reads ------------------------------------------------------------------------
+
+    @property
+    def channels(self) -> tuple[Channel, ...]:
+        return (self._channel,)
+
+    def update_period_s(self) -> float | None:
+        # the counter moves once an interval; the held power is read continuously
+        return self.interval_s if self.has_counter else None
+
+    def read_joules(self) -> dict[str, float]:
+        b = self._board()
+        with self._lock:
+            now = self.clock()
+            if self.has_counter:
+                return {self._channel.key: self._counter_j(b, now)}
+            return {self._channel.key: self._integrate(b, now)}
+
+    def _counter_j(self, b: Board, now: float) -> float:
+        raw = b.energy_mj
+        if raw is None:
+            raise MeterError(f"{self.source.where} stopped publishing {ENERGY} for {self.uuid}")
+        if raw != self._last_raw:
+            self._last_change = now
+        elif now - self._last_change > STALE_PERIODS * self.interval_s + 2.0:
+            raise MeterError(f"{self.source.where}: {ENERGY} of {self.uuid} has not changed "
+                             f"for {now - self._last_change:.0f} s (its interval is "
+                             f"{self.interval_s:g} s): the exporter is stale")  # fmt: skip
+        if raw < self._last_raw:  # a reloaded driver: keep what was counted so far
+            self.reloads += 1
+            self._offset += self._last_raw
+        self._last_raw = raw
+        return (raw + self._offset - self._raw0) / 1000.0
+
+    def _integrate(self, b: Board, now: float) -> float:
+        if b.power_w is None:
+            raise MeterError(f"{self.source.where} stopped publishing {POWER} for {self.uuid}")
+        if self._last_p is not None:
+            self._integrated += self._last_p * (now - self._last_t)
+        self._last_t, self._last_p = now, b.power_w
+        return self._integrated
+
+    def read_power_w(self) -> dict[str, float] | None:
+        return None  # an averaged field: integrating it as instant power would be wrong
+
+    # ---- checks and metadata ------------------------------------------------------------
+
+    def check_window(self, seconds: float, what: str, flag: str) -> None:
+        """A window shorter than MIN_WINDOW_PERIODS intervals is refused, with the fix."""
+        need = MIN_WINDOW_PERIODS * self.interval_s
+        if 0 < seconds < need:
+            raise MeterUnavailable(
+                f"{what} {seconds:g} s is shorter than {MIN_WINDOW_PERIODS} collection "
+                f"intervals of {self.source.where} ({self.interval_s:g} s each): give "
+                f"{flag} {math.ceil(need)} or more, or shorten the exporter's interval "
+                f"({EXPORTER_INTERVAL_FLAG} in ms, e.g. -c 1000)")  # fmt: skip
+
+    def driver_version(self) -> str:
+        """The driver's version where the exporter labels it (dcgm-exporter 3.3 and later)."""
+        return self.labels.get("DCGM_FI_DRIVER_VERSION", "")
+
+    def edge_state(self) -> dict[str, Any]:
+        # clocks and temperature are other fields of the page; none is read at the edges
+        return {"gpu": self.index, "power_limit_w": self.power_limit_w}
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(self.source.describe())
+        d.update(meter_host=self.host, uuid=self.uuid, gpu=self.labels.get("gpu"),
+                 device_name=self.device_name, source=self.source_label,
+                 update_period_s=self.interval_s, update_period_source=self._period_how,
+                 dating_lag_s=self.dating_lag_s,
+                 pod=self.labels.get("pod"), namespace=self.labels.get("namespace"),
+                 container=self.labels.get("container"), driver_reloads=self.reloads,
+                 other_processes=[])  # fmt: skip
+        return d
+
+    def close(self) -> None:
+        closer = getattr(self.source, "close", None)
+        if closer is not None:
+            closer()
+
+
+def open_remote(meter: str, urls: list[str], selector: str | None, sel: Selection,
+                **kw: Any) -> list[Meter]:  # fmt: skip
+    """One RemoteBoardMeter per selected board: `dcgm` reads each exporter URL (one per node),
+    `prometheus` the Prometheus server at urls[0] with `selector`."""
+    meters: list[Meter] = []
+    try:
+        if meter == "prometheus":
+            probe = PrometheusSource(urls[0], selector or "{}")
+            try:
+                boards = select(_first_fetch(probe), sel, probe.where)
+            finally:
+                probe.close()
+            for b in boards:  # a source each: every meter reads its own field and board
+                meters.append(RemoteBoardMeter(PrometheusSource(urls[0], selector or "{}"),
+                                               b, name="prometheus", **kw))  # fmt: skip
+            return meters
+        for url in urls:
+            probe = ExporterSource(url)
+            try:
+                chosen = select(_first_fetch(probe), sel, url)
+            finally:
+                probe.close()
+            for b in chosen:
+                meters.append(RemoteBoardMeter(ExporterSource(url), b, **kw))
+        return meters
+    except BaseException:
+        for m in meters:
+            m.close()
+        raise
+
+
+def _first_fetch(source: Any) -> list[Board]:
+    """The first read, where a failure is the user's to fix (nothing has run yet)."""
+    try:
+        return source.fetch()
+    except MeterUnavailable:
+        raise
+    except MeterError as e:
+        what = "Prometheus runs there" if isinstance(source, PrometheusSource) else \
+            "dcgm-exporter runs there (default port 9400)"  # fmt: skip
+        raise MeterUnavailable(f"{e}; check the URL and that {what}") from None
