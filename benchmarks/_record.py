@@ -43,6 +43,7 @@ class Record:
     def __init__(self) -> None:
         self.started = _now()
         self.load_start = list(os.getloadavg())
+        self.commit = _commit()  # the code that runs, not what the tree holds when it ends
 
     def as_dict(self, files: Iterable[str]) -> dict[str, object]:
         script = Path(sys.argv[0])
@@ -56,7 +57,7 @@ class Record:
             "load_avg_start": self.load_start,  # 1, 5 and 15 min, as os.getloadavg() gives them
             "load_avg_end": list(os.getloadavg()),
             "cpus": os.cpu_count(),
-            "commit": _commit(),
+            "commit": self.commit,
             "started": self.started,
             "finished": _now(),
             "python": platform.python_version(),
