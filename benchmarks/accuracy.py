@@ -45,6 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from _record import Record  # noqa: E402  (benchmarks/: the script's own folder)
 from simfix import advance, virtual_board, virtual_sampler  # noqa: E402
 
 from tokenwatt.energy.attribution import Updates, window_energy  # noqa: E402
@@ -272,6 +273,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=30, help="attribution trials")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
+    rec = Record()
     names = ["steady", "steps", "phases-on-ticks", "phases-off-ticks", "spikes", "bursts"]
     rows = []
     for k, name in enumerate(names):
@@ -308,6 +310,8 @@ def main() -> None:
     (out / "accuracy.txt").write_text(
         "$ python benchmarks/accuracy.py " + " ".join(sys.argv[1:]) + "\n" + "\n".join(lines) + "\n"
     )
+    rec.write(out, "accuracy", ["accuracy.txt", "accuracy_windows.csv", "accuracy_window_rows.csv",
+                                "accuracy_attribution.csv"])
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from _record import Record  # noqa: E402  (benchmarks/: the script's own folder)
 
 from tokenwatt.models.decode import generate
 from tokenwatt.models.load import load_model
@@ -67,6 +68,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=20)
     ap.add_argument("--new-tokens", type=int, default=64)
     args = ap.parse_args()
+    rec = Record()
     rows = [
         bench("tiny-llama", 1, 64, args.new_tokens, args.pairs, torch.float32),
         bench("tiny-llama", 8, 64, args.new_tokens, args.pairs, torch.float32),
@@ -82,6 +84,7 @@ def main() -> None:
         "# tokenwatt decode loop vs model.generate (tokens/s ratio, >1 = tokenwatt faster)\n\n"
         f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads\n\n{md}\n"
     )
+    rec.write(OUT, "decode_vs_generate", ["decode_vs_generate.csv", "decode_vs_generate.md"])
     print(df.to_string(index=False))
 
 

@@ -25,6 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _record import Record  # noqa: E402  (benchmarks/: the script's own folder)
+
 ENGINES = ("transformers", "vllm", "openai")
 
 
@@ -77,6 +79,7 @@ def main() -> int:
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args()
+    rec = Record()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
     from tokenwatt.models.export import export_preset, with_word_tokenizer
@@ -98,6 +101,7 @@ def main() -> int:
     (out / "engines.json").write_text(json.dumps({"runs": runs, "summary": table,
                                                   "args": vars(args),
                                                   "load_before": os.getloadavg()}, indent=2))
+    rec.write(out, "engines", ["engines.json"])
     return 0
 
 

@@ -22,6 +22,8 @@ import threading
 import time
 from pathlib import Path
 
+from _record import Record  # noqa: E402  (benchmarks/: the script's own folder)
+
 
 def poll_changes(meter, seconds: float) -> list[dict]:
     """Every counter change seen by 1 ms polls, with the poll interval and the field's stamp."""
@@ -63,6 +65,7 @@ def main() -> None:
     ap.add_argument("--no-load", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
+    rec = Record()
     (board,) = measured_boards([args.gpu])
     meter = NvmlMeter(board)
     changes = poll_changes(meter, args.seconds / 2)
@@ -132,6 +135,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_sensor_check.json").write_text(text + "\n")
+    rec.write(out, "gpu_sensor_check", ["gpu_sensor_check.json"])
 
 
 if __name__ == "__main__":

@@ -2,10 +2,14 @@
 
 Runs. For each signal (SIGINT, SIGTERM, SIGKILL) N runs are started into one results folder
 per signal (so later runs also append after earlier crashes, as a resumed run would). Each is
-killed at a random point of its own progress: a random K in 0..REPEATS; K = 0 kills during
-start-up (a random time before the calibration run's first row), otherwise a random 0-0.4 s
-after the K-th trial row (K = REPEATS: while the summary is written). A witness records each
-append only after `append_rows` has returned (fsynced), so:
+killed at a random point of its own progress, read from the run's own events (no calibration
+run: a busy machine moves every time): a random K in 0..REPEATS; K = 0 kills during start-up,
+just after a start-up event drawn at random (the interpreter up, then each phase the run
+reports before its trials: meters, warm-up, idle baseline); otherwise after the K-th trial row,
+a random part of the time the run's own last trial took (K = REPEATS: while the summary is
+written). A witness records each event, and each append only after `append_rows` has returned
+(fsynced), with the time; where each kill landed is the last event before the run died, and
+`on_target` says whether that is the event it was aimed after. So:
 
     rows lost        = rows witnessed as written but missing from disk (goal: 0)
     in flight        = rows on disk the witness had not yet confirmed (0 or 1 allowed)
@@ -54,8 +58,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
+from _record import Record
 
-from tokenwatt.results.folder import unparseable_files
+from tokenwatt.results.folder import LOGS, STAGING, SWEEP_LOCK, unparseable_files
 from tokenwatt.results.load import load_results
 from tokenwatt.results.store import locked, read_rows, try_claim
 
@@ -90,16 +95,25 @@ SWEEP_MODES = {
 SWEEP_POINTS = ("start-up", "mid-case", "at a merge", "after a case")
 # The child: tokenwatt's own CLI, SIGINT heard again, a witness line after each append.
 CHILD = """\
-import os, signal, sys
+import os, signal, sys, time
 signal.signal(signal.SIGINT, signal.default_int_handler)
 if os.environ.get("KILL_WITNESS"):
-    import tokenwatt.runner.run as runner
-    real = runner.append_rows
     fd = os.open(os.environ["KILL_WITNESS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    def note(what, n):
+        os.write(fd, f"{what} {n} {time.monotonic()}\\n".encode())
+    note("phase", "python")
+    import tokenwatt.runner.run as runner
+    real, real_run = runner.append_rows, runner.run_config
     def witnessed(path, rows, first=None):
         real(path, rows, first)
-        os.write(fd, f"{path.name} {len(list(rows))}\\n".encode())
-    runner.append_rows = witnessed
+        note(path.name, len(list(rows)))
+    def run_config(cfg, on_trial=None, on_phase=None):
+        def phase(event, text):
+            note("phase", event)
+            if on_phase:
+                on_phase(event, text)
+        return real_run(cfg, on_trial=on_trial, on_phase=phase)
+    runner.append_rows, runner.run_config = witnessed, run_config
 from tokenwatt.cli import main
 sys.argv = ["tokenwatt", *sys.argv[1:]]
 main()
@@ -113,10 +127,42 @@ def rows(path: Path) -> int:
     return len(pd.read_csv(path)) if path.exists() else 0
 
 
-def witnessed(path: Path, name: str) -> int:
+# The start-up events a run reports before its trials, in order ("python": the child is up).
+START_UP = ("python", "meters", "warmup", "idle")
+
+
+def events(path: Path) -> list[tuple[str, str, float]]:
+    """The witness's lines: (what, count or phase, monotonic time), whole lines only."""
     if not path.exists():
-        return 0
-    return sum(int(n) for f, n in (ln.split() for ln in path.read_text().splitlines()) if f == name)
+        return []
+    out = []
+    for ln in path.read_text().splitlines():
+        parts = ln.split()
+        if len(parts) == 3:
+            out.append((parts[0], parts[1], float(parts[2])))
+    return out
+
+
+def witnessed_phase(path: Path, name: str) -> bool:
+    return any(f == "phase" and n == name for f, n, _ in events(path))
+
+
+def witnessed(path: Path, name: str) -> int:
+    return sum(int(n) for f, n, _ in events(path) if f == name)
+
+
+def progress(ev: list[tuple[str, str, float]]) -> str:
+    """Where a run is, by its last event: 'phase NAME', 'trial row K' or 'summary'."""
+    rows, last = 0, "not started"
+    for f, n, _ in ev:
+        if f == "phase" and n != "warning":
+            last = f"phase {n}"
+        elif f == "results.csv":
+            rows += int(n)
+            last = f"trial row {rows}"
+        elif f == "summary.csv":
+            last = "summary"
+    return last
 
 
 def launch(work: Path, out: Path, tag: str) -> tuple[subprocess.Popen, Path]:
@@ -128,36 +174,53 @@ def launch(work: Path, out: Path, tag: str) -> tuple[subprocess.Popen, Path]:
     return p, witness
 
 
-def calibrate(work: Path) -> tuple[float, float]:
-    """Seconds to the first trial row and to the end, uninterrupted."""
-    out = work / "calibration"
-    t0 = time.monotonic()
-    p, _ = launch(work, out, "calibration")
-    first = None
-    while p.poll() is None:
-        if first is None and rows(out / "results.csv") > 0:
-            first = time.monotonic() - t0
-        time.sleep(0.05)
-    assert p.returncode == 0, p.stderr.read() if p.stderr else ""
-    return first or 0.0, time.monotonic() - t0
+def aim(point: tuple[int, str, float]) -> str:
+    """The event a kill point is aimed after, in `progress`'s words."""
+    after_rows, event, _ = point
+    return f"phase {event}" if after_rows == 0 else f"trial row {after_rows}"
 
 
-def kill_once(work: Path, sig: str, k: int, point: tuple[int, float]) -> dict:
-    after_rows, delay = point
+def wait_for_point(p: subprocess.Popen, witness: Path, point: tuple[int, str, float]) -> float:
+    """Wait until the aimed event, then a FRACTION of the time to the next one, estimated from
+    the run's own last step (the event before it); returns the delay waited after the event."""
+    after_rows, event, fraction = point
+    target = aim(point)
+
+    def reached() -> list[tuple[str, str, float]] | None:
+        ev = events(witness)
+        seen = [progress(ev[: i + 1]) for i in range(len(ev))]
+        return ev if target in seen else None
+
+    while p.poll() is None and (ev := reached()) is None:
+        time.sleep(0.005)
+    if p.poll() is not None or ev is None:
+        return 0.0
+    seen = [progress(ev[: i + 1]) for i in range(len(ev))]
+    i = seen.index(target)
+    if after_rows == 0:
+        step = 0.1  # start-up: just after the event, well before the next phase's work
+    else:  # the run's own last trial: the time from the row before (or the trials phase)
+        step = ev[i][2] - ev[i - 1][2] if i > 0 else 0.2
+    delay = fraction * step
+    fire = ev[i][2] + delay
+    while p.poll() is None and time.monotonic() < fire:
+        time.sleep(0.002)
+    return delay
+
+
+def kill_once(work: Path, sig: str, k: int, point: tuple[int, str, float]) -> dict:
     out = work / f"out-{sig}"
     before_t, before_s = rows(out / "results.csv"), rows(out / "summary.csv")
     t0 = time.monotonic()
     p, witness = launch(work, out, f"{sig}-{k}")
-    while p.poll() is None and witnessed(witness, "results.csv") < after_rows:
-        time.sleep(0.01)
-    fire = time.monotonic() + delay
-    while p.poll() is None and time.monotonic() < fire:
-        time.sleep(0.005)
+    delay = wait_for_point(p, witness, point)
     at = time.monotonic() - t0
+    aimed_after = aim(point)
     landed = p.poll() is None
     if landed:
         p.send_signal(SIGNALS[sig])
     _, err = p.communicate(timeout=300)
+    landed_after = progress(events(witness))
     w_t, w_s = witnessed(witness, "results.csv"), witnessed(witness, "summary.csv")
     after_t, after_s = rows(out / "results.csv"), rows(out / "summary.csv")
     lost = max(0, before_t + w_t - after_t) + max(0, before_s + w_s - after_s)
@@ -172,8 +235,9 @@ def kill_once(work: Path, sig: str, k: int, point: tuple[int, float]) -> dict:
     # Interrupted: the signal landed and the run ended by it, not by finishing on its own.
     interrupted = landed and p.returncode != 0
     return {
-        "signal": sig, "kill": k, "after_rows": after_rows, "delay_s": round(delay, 3),
-        "kill_at_s": round(at, 2), "landed": landed, "interrupted": interrupted,
+        "signal": sig, "kill": k, "aimed_after": aimed_after, "delay_s": round(delay, 3),
+        "kill_at_s": round(at, 2), "landed": landed, "landed_after": landed_after,
+        "on_target": landed and landed_after == aimed_after, "interrupted": interrupted,
         "phase": "finished" if w_s else ("mid-run" if w_t else "before first trial"),
         "exit_code": p.returncode,
         "exit_code_ok": interrupted and p.returncode == EXPECTED_RC[sig],
@@ -195,8 +259,6 @@ def resume_after_kills(work: Path, sig: str) -> bool:
 
 def run_kills(work: Path, n: int, jobs: int, rng: random.Random) -> tuple[pd.DataFrame, dict]:
     (work / "run.yaml").write_text(CONFIG)
-    first, total = calibrate(work)
-    print(f"run calibration: first trial row at {first:.1f} s, end at {total:.1f} s", flush=True)
     seeds = {sig: rng.randrange(2**32) for sig in SIGNALS}
 
     def one_signal(sig: str) -> tuple[list[dict], bool]:
@@ -205,22 +267,26 @@ def run_kills(work: Path, n: int, jobs: int, rng: random.Random) -> tuple[pd.Dat
         recs: list[dict] = []
         while sum(x["interrupted"] for x in recs) < n and len(recs) < 3 * n:
             k = r.randint(0, REPEATS)
-            pt = (0, r.uniform(0, first)) if k == 0 else (k, r.uniform(0, 0.4))
+            pt = (k, r.choice(START_UP) if k == 0 else "", r.uniform(0, 0.8))
             recs.append(kill_once(work, sig, len(recs), pt))
+            x = recs[-1]
+            print(f"{sig}: kill {x['kill']} aimed after {x['aimed_after']}, landed after "
+                  f"{x['landed_after']}: exit {x['exit_code']}", flush=True)
         return recs, resume_after_kills(work, sig)
 
     with ThreadPoolExecutor(min(jobs, len(SIGNALS))) as pool:
         done = dict(zip(SIGNALS, pool.map(one_signal, SIGNALS)))
     df = pd.DataFrame([r for recs, _ in done.values() for r in recs])
-    return df, {"calibration": (first, total), "resumed": {s: ok for s, (_, ok) in done.items()}}
+    return df, {"resumed": {s: ok for s, (_, ok) in done.items()}}
 
 
 def run_table(df: pd.DataFrame, resumed: dict[str, bool]) -> str:
     head = ("| signal | kills interrupting a run | before first trial | mid-run "
             "| while the summary is written | rows lost beyond the trial in flight "
             "| unparseable files | exit code as expected | resume line | traceback "
-            "| finished untouched (not counted) | resumed run afterwards |")  # fmt: skip
-    out = [head, "|" + "---|" * 12]
+            "| finished untouched (not counted) | landed after the event aimed at "
+            "| resumed run afterwards |")  # fmt: skip
+    out = [head, "|" + "---|" * 13]
     for sig in SIGNALS:
         d = df[(df["signal"] == sig) & df["interrupted"]]
         ph = d["phase"].value_counts()
@@ -231,6 +297,7 @@ def run_table(df: pd.DataFrame, resumed: dict[str, bool]) -> str:
             f"| {ph.get('finished', 0)} | {int(d['rows_lost'].sum())} "
             f"| {int((d['unparseable'] != '').sum())} | {int(d['exit_code_ok'].sum())}/{len(d)} "
             f"| {resume} | {int(d['traceback'].sum())} | {untouched} "
+            f"| {int(d['on_target'].sum())}/{len(d)} "
             f"| {'ok' if resumed.get(sig) else 'FAILED'} |"
         )
     return "\n".join(out)
@@ -239,11 +306,10 @@ def run_table(df: pd.DataFrame, resumed: dict[str, bool]) -> str:
 # --- sweeps ----------------------------------------------------------------------------------
 
 
-def launch_sweep(work: Path, out: Path) -> subprocess.Popen:
+def launch_sweep(work: Path, out: Path, witness: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-c", CHILD, "sweep", str(work / "sweep.yaml"), "--out", str(out),
            "-q"]  # fmt: skip
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    env.pop("KILL_WITNESS", None)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", KILL_WITNESS=str(witness))
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)  # fmt: skip
 
@@ -305,8 +371,30 @@ def running(pid: int) -> bool:
     return state != "Z"
 
 
-def reach(p: subprocess.Popen, out: Path, point: str, r: random.Random, before: int) -> bool:
-    """Wait for the kill point; False when the sweep ended first."""
+def holds_lock(out: Path, pid: int) -> bool:
+    try:
+        return json.loads((out / SWEEP_LOCK).read_text())["pid"] == pid
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def sweep_progress(out: Path, launched: float, before: int) -> str:
+    """Where a sweep is now, from what it has put on disk since `launched` (wall time)."""
+    staged = lambda name: any((out / STAGING).glob(f"*/{name}"))  # noqa: E731
+    if staged("summary.csv"):
+        return "at a merge"
+    if staged("results.csv"):
+        return "mid-case"
+    if len(read_rows(out / "summary.csv")[0]) > before:
+        return "after a case"
+    if any(f.stat().st_mtime >= launched for f in (out / LOGS).glob("*.log")):
+        return "case starting"
+    return "start-up"
+
+
+def reach(p: subprocess.Popen, out: Path, point: str, r: random.Random, before: int,
+          witness: Path) -> bool:
+    """Wait for the kill point, from the sweep's own progress; False when it ended first."""
 
     def until(pred) -> bool:
         while p.poll() is None and not pred():
@@ -314,8 +402,13 @@ def reach(p: subprocess.Popen, out: Path, point: str, r: random.Random, before: 
         return p.poll() is None
 
     staged = lambda name: any((out / ".staging").glob(f"*/{name}"))  # noqa: E731
-    if point == "start-up":
-        delay = r.uniform(0, 4)
+    if point == "start-up":  # just after the interpreter is up, or the sweep holds its folder
+        if r.random() < 0.5:
+            if not until(lambda: witnessed_phase(witness, "python")):
+                return False
+        elif not until(lambda: holds_lock(out, p.pid)):
+            return False
+        delay = r.uniform(0, 0.05)
     elif point == "mid-case":
         if not until(lambda: staged("results.csv")):
             return False
@@ -335,10 +428,12 @@ def reach(p: subprocess.Popen, out: Path, point: str, r: random.Random, before: 
 def sweep_kill(work: Path, out: Path, mode: str, k: int, point: str, r: random.Random) -> dict:
     group, sig = SWEEP_MODES[mode]
     before = folder_state(out)
-    t0 = time.monotonic()
-    p = launch_sweep(work, out)
-    landed = reach(p, out, point, r, len(before["summary"]))
+    t0, launched = time.monotonic(), time.time()
+    witness = work / f"witness-{out.name}-{k}"
+    p = launch_sweep(work, out, witness)
+    landed = reach(p, out, point, r, len(before["summary"]), witness)
     pids = case_pids(out) if landed else []
+    where = sweep_progress(out, launched, len(before["summary"])) if landed else "finished"
     if landed:
         os.killpg(p.pid, SIGNALS[sig]) if group else os.kill(p.pid, SIGNALS[sig])
     at = time.monotonic() - t0
@@ -352,7 +447,8 @@ def sweep_kill(work: Path, out: Path, mode: str, k: int, point: str, r: random.R
     lines = err.strip().splitlines()
     return {
         "mode": mode, "kill": k, "point": point, "folder": out.name, "kill_at_s": round(at, 2),
-        "landed": landed, "interrupted": interrupted, "exit_code": p.returncode,
+        "landed": landed, "landed_at": where, "on_target": landed and where == point,
+        "interrupted": interrupted, "exit_code": p.returncode,
         "exit_code_ok": interrupted and p.returncode == EXPECTED_RC[sig],
         "one_line": sig == "SIGKILL" or (len(lines) == 1 and "rerun" in lines[0]),
         "traceback": "Traceback" in err, "case_processes": len(pids),
@@ -364,7 +460,7 @@ def sweep_kill(work: Path, out: Path, mode: str, k: int, point: str, r: random.R
 def final_resume(work: Path, out: Path) -> dict:
     """An uninterrupted resume: every planned case complete, exactly once, none failed."""
     before = folder_state(out)
-    p = launch_sweep(work, out)
+    p = launch_sweep(work, out, work / f"witness-{out.name}-resume")
     stdout, err = p.communicate(timeout=1800)
     after = folder_state(out)
     c = consistency(before, after)
@@ -409,8 +505,9 @@ def sweep_table(df: pd.DataFrame, finals: list[dict]) -> str:
     head = ("| kill | kills interrupting a sweep | start-up | mid-case | at a merge | after a case "
             "| cases lost | cases duplicated | spuriously failed | unparseable | exit code "
             "as expected | one line | traceback | slowest orphan stop s "
-            "| finished untouched (not counted) | last resume: every case once |")  # fmt: skip
-    out = [head, "|" + "---|" * 16]
+            "| finished untouched (not counted) | landed where aimed "
+            "| last resume: every case once |")  # fmt: skip
+    out = [head, "|" + "---|" * 17]
     for mode in SWEEP_MODES:
         d = df[(df["mode"] == mode) & df["interrupted"]]
         pts = d["point"].value_counts()
@@ -423,6 +520,7 @@ def sweep_table(df: pd.DataFrame, finals: list[dict]) -> str:
             f"| {int(d['spuriously_failed'].sum())} | {int((d['unparseable'] != '').sum())} "
             f"| {int(d['exit_code_ok'].sum())}/{len(d)} | {int(d['one_line'].sum())}/{len(d)} "
             f"| {int(d['traceback'].sum())} | {d['orphan_stop_s'].max():.2f} | {untouched} "
+            f"| {int(d['on_target'].sum())}/{len(d)} "
             f"| {sum(x['ok'] for x in f)}/{len(f)} folders |"
         )
     return "\n".join(out)
@@ -435,11 +533,13 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="signals or modes at once")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-runs", action="store_true", help="sweep kills only")
+    ap.add_argument("--out", default=str(HERE / "results"))
     args = ap.parse_args()
+    rec = Record()
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="kill-points-"))
-    res = HERE / "results"
-    res.mkdir(exist_ok=True)
+    res = Path(args.out)
+    res.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     md = ["# Kill points: `tokenwatt run` and `tokenwatt sweep` interrupted at random points", "",
           f"Command: `python benchmarks/kill_points.py --n {args.n} --sweep-n {args.sweep_n} "
@@ -448,14 +548,16 @@ def main() -> None:
     if not args.skip_runs:
         runs, info = run_kills(work, args.n, args.jobs, rng)
         runs.to_csv(res / "kill_points.csv", index=False, quoting=csv.QUOTE_MINIMAL)
-        first, total = info["calibration"]
         md += [
             "## Runs",
             "",
-            f"tiny-llama preset, fp32 on CPU, {REPEATS} trials of >= 0.2 s, estimate meter; "
-            f"calibration run alone: first trial row at {first:.1f} s, end at {total:.1f} s. "
-            f"Kill point: K uniform in 0..{REPEATS}; K = 0 kills at a uniform time in "
-            f"[0, {first:.1f}] s, else a uniform 0-0.4 s after the K-th trial row is on disk. "
+            f"tiny-llama preset, fp32 on CPU, {REPEATS} trials of >= 0.2 s, estimate meter. "
+            f"Kill point, from the run's own events: K uniform in 0..{REPEATS}; K = 0 kills in "
+            f"start-up, 0-80 ms after an event drawn from {', '.join(START_UP)} (the "
+            "interpreter up, then the phases the run reports before its trials); else after "
+            "the K-th trial row is on disk, a uniform 0-0.8 of the time the run's own last "
+            "trial took. Where each kill landed is the run's last event before it died "
+            "(`aimed_after`, `landed_after` and `on_target` in kill_points.csv). "
             "Each signal's runs append to one folder; a last, uninterrupted run appends to "
             "each folder afterwards ('resumed run'). Exit code as expected: 130 (SIGINT), 143 "
             "(SIGTERM), -9 (SIGKILL). A run that finished before its kill landed is not "
@@ -477,7 +579,8 @@ def main() -> None:
         "kill mode kills sweeps in one folder in turn, each sweep started at once after the "
         "previous kill (so it races the orphan a 'sweep alone' kill leaves); a folder whose "
         "cases are all complete gets a last uninterrupted resume and the next kills go to a "
-        "new folder. Kill points: start-up (0-4 s after launch), mid-case (0-1 s after a "
+        "new folder. Kill points, from the sweep's own progress: start-up (0-50 ms after the "
+        "interpreter is up or after the sweep took its folder's lock), mid-case (0-1 s after a "
         "case's first staged trial), at a merge (0-0.15 s after a case staged its summary), "
         "after a case (0-1 s after a new summary row). Exit code as expected: 130 (group "
         "SIGINT), 143 (group SIGTERM), -9 (SIGKILL).",
@@ -488,6 +591,8 @@ def main() -> None:
         "",
     ]
     (res / "kill_points.md").write_text("\n".join(md))
+    files = ["kill_sweeps.csv", "kill_points.md"] + ([] if args.skip_runs else ["kill_points.csv"])
+    rec.write(res, "kill_points", files)
     print("\n".join(md))
 
 

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _record import Record  # noqa: E402  (benchmarks/: the script's own folder)
+
 ROOT = Path(__file__).resolve().parent.parent
 GOAL_TOKENS_PER_S = 5000
 
@@ -59,6 +61,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/openai_client.json"))
     args = ap.parse_args()
+    rec = Record()
     sys.path.insert(0, str(ROOT))
     from tokenwatt.engines.launch import LaunchedServer
 
@@ -99,6 +102,7 @@ def main() -> None:
         "cores": cores, "load_avg_1m_before": load_before, "load_avg_1m_after": load_after,
         "machine_busy": busy, "python": sys.version.split()[0], "results": results,
     }, indent=2) + "\n")  # fmt: skip
+    rec.write(out.parent, out.stem, [out.name])
     print(f"wrote {out}")
 
 

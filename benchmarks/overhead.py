@@ -19,6 +19,8 @@ import statistics
 import time
 from pathlib import Path
 
+from _record import Record  # noqa: E402  (benchmarks/: the script's own folder)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -37,6 +39,7 @@ def main() -> None:
     ap.add_argument("--interval-ms", type=float, default=20.0)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
+    rec = Record()
     torch.manual_seed(0)
     model = load_model("preset:tiny-llama", "cpu", torch.float32).model.eval()
     ids = torch.randint(0, model.config.vocab_size, (1, 16))
@@ -88,6 +91,7 @@ def main() -> None:
     ]
     print("\n".join(lines))
     (out / "overhead.txt").write_text("\n".join(lines) + "\n")
+    rec.write(out, "overhead", ["overhead.csv", "overhead.txt"])
 
 
 def thread_cpu_s(native_id: int | None) -> float:

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _record import Record  # noqa: E402  (benchmarks/: the script's own folder)
+
 OUT = Path(__file__).parent / "results"
 PRESETS = ("tiny-llama", "tiny-moe")
 COLUMNS = [
@@ -87,6 +89,7 @@ def main() -> None:
     ap.add_argument("--precisions", default="", help="comma list; default: all")
     ap.add_argument("--render", metavar="HEADER", help="only rewrite the .md from the .csv")
     args = ap.parse_args()
+    rec = Record()
     if args.render:
         import pandas as pd
 
@@ -122,6 +125,7 @@ def main() -> None:
         "\n\n"
     )
     (OUT / "precision_compare.md").write_text(header + table + "\n" + NOTES)
+    rec.write(OUT, "precision_compare", ["precision_compare.csv", "precision_compare.md"])
     print(header + table + "\n" + NOTES)
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from _record import Record  # noqa: E402  (benchmarks/: the script's own folder)
 from simfix import advance, virtual_board, virtual_sampler  # noqa: E402
 
 from tokenwatt.energy.meters.nvml import NvmlMeter  # noqa: E402
@@ -103,6 +104,7 @@ def main() -> None:
     ap.add_argument("--trial-s", type=float, default=2.5)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
+    rec = Record()
     rows = run("virtual", args.trials, args.trial_s, 1) + run("real-time", args.trials,
                                                               args.trial_s, 2)  # fmt: skip
     out = Path(args.out)
@@ -131,6 +133,7 @@ def main() -> None:
         "$ python benchmarks/prefill_attribution.py " + " ".join(sys.argv[1:]) + "\n"
         + "\n".join(lines) + "\n"
     )
+    rec.write(out, "prefill_attribution", ["prefill_attribution.csv", "prefill_attribution.txt"])
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _record import Record  # noqa: E402  (benchmarks/: the script's own folder)
+
 OUT = Path(__file__).parent / "results"
 
 
@@ -24,6 +26,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=1)
     args = ap.parse_args()
+    rec = Record()
     rows = []
     for i in range(args.runs):
         out = Path(tempfile.mkdtemp())
@@ -43,6 +46,7 @@ def main() -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+    rec.write(OUT, "quickstart_time", ["quickstart_time.csv"])
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from _record import Record  # noqa: E402  (benchmarks/: the script's own folder)
 from overhead import thread_cpu_s  # measured the same way in both benchmarks
 
 
@@ -66,6 +67,7 @@ def main() -> None:
     ap.add_argument("--cpu-s", type=float, default=10.0)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
+    rec = Record()
     sim.configure(1, 300.0, period_jitter_s=0.003)
 
     t = time.perf_counter()
@@ -137,6 +139,7 @@ def main() -> None:
         "$ python benchmarks/window_cost.py " + " ".join(sys.argv[1:]) + "\n" + "\n".join(lines)
         + "\n"
     )
+    rec.write(out, "window_cost", ["window_cost.txt"])
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     with FakeOpenAI(delay_s=0.001) as fake:      # fake.url == "http://127.0.0.1:PORT/v1"
         ...                                      # fake.max_in_flight, fake.bodies, fake.arrivals
+        fake.served                              # per request: the server's own times
 
 Modes: "ok", "refuse" (nothing listens at the port), "error500", "reject_ignore_eos" (400
 naming ignore_eos), "stall" (goes silent after `after` tokens), "die" (closes the socket
@@ -42,6 +43,9 @@ class FakeOpenAI:
         self.counts = {"prompt": 0, "generation": 0, "ttft_sum": 0.0, "ttft_n": 0,
                        "itl_sum": 0.0, "itl_n": 0}  # fmt: skip
         self.arrivals: list[float] = []  # time.monotonic() as each completion request came in
+        # per streamed request, on time.monotonic(): arrived, first token written, last token
+        # written, [DONE] written (None where the stream was cut before it)
+        self.served: list[dict[str, float | None]] = []
         self.dead = threading.Event()  # set on close/kill: stalls end, streams are cut
         self.server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -194,12 +198,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.fake._request_started(body, arrived)
         finished = False
         try:
-            finished = self._stream(body)
+            finished = self._stream(body, arrived)
         finally:
             if not finished:
                 self.fake._request_ended(False)
 
-    def _stream(self, body: dict[str, Any]) -> bool:
+    def _stream(self, body: dict[str, Any], arrived: float) -> bool:
         fake, n = self.fake, int(body.get("max_tokens") or 16)
         prompt = body.get("prompt", "")
         prompt_n = len(prompt) if isinstance(prompt, list) else len(str(prompt).split())
@@ -210,6 +214,10 @@ class _Handler(BaseHTTPRequestHandler):
         head = ('{"id":"cmpl-fake","object":"text_completion","created":0,"model":'
                 + json.dumps(body["model"]) + ',"choices":[{"index":0,"text":" t')
         t0, times = time.monotonic(), []
+        served: dict[str, float | None] = {"arrived": arrived, "first": None,
+                                           "last": None, "done": None}
+        with fake.lock:
+            fake.served.append(served)
         if fake.first_delay_s:
             time.sleep(fake.first_delay_s)
         for i in range(n):
@@ -223,6 +231,8 @@ class _Handler(BaseHTTPRequestHandler):
             reason = '"length"' if i == n - 1 else "null"
             self._event(f'{head}{i}","logprobs":null,"finish_reason":{reason}}}],"usage":null}}')
             times.append(time.monotonic())
+            served["first"] = served["first"] or times[0]
+            served["last"] = times[-1]
         if fake.mode != "no_usage":
             usage = {"prompt_tokens": prompt_n, "completion_tokens": n,
                      "total_tokens": prompt_n + n}
@@ -234,6 +244,8 @@ class _Handler(BaseHTTPRequestHandler):
         fake._request_ended(True)  # before [DONE]: the client's next request may follow at once
         self._event("[DONE]")
         self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+        served["done"] = time.monotonic()
         return True
 
     def _event(self, data: str) -> None:
