@@ -97,8 +97,11 @@ def workload_terms(config: dict[str, Any], info: dict[str, Any], precision: str,
     fl, w = model_floor(config, info, precision, b, prompt_tokens, new_tokens, hardware,
                         native=True)  # fmt: skip
     entry = PRECISIONS.get(precision)
-    fmt = entry.native_compute_format if entry and entry.emulated else (
-        entry.compute_format if entry else "bf16")
+    fmt = (
+        entry.native_compute_format
+        if entry and entry.emulated
+        else (entry.compute_format if entry else "bf16")
+    )
     _, comp = hardware.compute(fmt)
     # Prefill: every prompt token multiplies the active weights, attention at half the prompt.
     pre, _ = model_floor(config, info, precision, b, 0, max(prompt_tokens, 2), hardware,
@@ -282,11 +285,23 @@ IMPLAUSIBLE_MARGIN = 2.0
 
 
 def plausibility_columns(row: dict[str, Any], info: dict[str, Any],
-                         hardware: Hardware | None) -> dict[str, Any]:  # fmt: skip
-    """predicted_j_per_token (the model's decode J/token for the row's workload and board),
-    plausibility = measured decode_j_per_token / predicted, implausible = outside the model's
-    interval widened IMPLAUSIBLE_MARGIN-fold. None everywhere the model cannot price the row."""
+                         board_name: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """predicted_j_per_token (the model's decode J/token for the row's workload on the board
+    measured), plausibility = measured decode_j_per_token / predicted, and implausible =
+    outside the model's interval widened IMPLAUSIBLE_MARGIN-fold.
+
+    board_name: the NVML name of the GPU board the energy was read from, when it was (the
+    prediction is for that board, so a model run elsewhere than the board measured shows up);
+    else the row's own device. `implausible` is judged only for a measured GPU board: the model
+    is fitted on GPU boards, and a CPU estimate is no measurement to judge. None everywhere
+    the model cannot price the row (unknown hardware, a config without the usual shapes)."""
+    from tokenwatt.analysis.floor import match_hardware
+
     out: dict[str, Any] = dict.fromkeys(PLAUSIBILITY_COLUMNS)
+    if board_name:
+        hardware = match_hardware(board_name, "cuda")
+    else:
+        hardware = match_hardware(row.get("device_name"), row.get("device"))
     if hardware is None:
         return out
     try:
@@ -309,6 +324,7 @@ def plausibility_columns(row: dict[str, Any], info: dict[str, Any],
         return out
     ratio = measured / predicted
     out["plausibility"] = ratio
-    low, high = fit.interval_low / IMPLAUSIBLE_MARGIN, fit.interval_high * IMPLAUSIBLE_MARGIN
-    out["implausible"] = not (low <= ratio <= high)
+    if board_name:
+        low, high = fit.interval_low / IMPLAUSIBLE_MARGIN, fit.interval_high * IMPLAUSIBLE_MARGIN
+        out["implausible"] = not (low <= ratio <= high)
     return out
