@@ -1,7 +1,8 @@
 """Turn the ML.ENERGY leaderboard v2 LLM data into tokenwatt's calibration table.
 
     git clone https://github.com/ml-energy/leaderboard-v2 /tmp/lbv2
-    python benchmarks/calibration_mlenergy_v2.py /tmp/lbv2 > tokenwatt/data/calibration/mlenergy-v2.csv
+    python benchmarks/calibration_mlenergy_v2.py /tmp/lbv2 \
+        > tokenwatt/data/calibration/mlenergy-v2.csv
 
 Reads data/llm_text_generation/{chat,code}/<GPU>/<org>/<model>/bs*+tp*+pp*.json at the clone's
 HEAD and writes one CSV row per file, the published figures untouched:
@@ -27,8 +28,10 @@ import subprocess
 import sys
 
 SOURCE = "ML.ENERGY leaderboard v2 (github.com/ml-energy/leaderboard-v2)"
-COVERS = ("GPU boards only (NVML energy counter via Zeus), all TP x PP boards summed, vLLM "
-          "steady-state window, per output token, prefill of admitted requests included")
+COVERS = (
+    "GPU boards only (NVML energy counter via Zeus), all TP x PP boards summed, vLLM "
+    "steady-state window, per output token, prefill of admitted requests included"
+)
 # HF id -> tokenwatt preset (shapes); a model without a preset stays in the table, unfitted.
 PRESET = {
     "google/gemma-2-2b-it": "gemma-2-2b",
@@ -57,41 +60,84 @@ PRESET = {
 HARDWARE = {"NVIDIA A100-SXM4-40GB": "a100-sxm-40gb", "NVIDIA H100 80GB HBM3": "h100-sxm"}
 # Approximate mean prompt tokens per task (see the module docstring): chat from ShareGPT
 # prompts (350 chars / 4 + ~20 template tokens); code from EvalPlus HumanEval prompts.
-PROMPT_TOKENS = {"chat": (110, "approx: ShareGPT_V3_filtered_500.json mean 350 chars / 4 + "
-                          "chat template"),
-                 "code": (150, "approx: EvalPlus HumanEval/MBPP prompt length (not published)")}
-COLUMNS = ("source", "source_commit", "source_file", "task", "model", "preset", "gpu_name",
-           "hardware", "precision", "engine", "tp", "pp", "boards", "max_batch", "avg_batch",
-           "prompt_tokens", "prompt_tokens_basis", "output_tokens", "j_per_output_token",
-           "tokens_per_s", "tpot_s", "energy_per_request_j", "covers")
+PROMPT_TOKENS = {
+    "chat": (110, "approx: ShareGPT_V3_filtered_500.json mean 350 chars / 4 + chat template"),
+    "code": (150, "approx: EvalPlus HumanEval/MBPP prompt length (not published)"),
+}
+COLUMNS = (
+    "source",
+    "source_commit",
+    "source_file",
+    "task",
+    "model",
+    "preset",
+    "gpu_name",
+    "hardware",
+    "precision",
+    "engine",
+    "tp",
+    "pp",
+    "boards",
+    "max_batch",
+    "avg_batch",
+    "prompt_tokens",
+    "prompt_tokens_basis",
+    "output_tokens",
+    "j_per_output_token",
+    "tokens_per_s",
+    "tpot_s",
+    "energy_per_request_j",
+    "covers",
+)
 
 
 def rows(repo: str) -> list[dict[str, object]]:
     def git(*a: str) -> str:
-        return subprocess.run(["git", "-C", repo, *a], check=True, capture_output=True,
-                              text=True).stdout
+        return subprocess.run(
+            ["git", "-C", repo, *a], check=True, capture_output=True, text=True
+        ).stdout
+
     commit = git("rev-parse", "HEAD").strip()
-    files = [f for f in git("ls-tree", "-r", "--name-only", "HEAD",
-                            "data/llm_text_generation").splitlines()
-             if re.search(r"/bs\d+\+tp\d+\+pp\d+\.json$", f)]
+    files = [
+        f
+        for f in git(
+            "ls-tree", "-r", "--name-only", "HEAD", "data/llm_text_generation"
+        ).splitlines()
+        if re.search(r"/bs\d+\+tp\d+\+pp\d+\.json$", f)
+    ]
     out = []
     for f in sorted(files):
         d = json.loads(git("show", f"HEAD:{f}"))
         task = f.split("/")[2]
         prompt, basis = PROMPT_TOKENS[task]
         tp, pp = int(d["TP"]), int(d["PP"])
-        out.append({
-            "source": SOURCE, "source_commit": commit, "source_file": f, "task": task,
-            "model": d["Model"], "preset": PRESET.get(d["Model"], ""), "gpu_name": d["GPU"],
-            "hardware": HARDWARE.get(d["GPU"], ""), "precision": "bf16",
-            "engine": "vllm", "tp": tp, "pp": pp, "boards": tp * pp,
-            "max_batch": int(d["Max BS (reqs)"]), "avg_batch": round(d["Avg BS (reqs)"], 3),
-            "prompt_tokens": prompt, "prompt_tokens_basis": basis,
-            "output_tokens": round(d["Avg Output Tokens"], 3),
-            "j_per_output_token": d["Energy/req (J)"] / d["Avg Output Tokens"],
-            "tokens_per_s": d["Token tput (tok/s)"], "tpot_s": d["Avg TPOT (s)"],
-            "energy_per_request_j": d["Energy/req (J)"], "covers": COVERS,
-        })
+        out.append(
+            {
+                "source": SOURCE,
+                "source_commit": commit,
+                "source_file": f,
+                "task": task,
+                "model": d["Model"],
+                "preset": PRESET.get(d["Model"], ""),
+                "gpu_name": d["GPU"],
+                "hardware": HARDWARE.get(d["GPU"], ""),
+                "precision": "bf16",
+                "engine": "vllm",
+                "tp": tp,
+                "pp": pp,
+                "boards": tp * pp,
+                "max_batch": int(d["Max BS (reqs)"]),
+                "avg_batch": round(d["Avg BS (reqs)"], 3),
+                "prompt_tokens": prompt,
+                "prompt_tokens_basis": basis,
+                "output_tokens": round(d["Avg Output Tokens"], 3),
+                "j_per_output_token": d["Energy/req (J)"] / d["Avg Output Tokens"],
+                "tokens_per_s": d["Token tput (tok/s)"],
+                "tpot_s": d["Avg TPOT (s)"],
+                "energy_per_request_j": d["Energy/req (J)"],
+                "covers": COVERS,
+            }
+        )
     return out
 
 

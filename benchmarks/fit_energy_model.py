@@ -79,9 +79,19 @@ def build_terms(rows: list[dict[str, Any]]) -> list[Any]:
             inv, cfg = model_shapes(f"preset:{r['preset']}")
             shapes[key] = (cfg, inventory_info(inv, r["precision"]))
         cfg, info = shapes[key]
-        out.append(workload_terms(cfg, info, r["precision"], float(r["avg_batch"]),
-                                  float(r["prompt_tokens"]), float(r["output_tokens"]),
-                                  profiles[r["hardware"]], tp=int(r["tp"]), pp=int(r["pp"])))
+        out.append(
+            workload_terms(
+                cfg,
+                info,
+                r["precision"],
+                float(r["avg_batch"]),
+                float(r["prompt_tokens"]),
+                float(r["output_tokens"]),
+                profiles[r["hardware"]],
+                tp=int(r["tp"]),
+                pp=int(r["pp"]),
+            )
+        )
     return out
 
 
@@ -215,9 +225,11 @@ def _params_yaml(fitted: Any, names: tuple[str, ...], q_lo: float, q_hi: float,
         "validation": {k: (float(f"{v:.4g}") if isinstance(v, float) else v)
                        for k, v in summary.items()},
     }  # fmt: skip
-    head = ("# Written by benchmarks/fit_energy_model.py from tokenwatt/data/calibration/*.csv:"
-            " do not edit.\n# The energy model's fitted parameters (analysis/energy_model.py)"
-            " and the interval sized from its held-out errors.\n")
+    head = (
+        "# Written by benchmarks/fit_energy_model.py from tokenwatt/data/calibration/*.csv:"
+        " do not edit.\n# The energy model's fitted parameters (analysis/energy_model.py)"
+        " and the interval sized from its held-out errors.\n"
+    )
     return head + yaml.safe_dump(data, sort_keys=False, width=100)
 
 
@@ -280,14 +292,19 @@ def splice(doc: str, block: str) -> str:
     a, b = doc.find(BEGIN), doc.find(END)
     if a < 0 or b < 0:
         raise SystemExit(f"{DOC}: no {BEGIN} ... {END} markers")
-    return doc[:a] + block + doc[b + len(END):]
+    return doc[:a] + block + doc[b + len(END) :]
 
 
 def main(argv: list[str]) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 when a stored output is stale")
+    args = ap.parse_args(argv)
     params, table, block = run()
     doc = splice(DOC.read_text(encoding="utf-8"), block)
     outputs = ((PARAMS, params), (TABLE, table), (DOC, doc))
-    if "--check" in argv:
+    if args.check:
         stale = [p for p, text in outputs
                  if not p.is_file() or p.read_text(encoding="utf-8") != text]  # fmt: skip
         for p in stale:

@@ -1,8 +1,8 @@
 """The command line: parse, call the library, print. No logic of its own.
 
 One module per command family: run.py, sweep.py, analyze.py (compare, report), plan.py,
-meters.py, floor.py, estimate.py, publish.py (validate, export); options.py builds `run`'s flags from the config
-schema; console.py prints; tables.py prints tables whole at any width.
+meters.py, floor.py, estimate.py, publish.py (validate, export); options.py builds `run`'s flags
+from the config schema; console.py prints; tables.py prints tables whole at any width.
 """
 
 from __future__ import annotations

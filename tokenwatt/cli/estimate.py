@@ -52,26 +52,53 @@ def _shapes(model: str, trust_remote_code: bool, model_shapes: Any) -> tuple[Any
 
 
 @click.command()
-@click.option("--model", default="preset:llama-3.1-8b", show_default=True,
-              help="preset:NAME or a local checkpoint directory (only its config is read).")
-@click.option("--hardware", "hardware", multiple=True,
-              help="Hardware profile (repeatable). Default: h100-sxm; with --compare: "
-              + ", ".join(COMPARE_HARDWARE) + ".")
-@click.option("--precision", "precision", multiple=True, type=click.Choice(PRECISION_NAMES),
-              help="Number format of the weights (repeatable). Default: bf16; with --compare: "
-              + ", ".join(COMPARE_PRECISIONS) + " (emulated formats priced as native FP4).")
-@click.option("--batch-size", default=1, show_default=True, type=int,
-              help="Sequences decoded together.")
-@click.option("--prompt-tokens", default=512, show_default=True, type=int,
-              help="Prompt tokens per request.")
-@click.option("--new-tokens", default=256, show_default=True, type=int,
-              help="Tokens generated per request.")
-@click.option("--gpus", default=1, show_default=True, type=int,
-              help="Boards the model is split over (tensor parallel).")
-@click.option("--compare", is_flag=True,
-              help="The same workload across hardware profiles and precisions.")
-@click.option("--experts-touched", type=float,
-              help="MoE: experts a decode step reads per layer (default: uniform routing).")
+@click.option(
+    "--model",
+    default="preset:llama-3.1-8b",
+    show_default=True,
+    help="preset:NAME or a local checkpoint directory (only its config is read).",
+)
+@click.option(
+    "--hardware",
+    "hardware",
+    multiple=True,
+    help="Hardware profile (repeatable). Default: h100-sxm; with --compare: "
+    + ", ".join(COMPARE_HARDWARE)
+    + ".",
+)
+@click.option(
+    "--precision",
+    "precision",
+    multiple=True,
+    type=click.Choice(PRECISION_NAMES),
+    help="Number format of the weights (repeatable). Default: bf16; with --compare: "
+    + ", ".join(COMPARE_PRECISIONS)
+    + " (emulated formats priced as native FP4).",
+)
+@click.option(
+    "--batch-size", default=1, show_default=True, type=int, help="Sequences decoded together."
+)
+@click.option(
+    "--prompt-tokens", default=512, show_default=True, type=int, help="Prompt tokens per request."
+)
+@click.option(
+    "--new-tokens", default=256, show_default=True, type=int, help="Tokens generated per request."
+)
+@click.option(
+    "--gpus",
+    default=1,
+    show_default=True,
+    type=int,
+    help="Boards the model is split over (tensor parallel).",
+)
+@click.option(
+    "--compare", is_flag=True, help="The same workload across hardware profiles and precisions."
+)
+@click.option(
+    "--experts-touched",
+    type=float,
+    help="MoE: experts a decode step reads per layer (default: uniform routing).",
+)
 @click.option("--trust-remote-code", is_flag=True, help="Allow a checkpoint's own config code.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print the table as CSV (every column).")
 def estimate(model: str, hardware: tuple[str, ...], precision: tuple[str, ...], batch_size: int,
