@@ -122,7 +122,7 @@ def rows(repo: str) -> list[dict[str, object]]:
                 "gpu_name": d["GPU"],
                 "hardware": HARDWARE.get(d["GPU"], ""),
                 "precision": "bf16",
-                "engine": "vllm",
+                "engine": "vllm 0.5.4",  # v2's version, per ml.energy's longitudinal blog post
                 "tp": tp,
                 "pp": pp,
                 "boards": tp * pp,

@@ -164,9 +164,70 @@ def run() -> tuple[str, str, str]:
         "meets_worst_target": bool(absr.max() <= TARGET_WORST),
         "meets_coverage_target": bool(np.mean([inside[i] for i in idx]) >= TARGET_COVERAGE),
     }  # fmt: skip
+    summary.update(_board_out(rows, terms, idx))
+    release = _release_check(fitted, math.exp(q_lo), math.exp(q_hi))
+    summary.update(release[0])
     table = _table(rows, terms, fitted, heldout, logr, inside, q_lo, q_hi)
     params = _params_yaml(fitted, PARAM_NAMES, q_lo, q_hi, rows, idx, summary)
-    return params, table, _doc_block(summary, table, fitted, q_lo, q_hi)
+    return params, table, _doc_block(summary, table, fitted, q_lo, q_hi, release[1])
+
+
+def _board_out(rows: list[dict[str, Any]], terms: list[Any], idx: list[int]) -> dict[str, Any]:
+    """Leave-one-board-out: fit on the other boards' rows, predict this board's (how far the
+    datasheet figures carry the model to a board without data)."""
+    from tokenwatt.analysis.energy_model import predict
+
+    out: dict[str, Any] = {}
+    for hw in sorted({rows[i]["hardware"] for i in idx}):
+        train = [i for i in idx if rows[i]["hardware"] != hw]
+        test = [i for i in idx if rows[i]["hardware"] == hw]
+        p = fit([rows[i] for i in train], [terms[i] for i in train])
+        r = [predict(terms[i], p).j_per_token / float(rows[i]["j_per_output_token"]) for i in test]
+        logs = sorted(abs(math.log(x)) for x in r)
+        out[f"board_out_{hw}_median_ratio_factor"] = float(math.exp(logs[len(logs) // 2]))
+        out[f"board_out_{hw}_worst_ratio"] = float(max(r, key=lambda x: abs(math.log(x))))
+    return out
+
+
+def _release_check(fitted: Any, low: float, high: float) -> tuple[dict[str, Any], list[str]]:
+    """The rows of another release (calibration/heldout/*.csv), never fitted: predicted with
+    the stored parameters. Returns summary figures and the docs table's lines."""
+    from tokenwatt.analysis.energy_model import predict, workload_terms
+    from tokenwatt.analysis.floor import inventory_info, load_hardware
+    from tokenwatt.models.inventory import model_shapes
+
+    rows = []
+    for path in sorted((CALIBRATION / "heldout").glob("*.csv")):
+        with open(path, newline="", encoding="utf-8") as f:
+            rows += list(csv.DictReader(f))
+    if not rows:
+        return {"release_rows": 0}, []
+    lines = [
+        "| model | board | batch | measured J/token | predicted | ratio | measured W | "
+        "predicted W | in interval |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    ratios, inside = [], 0
+    for r in rows:
+        inv, cfg = model_shapes(f"preset:{r['preset']}")
+        t = workload_terms(cfg, inventory_info(inv, r["precision"]), r["precision"],
+                           float(r["avg_batch"]), float(r["prompt_tokens"]),
+                           float(r["output_tokens"]), load_hardware()[r["hardware"]],
+                           tp=int(r["tp"]), pp=int(r["pp"]))  # fmt: skip
+        q = predict(t, fitted)
+        meas = float(r["j_per_output_token"])
+        ratio = q.j_per_token / meas
+        ok = bool(low <= meas / q.j_per_token <= high)
+        ratios.append(ratio)
+        inside += ok
+        lines.append(f"| {r['model']} | {r['hardware']} | {r['avg_batch']} | {meas:.3g} | "
+                     f"{q.j_per_token:.3g} | {ratio:.2f} | {r['avg_power_w']} | "
+                     f"{q.board_power_w:.0f} | {'yes' if ok else 'no'} |")  # fmt: skip
+    logs = sorted(abs(math.log(x)) for x in ratios)
+    summary = {"release_rows": len(rows),
+               "release_median_ratio_factor": float(math.exp(logs[len(logs) // 2])),
+               "release_in_interval": int(inside)}  # fmt: skip
+    return summary, lines
 
 
 def _table(rows: list[dict[str, Any]], terms: list[Any], fitted: Any, heldout: dict[int, Any],
@@ -234,7 +295,7 @@ def _params_yaml(fitted: Any, names: tuple[str, ...], q_lo: float, q_hi: float,
 
 
 def _doc_block(summary: dict[str, Any], table: str, fitted: Any, q_lo: float,
-               q_hi: float) -> str:  # fmt: skip
+               q_hi: float, release: list[str]) -> str:  # fmt: skip
     s = summary
 
     def yes(ok: bool) -> str:
@@ -265,6 +326,14 @@ def _doc_block(summary: dict[str, Any], table: str, fitted: Any, q_lo: float,
         "Fitted parameters (every modelled row): " + ", ".join(
             f"{k} = {v:.3g}" for k, v in vars(fitted).items()) + ".",
         "",
+        "Leave-one-board-out (fit on the other board's rows, predict this board's): "
+        + "; ".join(
+            f"{k.removeprefix('board_out_').removesuffix('_median_ratio_factor')} median "
+            f"factor {v:.2f}, worst {s[k.replace('median_ratio_factor', 'worst_ratio')]:.2f}"
+            for k, v in s.items() if k.endswith("_median_ratio_factor")
+            and k.startswith("board_out_")) + ".",
+        "",
+        *_release_lines(s, release),
         "Per model (held out): median and worst predicted / measured over its rows.",
         "",
         "| model | board | rows | median ratio | worst ratio | in interval |",
@@ -286,6 +355,24 @@ def _doc_block(summary: dict[str, Any], table: str, fitted: Any, q_lo: float,
                      f"{n_in}/{len(done)} |")  # fmt: skip
     lines += ["", "Every row: benchmarks/results/energy_model_validation.csv.", END]
     return "\n".join(lines)
+
+
+def _release_lines(s: dict[str, Any], release: list[str]) -> list[str]:
+    if not release:
+        return ["Another release (ML.ENERGY v3): no rows in calibration/heldout.", ""]
+    met = s["release_median_ratio_factor"] <= 1.5 and s["release_in_interval"] >= 0.8 * len(
+        release[2:]
+    )
+    return [
+        f"Another release, never fitted (calibration/heldout: ML.ENERGY v3.0, vLLM 0.11.1; "
+        f"{s['release_rows']} rows, lengths approximated): median factor "
+        f"{s['release_median_ratio_factor']:.2f}, {s['release_in_interval']} of "
+        f"{s['release_rows']} inside the interval; generalisation across releases met: "
+        f"{'yes' if met else '**no**'}.",
+        "",
+        *release,
+        "",
+    ]
 
 
 def splice(doc: str, block: str) -> str:
