@@ -172,6 +172,7 @@ class Fit:
     calibrated_hardware: tuple[str, ...]
     calibrated_precisions: tuple[str, ...]
     source: str
+    engine: str
     validation: dict[str, Any]
 
 
@@ -196,6 +197,7 @@ def stored_fit() -> Fit:
             calibrated_hardware=tuple(data["calibration"]["hardware"]),
             calibrated_precisions=tuple(data["calibration"]["precisions"]),
             source=str(data["calibration"]["source"]),
+            engine=str(data["calibration"]["engine"]),
             validation=dict(data.get("validation") or {}),
         )
     except (OSError, KeyError, TypeError, ValueError) as e:

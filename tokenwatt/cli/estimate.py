@@ -158,6 +158,12 @@ def _print(rows: list[dict[str, Any]]) -> None:
         f"of held-out errors on {v.get('rows_modelled', '?')} published rows "
         f"({fit.source}); held-out median error x{v.get('heldout_median_ratio_factor', '?')}.",
     ]  # fmt: skip
+    if v.get("release_rows"):
+        notes.append(
+            f"calibrated on {fit.engine}: on {v['release_rows']} rows of a later release "
+            f"(ML.ENERGY v3, a newer vLLM) it predicted x{v['release_median_ratio_factor']} the "
+            "measured figure, so a current engine likely does better (docs/energy-model.md)."
+        )
     caveats = [c for r in rows for c in str(r["caveats"]).split("; ") if c]
     notes += [f"caveat: {c}." for c in dict.fromkeys(caveats)]
     notes.append("Not a measurement: measure with `tokenwatt run` (docs/energy-model.md).")

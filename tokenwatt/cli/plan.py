@@ -225,6 +225,13 @@ def _estimate_note(table: Any, est: dict[str, Any]) -> str:
             f"{est['batch_size']}.")  # fmt: skip
     if est["caveats"]:
         line += " Caveats: " + est["caveats"] + "."
+    from tokenwatt.analysis.energy_model import stored_fit
+
+    fit = stored_fit()
+    if fit.validation.get("release_rows"):
+        line += (f" Calibrated on {fit.engine}; on a later release's rows it predicted "
+                 f"x{fit.validation['release_median_ratio_factor']} the measured figure "
+                 "(docs/energy-model.md).")  # fmt: skip
     return line
 
 
