@@ -292,3 +292,19 @@ def test_the_implausible_warning_is_raised_beside_below_floor():
     w = _warnings({"measured": True, "energy_source": "nvml", "implausible": True,
                    "plausibility": 25.0})  # fmt: skip
     assert any(x.startswith("implausible: measured decode J/token is 25x") for x in w)
+
+
+def test_the_readme_figures_are_the_stored_validation():
+    fit = em.stored_fit()
+    v = fit.validation
+    text = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    for figure in (
+        f"fitted on the {v['rows_modelled']} modellable rows",
+        f"within a factor {v['heldout_median_ratio_factor']:.2f} of the measurement",
+        f"{v['heldout_worst_ratio']:.2f} at worst",
+        f"(x{fit.interval_low:.2f}-x{fit.interval_high:.2f})",
+        f"holds {v['heldout_interval_coverage']:.0%} of the held-out rows",
+        f"On {v['release_rows']} rows of ML.ENERGY v3",
+        f"errs high by {v['release_median_ratio_factor']:.1f}x",
+    ):
+        assert figure in text, figure
