@@ -42,6 +42,9 @@ PARAM_NAMES = ("eta_mem", "eta_cmp", "overhead_per_layer_s", "overhead_per_seque
                "allreduce_latency_s", "idle_power_fraction", "mem_power_fraction",
                "cmp_power_fraction")  # fmt: skip
 ACTIVATION_BYTES = 2.0  # bf16 activations exchanged between tensor-parallel boards
+# A profile without interconnect_bytes_per_s: PCIe Gen4 x16 (64 GB/s both directions, PCI-SIG
+# PCIe 4.0 specification), the slowest link a data-centre board has; the output says so.
+UNKNOWN_INTERCONNECT = 6.4e10
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ def workload_terms(config: dict[str, Any], info: dict[str, Any], precision: str,
 def _comm_s(t: Terms, p: Params, tokens_per_step: float) -> float:
     if t.tp <= 1:
         return 0.0
-    link = (t.interconnect_bytes_per_s or 6.4e10) / 2  # one direction
+    link = (t.interconnect_bytes_per_s or UNKNOWN_INTERCONNECT) / 2  # one direction
     ring = 2 * (t.tp - 1) / t.tp * tokens_per_step * t.hidden * ACTIVATION_BYTES / link
     return 2 * t.layers * (p.allreduce_latency_s + ring)
 
@@ -222,9 +225,12 @@ SCOPE = "GPU boards (the model's boards only: no host, no network, no cooling)"
 
 
 def caveats(config: dict[str, Any], precision: str, batch: int, hardware: Hardware,
-            fit: Fit) -> list[str]:  # fmt: skip
+            fit: Fit, boards: int = 1) -> list[str]:  # fmt: skip
     """Where the model is known to be weak for this workload."""
     out = []
+    if boards > 1 and hardware.interconnect_bytes_per_s is None:
+        out.append(f"{hardware.name} has no interconnect_bytes_per_s: PCIe Gen4 assumed for "
+                   "the all-reduce")  # fmt: skip
     if hardware.name not in fit.calibrated_hardware:
         out.append(f"no calibration data on {hardware.name}: its datasheet figures carry the "
                    "model across boards")  # fmt: skip
@@ -264,7 +270,7 @@ def estimate_row(model: str, config: dict[str, Any], info: dict[str, Any], preci
         "tokens_per_s": pr.tokens_per_s, "tokens_per_s_per_sequence": pr.tokens_per_s / batch,
         "board_power_w": pr.board_power_w, "power_w": pr.board_power_w * boards,
         "floor_j_per_token": fl.j_per_token, "energy_source": LABEL, "energy_scope": SCOPE,
-        "caveats": "; ".join(caveats(config, precision, batch, hardware, fit)),
+        "caveats": "; ".join(caveats(config, precision, batch, hardware, fit, boards)),
     }  # fmt: skip
 
 
