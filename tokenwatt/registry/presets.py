@@ -103,8 +103,10 @@ PRESETS: dict[str, Preset] = {
             ),
             like="meta-llama/Llama-3.1-8B",
         ),
-        # Shapes of the models in the energy model's calibration table (data/calibration), from
-        # each checkpoint's config.json on the Hugging Face hub (named in `like`).
+        # Shapes of the models in the energy model's calibration table (data/calibration): the
+        # fields of each checkpoint's published config.json (named in `like`) that set its
+        # shapes, written without hub access; tests/test_energy_model.py checks the totals
+        # against the published parameter counts.
         Preset(
             "llama-3.1-70b",
             "llama",
