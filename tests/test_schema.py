@@ -61,11 +61,12 @@ def test_the_column_lists_of_the_code_are_the_schemas():
     stats = [f"{m}_{s}" for m in SUMMARY_METRICS + SERVING_METRICS for s in schema.STAT_SUFFIXES]
     assert undeclared(stats, "summary") == [] and undeclared(stats, "results") == stats
     from tokenwatt.analysis.carbon import CARBON_COLUMNS
+    from tokenwatt.analysis.energy_model import PLAUSIBILITY_COLUMNS
     from tokenwatt.analysis.floor import FLOOR_COLUMNS
     from tokenwatt.runner.boards import PER_BOARD_SUMMARY, PER_BOARD_TRIAL
     from tokenwatt.runner.contention import COLUMNS as CONTENTION
 
-    for names in (CARBON_COLUMNS, FLOOR_COLUMNS, CONTENTION):
+    for names in (CARBON_COLUMNS, FLOOR_COLUMNS, PLAUSIBILITY_COLUMNS, CONTENTION):
         assert undeclared(names, "results") == []
     assert undeclared([f"board7_{n}" for n in PER_BOARD_TRIAL], "results") == []
     assert undeclared([f"board7_{n}_mean" for n in PER_BOARD_SUMMARY], "summary") == []

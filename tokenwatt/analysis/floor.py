@@ -75,6 +75,9 @@ class Hardware:
     cache_bytes: float | None
     precisions: dict[str, Compute]
     sources: dict[str, str] = field(default_factory=dict)
+    # Board-to-board bandwidth (both directions, per board): the energy model's tensor-parallel
+    # communication time (analysis/energy_model.py); None: not known.
+    interconnect_bytes_per_s: float | None = None
 
     def compute(self, fmt: str) -> tuple[str, Compute]:
         """The format the profile would run `fmt` in (itself, or the next wider one it has)."""
@@ -206,7 +209,7 @@ def _merge(base: dict[str, Any], over: Any) -> dict[str, Any]:
 def _build(name: str, prof: dict[str, Any], paths: tuple[str, ...]) -> Hardware:
     where = f"hardware profile {name!r} ({', '.join(paths)})"
     sources = prof.get("sources") or {}
-    for key in SOURCED + ("cache_bytes",):
+    for key in SOURCED + ("cache_bytes", "interconnect_bytes_per_s"):
         if key in prof and not sources.get(key):
             raise ConfigError(f"{where}: {key} has no source; add sources.{key}: <where from>")
     try:
@@ -221,6 +224,8 @@ def _build(name: str, prof: dict[str, Any], paths: tuple[str, ...]) -> Hardware:
             cache_bytes=None if prof.get("cache_bytes") is None else _num(prof["cache_bytes"]),
             precisions=precisions,
             sources={k: " ".join(str(v).split()) for k, v in sources.items()},
+            interconnect_bytes_per_s=None if prof.get("interconnect_bytes_per_s") is None
+            else _num(prof["interconnect_bytes_per_s"]),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(f"{where}: missing or non-numeric field {e}; fix the profile") from None

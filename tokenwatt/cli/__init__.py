@@ -1,8 +1,8 @@
 """The command line: parse, call the library, print. No logic of its own.
 
 One module per command family: run.py, sweep.py, analyze.py (compare, report), plan.py,
-meters.py, floor.py, publish.py (validate, export); options.py builds `run`'s flags from the config
-schema; console.py prints; tables.py prints tables whole at any width.
+meters.py, floor.py, estimate.py, publish.py (validate, export); options.py builds `run`'s flags
+from the config schema; console.py prints; tables.py prints tables whole at any width.
 """
 
 from __future__ import annotations
@@ -58,10 +58,11 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from tokenwatt.cli import analyze, floor, meters, plan, publish, run, sweep
+    from tokenwatt.cli import analyze, estimate, floor, meters, plan, publish, run, sweep
 
     for command in (run.run, sweep.sweep, analyze.compare, analyze.report, meters.meters,
-                    plan.plan, floor.floor, publish.validate, publish.export):  # fmt: skip
+                    plan.plan, floor.floor, estimate.estimate, publish.validate,
+                    publish.export):  # fmt: skip
         cli.add_command(command)
 
 

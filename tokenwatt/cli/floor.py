@@ -37,7 +37,8 @@ def floor(model: str, precision: str, batch_size: int, prompt_tokens: int, new_t
     """The least energy and time a generated token can cost: bytes/token, J/token, the best
     tokens/s and which term dominates, for a model, precision, batch, context and hardware.
 
-    Nothing runs: the model is built on PyTorch's meta device (shapes only) and its weights
+    Nothing runs: the model is built on PyTorch's meta device (shapes only; a preset's are
+    stored, data/preset_shapes.json) and its weights
     priced at the format's storage size. The energy floor counts memory traffic at the
     profile's lower-bound pJ/bit; compute energy is counted only where a profile gives a
     sourced arithmetic-only pJ/FLOP (none of the built-in ones do), so the table says which.
@@ -52,12 +53,12 @@ def floor(model: str, precision: str, batch_size: int, prompt_tokens: int, new_t
     from tokenwatt.runner.quiet import quiet_libraries
 
     quiet_libraries(whole_process=True)
-    from tokenwatt.models.inventory import meta_inventory
+    from tokenwatt.models.inventory import model_shapes
 
     profiles = [hardware_profile(h) for h in hardware] or list(load_hardware().values())
     if experts_touched is not None and experts_touched <= 0:
         raise UserError(f"--experts-touched must be positive (got {experts_touched})")
-    inventory, config = meta_inventory(model, trust_remote_code)
+    inventory, config = model_shapes(model, trust_remote_code)
     info = inventory_info(inventory, precision)
     if experts_touched is not None:
         info["experts_touched_per_layer"] = experts_touched

@@ -1,4 +1,5 @@
-"""`tokenwatt plan`: racks, megawatts and CO2 of a deployment, from measured results."""
+"""`tokenwatt plan`: racks, megawatts and CO2 of a deployment, from measured results or, without
+results, from the energy model's estimate (labelled ESTIMATE)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from typing import Any
 import click
 
 from tokenwatt.errors import TokenwattError, UserError
+from tokenwatt.registry.precisions import PRECISION_NAMES
 from tokenwatt.report.format import compact, finite
 
 
 @click.command()
-@click.argument("results", nargs=-1, required=True, type=click.Path())
+@click.argument("results", nargs=-1, type=click.Path())
 @click.option(
     "--region",
     help="Named profile (northern-virginia, frankfurt, iceland-norway, west-texas, ...), ISO3 "
@@ -29,6 +31,19 @@ from tokenwatt.report.format import compact, finite
               help="Facility PUE. Default: the region profile's typical PUE, else 1.0 (the same "
               "rule as run's carbon.pue).")  # fmt: skip
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the table.")
+@click.option("--model", help="Without RESULTS: plan from the energy model's estimate for this "
+              "preset:NAME or checkpoint (with --hardware; labelled ESTIMATE).")
+@click.option("--hardware", help="Without RESULTS: the hardware profile (e.g. h100-sxm).")
+@click.option("--precision", default="bf16", show_default=True, type=click.Choice(PRECISION_NAMES),
+              help="Without RESULTS: the number format of the weights.")
+@click.option("--batch-size", default=64, show_default=True, type=int,
+              help="Without RESULTS: sequences decoded together per deployment.")
+@click.option("--prompt-tokens", default=512, show_default=True, type=int,
+              help="Without RESULTS: prompt tokens per request.")
+@click.option("--new-tokens", default=256, show_default=True, type=int,
+              help="Without RESULTS: tokens generated per request.")
+@click.option("--gpus", default=1, show_default=True, type=int,
+              help="Without RESULTS: boards each model copy is split over (tensor parallel).")
 @click.pass_context
 def plan(
     ctx: click.Context,
@@ -38,15 +53,30 @@ def plan(
     load_factor: float,
     pue: float | None,
     csv_path: str | None,
+    model: str | None,
+    hardware: str | None,
+    precision: str,
+    batch_size: int,
+    prompt_tokens: int,
+    new_tokens: int,
+    gpus: int,
 ) -> None:
     """What measured J/token means for a deployment: tokens/s per kW and per rack, MW of
     facility power for --tokens-per-s, annual MWh and tonnes of CO2, per precision and region.
 
-    RESULTS are tokenwatt results folders (their summary.csv is read) or CSV files.
-    Exit 1 when no row is usable (every case failed, or no run is complete).
+    RESULTS are tokenwatt results folders (their summary.csv is read) or CSV files. Without
+    RESULTS, --model and --hardware plan from the energy model's estimate (`tokenwatt
+    estimate`), labelled ESTIMATE. Exit 1 when no row is usable (every case failed, or no run
+    is complete).
     """
+    workload = (model, hardware, precision, batch_size, prompt_tokens, new_tokens, gpus)
     try:
-        table = _plan(results, region, tokens_per_s, load_factor, pue)
+        if results and model:
+            raise UserError("plan: give RESULTS folders or --model (an estimate), not both")
+        if results:
+            table = _plan(results, region, tokens_per_s, load_factor, pue)
+        else:
+            table = _estimated_plan(workload, region, tokens_per_s, load_factor, pue)
         if csv_path:
             _write_csv(table, csv_path)
     except TokenwattError as e:  # also when this command is invoked outside the group
@@ -69,6 +99,34 @@ def _plan(
     if summaries is None:  # every case failed or no run finished: exit 1, not a bad-input 2
         raise no_usable_row("plan", results)
     return plan_table(summaries, region, tokens_per_s, load_factor, pue)
+
+
+def _estimated_plan(workload: tuple[Any, ...], region: str | None, tokens_per_s: float | None,
+                    load_factor: float, pue: float | None) -> Any:  # fmt: skip
+    """The plan of one estimated case: the energy model's J/token (steady state, GPU boards)
+    in place of a measured one, with the interval's ends in j_per_token_low / _high."""
+    import pandas as pd
+
+    from tokenwatt.analysis.capacity import plan_table
+    from tokenwatt.cli.estimate import estimate_rows
+
+    model, hardware, precision, batch, prompt, new, gpus = workload
+    if not model or not hardware:
+        raise UserError("plan: give RESULTS folders, or --model and --hardware to plan from "
+                        "the energy model's estimate")  # fmt: skip
+    est = estimate_rows(model, [hardware], [precision], batch, prompt, new, gpus)[0]
+    case = pd.DataFrame([{
+        "model": model, "precision": precision, "device_name": f"{gpus}x {est['hardware']}",
+        "batch_size": batch, "prompt_tokens": prompt, "new_tokens": new,
+        "energy_scope": est["energy_scope"], "measured": False,
+        "total_j_per_token_mean": est["j_per_token"],
+    }])  # fmt: skip
+    table = plan_table(case, region, tokens_per_s, load_factor, pue)
+    table.insert(1, "energy_source", est["energy_source"])
+    for k in ("j_per_token_low", "j_per_token_high", "tokens_per_s", "caveats"):
+        table[f"estimate_{k}"] = est[k]
+    table.attrs["estimate"] = est
+    return table
 
 
 def _write_csv(table: Any, path: str) -> None:
@@ -105,13 +163,17 @@ def _print(table: Any, tokens_per_s: float | None, csv_path: str | None) -> None
     numbers = [(k, h.format(ref=reference_name(table))) for k, h in CASE_NUMBERS
                if k != "relative_j_per_token" or len(cases) > 1]  # fmt: skip
     console = Console()
-    print_table(_table("Measured cases", cases, case_cells + numbers), console)
+    est = table.attrs.get("estimate")
+    title = ("ESTIMATE (estimate-model, not measured): " + f"{est['boards']}x {est['hardware']}"
+             if est else "Measured cases")  # fmt: skip
+    print_table(_table(title, cases, case_cells + numbers), console)
     target = TARGET_NUMBERS if tokens_per_s else []
     varying = [c for c in case_cells if table[c[0]].nunique(dropna=False) > 1]
     cells = [*varying, *REGION_NUMBERS, *target, *QUEUE]
     # One table per region keeps each one narrow enough for an 80-column terminal.
     for region, rows in table.groupby("region", sort=False):
-        title = f"Region {region}" + (f", for {tokens_per_s:,.0f} tokens/s" if tokens_per_s else "")
+        title = (("ESTIMATE, region " if est else "Region ") + str(region)
+                 + (f", for {tokens_per_s:,.0f} tokens/s" if tokens_per_s else ""))  # fmt: skip
         print_table(_table(title, rows, cells), console)
     console.print(_footnote(table, tokens_per_s, csv_path))
 
@@ -151,6 +213,28 @@ def _cell(rec: dict[str, Any], key: str) -> str:
     return compact(v) if isinstance(v, float) else str(v)
 
 
+def _estimate_note(table: Any, est: dict[str, Any]) -> str:
+    """What the ESTIMATE rests on, and the interval carried through to MW."""
+    low, high = est["j_per_token_low"] / est["j_per_token"], est["j_per_token_high"] / est[
+        "j_per_token"]
+    line = (f"ESTIMATE: J/token from the energy model (estimate-model, docs/energy-model.md), "
+            f"not a measurement; interval {compact(est['j_per_token_low'], 2)}-"
+            f"{compact(est['j_per_token_high'], 2)} J/token (held-out errors), so every MW, "
+            f"rack and tonne above scales by x{low:.2f}-x{high:.2f}; one copy of the model "
+            f"serves about {compact(est['tokens_per_s'])} tokens/s at batch "
+            f"{est['batch_size']}.")  # fmt: skip
+    if est["caveats"]:
+        line += " Caveats: " + est["caveats"] + "."
+    from tokenwatt.analysis.energy_model import stored_fit
+
+    fit = stored_fit()
+    if fit.validation.get("release_rows"):
+        line += (f" Calibrated on {fit.engine}; on a later release's rows it predicted "
+                 f"x{fit.validation['release_median_ratio_factor']} the measured figure "
+                 "(docs/energy-model.md).")  # fmt: skip
+    return line
+
+
 def _footnote(table: Any, tokens_per_s: float | None, csv_path: str | None) -> str:
     scopes = ", ".join(sorted({str(s) for s in table.get("energy_scope", [])})) or "unknown"
     lines = [
@@ -167,7 +251,10 @@ def _footnote(table: Any, tokens_per_s: float | None, csv_path: str | None) -> s
                      "regions of one basis.")  # fmt: skip
     elif bases:
         lines.append(f"Carbon intensity basis: {bases[0]}.")
-    if "measured" in table and not table["measured"].fillna(False).astype(bool).all():
+    est = table.attrs.get("estimate")
+    if est:
+        lines.append(_estimate_note(table, est))
+    elif "measured" in table and not table["measured"].fillna(False).astype(bool).all():
         lines.append("Some J/token figures are estimates (measured=False), not measurements.")
     if not tokens_per_s:
         lines.append("Give --tokens-per-s for facility MW, racks and annual MWh / t CO2.")

@@ -97,3 +97,43 @@ def meta_inventory(spec: str, trust_remote_code: bool = False) -> tuple[dict[str
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16,
                                                  trust_remote_code=trust_remote_code)  # fmt: skip
     return weight_inventory(model), model.config.to_dict()
+
+
+# ---------------------------------------------------------------- stored shapes of the presets
+
+SHAPES_FILE = "data/preset_shapes.json"
+
+
+def preset_key(name: str) -> str:
+    """A digest of a preset's shapes: a stored inventory is used only while it matches."""
+    import hashlib
+    import json
+
+    from tokenwatt.registry.presets import PRESETS
+
+    p = PRESETS[name]
+    text = json.dumps([p.model_type, p.config], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def stored_shapes() -> dict[str, Any]:
+    """{preset: {key, inventory, config}} written by scripts/preset-shapes.py."""
+    import json
+    from importlib import resources
+
+    path = resources.files("tokenwatt").joinpath(SHAPES_FILE)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def model_shapes(spec: str, trust_remote_code: bool = False) -> tuple[dict[str, Any], Any]:
+    """meta_inventory's answer, from the stored shapes when `spec` is a preset whose shapes
+    have not changed since they were stored: no torch or transformers import, so `tokenwatt
+    estimate` and `plan` answer in a fraction of a second. Anything else is built on meta."""
+    if spec.startswith("preset:"):
+        name = spec.removeprefix("preset:")
+        entry = stored_shapes().get(name)
+        from tokenwatt.registry.presets import PRESETS
+
+        if entry is not None and name in PRESETS and entry.get("key") == preset_key(name):
+            return dict(entry["inventory"]), dict(entry["config"])
+    return meta_inventory(spec, trust_remote_code)

@@ -109,6 +109,7 @@ ROUTING = "Routing (MoE)"
 FIDELITY = "Fidelity"
 CARBON = "Carbon and leaderboard units"
 FLOOR = "The physical floor"
+MODEL_CHECK = "The energy model's check"
 BOARDS = "Per-board"
 STATISTICS = "Summary statistics"
 PROVENANCE = "Provenance"
@@ -369,8 +370,9 @@ _DECLARED = [
          "trials excluded as degraded"),
         ("summary_flags", "string", "–", "summary", "yes",
          "`;`-joined warnings: `contended`, `cv>5%`, `estimate`, `simulated`, `below-floor`, "
-         "`degraded`, `stopped` (the run stopped after 3 degraded trials in a row: its case "
-         "is not complete), the meters' quality flags (named `flags` in older files)"),
+         "`implausible`, `degraded`, `stopped` (the run stopped after 3 degraded trials in a "
+         "row: its case is not complete), the meters' quality flags (named `flags` in older "
+         "files)"),
         ("publishable", "bool", "–", "summary", "never",
          "the run's figures can be published: measured, not contended, CV within 5%, at least "
          "3 trials, not below the physical floor, no degraded trial"),
@@ -496,6 +498,19 @@ _DECLARED = [
          "profile, the meter's window and scope, the cache), not proof of an error"),
         ("floor_j_per_token_native_format", "float", "J/token", "both", "yes",
          "for emulated fp4: the floor if the format ran natively"),
+    ),
+    *_group(
+        MODEL_CHECK,
+        ("predicted_j_per_token", "float", "J/token", "both", "yes",
+         "the energy model's decode J/token (estimate-model, docs/energy-model.md) for this "
+         "row's model, precision, batch and lengths on the GPU board measured (else the row's "
+         "device); empty where the model cannot price the row"),
+        ("plausibility", "float", "–", "both", "yes",
+         "decode_j_per_token / predicted_j_per_token"),
+        ("implausible", "bool", "–", "both", "yes",
+         "plausibility outside the model's interval widened 2x each side, judged for measured "
+         "GPU boards only: an `implausible` warning (a throttled board, a wrong power limit, a "
+         "meter on another board), not proof of an error"),
     ),
     *_group(
         BOARDS,

@@ -23,8 +23,17 @@ def cooldown_s(cfg: RunConfig, device: str) -> float:
 
 def enrich(row: dict[str, Any], session: Session) -> dict[str, Any]:
     from tokenwatt.analysis.carbon import carbon_columns
+    from tokenwatt.analysis.energy_model import plausibility_columns
     from tokenwatt.analysis.floor import floor_columns
 
     row.update(carbon_columns(row, session.cfg.carbon))
     row.update(floor_columns(row, session.model_info))
+    row.update(plausibility_columns(row, session.model_info, measured_board(session)))
     return row
+
+
+def measured_board(session: Session) -> str | None:
+    """The NVML name of the first GPU board whose energy the run reads, if it reads one."""
+    names = [c.device_name for m in session.meters for c in m.channels
+             if c.scope == "gpu-board" and c.device_name]  # fmt: skip
+    return names[0] if names else None

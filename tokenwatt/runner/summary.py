@@ -55,6 +55,7 @@ def summarise(
     summary["peak_memory_mb"] = max((t["peak_memory_mb"] for t in trials), default=None)
     summary.update({k: v for k, v in routing.items()})
     from tokenwatt.analysis.carbon import CARBON_COLUMNS
+    from tokenwatt.analysis.energy_model import PLAUSIBILITY_COLUMNS
     from tokenwatt.analysis.floor import FLOOR_COLUMNS
     from tokenwatt.runner.contention import summarise_contention
 
@@ -70,7 +71,7 @@ def summarise(
     if touched:
         session.model_info["experts_touched_per_layer"] = touched
     # The last trial's carbon and floor columns are recomputed from the means, so keep those.
-    base = set(means) - set(CARBON_COLUMNS) - set(FLOOR_COLUMNS)
+    base = set(means) - set(CARBON_COLUMNS) - set(FLOOR_COLUMNS) - set(PLAUSIBILITY_COLUMNS)
     summary.update({k: v for k, v in enrich(means, session).items() if k not in base})
     warnings = (session.warnings + contention_warnings + _warnings(summary)
                 + _quality_warnings(trials))  # fmt: skip
@@ -107,6 +108,13 @@ def _warnings(summary: dict[str, Any]) -> list[str]:
             f"({summary.get('floor_hardware')}); check that the hardware profile matches the "
             "board (variant, memory, power limit), that the meter covers the whole window, and "
             "that the working set does not fit in cache (see docs/carbon-and-floor.md)"
+        )
+    if summary.get("implausible"):
+        out.append(
+            f"implausible: measured decode J/token is {summary.get('plausibility'):.3g}x the "
+            "energy model's prediction for the board measured, far outside its interval; check "
+            "for a throttled board, a wrong power limit, a meter on another board than the "
+            "model's, or a workload unlike the model's calibration (docs/energy-model.md)"
         )
     return out
 
