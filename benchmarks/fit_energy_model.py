@@ -388,6 +388,10 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="exit 1 when a stored output is stale")
     args = ap.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _record import Record
+
+    rec = Record()
     params, table, block = run()
     doc = splice(DOC.read_text(encoding="utf-8"), block)
     outputs = ((PARAMS, params), (TABLE, table), (DOC, doc))
@@ -401,6 +405,7 @@ def main(argv: list[str]) -> int:
     for p, text in outputs:
         p.write_text(text, encoding="utf-8")
         print(f"wrote {p.relative_to(ROOT)}")
+    rec.write(TABLE.parent, "energy_model_validation", [TABLE.name])
     print(block.split("\n\n", 2)[1] if "\n\n" in block else block)
     return 0
 

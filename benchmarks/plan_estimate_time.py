@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from _record import Record
+
 OUT = Path(__file__).parent / "results"
 COMMAND = ["plan", "--model", "preset:llama-3.1-70b", "--hardware", "h100-sxm", "--gpus", "4",
            "--precision", "fp8", "--batch-size", "64", "--tokens-per-s", "1e6",
@@ -28,6 +30,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
+    rec = Record()
     exe = shutil.which("tokenwatt") or str(Path(sys.executable).with_name("tokenwatt"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     rows = []
@@ -43,6 +46,7 @@ def main() -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
+    rec.write(OUT, "plan_estimate_time", ["plan_estimate_time.csv"])
     print(f"worst {max(r['wall_s'] for r in rows):.2f} s (goal: under 5 s)")
 
 

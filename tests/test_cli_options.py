@@ -32,7 +32,7 @@ def test_help_shows_each_path_its_default_and_the_choices(invoke):
     assert "[out] [default: results/quickstart]" in text
     assert "[default: auto]" in text and "[measure.repeats] [default: 5]" in text
     assert "--precision [auto|fp32|bf16|fp16|int8-weight" in text
-    assert "--meter [auto|nvml|rapl|estimate]" in text
+    assert "--meter [auto|nvml|rapl|estimate|dcgm|prometheus]" in text
     assert "--fidelity-reference [auto|fp32|bf16|fp16]" in text
     assert "--device [auto|cpu|cuda|cuda:N]" in text
 
