@@ -5,9 +5,10 @@ Like the real exporter, it collects on its own schedule (`interval_s`, the expor
 and serves the values of its last collection to every request in between; each collection
 publishes DCGM's last sample of the board, taken `lag_fraction` of an interval earlier (DCGM
 watches the fields on its own schedule), of what its NVML reported then (the energy counter as
-of its last 100 ms sensor update, the 1 s average power). Faults on demand: `energy=False` (an exporter configured
-without the energy field), `reset()` (a reloaded driver: the counter restarts near zero),
-`stall()` (a hung exporter that keeps serving its last page), `fail = True` (HTTP 500).
+of its last 100 ms sensor update, the 1 s average power). Faults on demand: `energy=False` (an
+exporter configured without the energy field), `reset()` (a reloaded driver: the counter
+restarts near zero), `stall()` (a hung exporter that keeps serving its last page), `fail = True`
+(HTTP 500).
 """
 
 from __future__ import annotations

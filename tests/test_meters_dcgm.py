@@ -17,7 +17,7 @@ from tokenwatt.config import Measure
 from tokenwatt.energy.meters.dcgm_text import Selection, boards_of, parse_page, select
 from tokenwatt.energy.meters.select import open_meters
 from tokenwatt.energy.recorder import PhaseRecorder
-from tokenwatt.errors import MeterError, MeterUnavailable, UserError
+from tokenwatt.errors import MeterError, MeterUnavailable
 from tokenwatt.sim import nvml as sim
 from tokenwatt.sim.profiles import steps
 
@@ -230,8 +230,7 @@ def test_a_served_run_measured_through_the_exporter_matches_the_truth(tmp_path, 
     assert meter["dcgm_url"] == ex.url and meter["pod"] == "vllm-0"
 
 
-def test_an_exporter_failing_mid_run_degrades_its_trials_and_keeps_finished_ones(tmp_path,
-                                                                                 boards):  # fmt: skip
+def test_an_exporter_failing_mid_run_degrades_trials_and_keeps_finished_ones(tmp_path, boards):
     from tokenwatt.config import load_config
     from tokenwatt.errors import RunStopped
     from tokenwatt.runner.run import run_config

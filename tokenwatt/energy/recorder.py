@@ -57,8 +57,8 @@ from tokenwatt.energy.attribution import (
     update_counts,
 )
 from tokenwatt.energy.meters.base import Channel, Meter
-from tokenwatt.errors import MeterError
 from tokenwatt.energy.sampler import Sampler
+from tokenwatt.errors import MeterError
 
 SHORT_WINDOW_PERIODS = 10
 ABOVE_LIMIT_FACTOR = 1.7

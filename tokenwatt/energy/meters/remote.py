@@ -35,9 +35,16 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from tokenwatt.energy.meters.base import Channel, Meter
-from tokenwatt.energy.meters.dcgm_text import (ENERGY, EXPORTER_INTERVAL_FLAG, POWER, Board,
-                                               Selection, boards_of, parse_page,
-                                               select)  # fmt: skip
+from tokenwatt.energy.meters.dcgm_text import (
+    ENERGY,
+    EXPORTER_INTERVAL_FLAG,
+    POWER,
+    Board,
+    Selection,
+    boards_of,
+    parse_page,
+    select,  # fmt: skip
+)
 from tokenwatt.errors import MeterError, MeterUnavailable
 
 COUNTER = "dcgm-energy-counter"
