@@ -253,3 +253,17 @@ def test_an_exporter_failing_mid_run_degrades_trials_and_keeps_finished_ones(tmp
     assert set(ok["trial"]) == {0}
     bad = rows[rows["status"] == "degraded"]
     assert len(bad) and bad["status_reason"].str.contains("HTTP 500").all()
+
+
+def test_a_served_run_too_short_for_the_interval_sends_more_requests(tmp_path, invoke, boards):
+    with FakeExporter(INTERVAL) as ex, FakeOpenAI(delay_s=0.004) as fake:
+        r = invoke("run", *SERVED, "--requests", "8", "--repeats", "1", "--url", fake.url,
+                   "--min-seconds", "2", "--meter", "dcgm", "--dcgm-url", ex.url, "--gpus", "0",
+                   "--out", str(tmp_path / "o"))  # fmt: skip
+    assert r.exit_code == 0, r.output
+    said = " ".join(r.output.split())
+    assert "workload.requests: 8 requests a pass" in said and "collection interval" in said
+    run = json.loads((tmp_path / "o" / "run.json").read_text())["runs"][0]
+    for trial in run["trials"]:
+        at = {m["phase"]: m["t_s"] for m in trial["marks"]}  # the last pass's edges
+        assert at["ramp-down"] - at["steady"] >= 4 * INTERVAL * 0.8

@@ -116,6 +116,12 @@ class Engine(ABC):
         """Warnings about what the meters cover of this engine's work, said once per run."""
         return []
 
+    def fit_window(self, min_window_s: float, on_phase: Callable[[str, str], None]) -> None:
+        """After prepare: make each measured window last at least `min_window_s` where the
+        engine can (a served closed loop sends more requests a pass), saying so. A meter whose
+        counter is slow (a DCGM exporter's) asks for it; in-process engines need nothing."""
+        return None
+
     def trial_started(self) -> None:
         """Called before a trial's first generation (a served engine reads the server's own
         metrics here, to check the trial against them)."""

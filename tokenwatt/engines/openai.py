@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import random
 import time
 from collections.abc import Callable
@@ -162,10 +163,32 @@ class OpenAIEngine(Engine):
         if r.first_token_t is None:
             raise UserError(f"server.url: {self.url} streamed no text for a completion; the "
                             "server must stream OpenAI completions chunks")  # fmt: skip
+        self.probe_timing = r
         self.usage = getattr(r, "counted_from", "usage") == "usage"
         if not self.usage:
             on_phase("warning", "the server sends no usage: tokens are counted as streamed "
                      "chunks (one token each), which undercounts chunks of several")
+
+    def fit_window(self, min_window_s: float, on_phase: Callable[[str, str], None]) -> None:
+        """The closed loop's steady state lasts about (requests / batch_size - 1) request
+        times; a request's time is estimated from the probe (its first token, then new_tokens
+        at its pace). Too few requests for `min_window_s`: send more a pass, and say so."""
+        w, r = self.cfg.workload, getattr(self, "probe_timing", None)
+        if self.shape.open_loop or r is None or r.first_token_t is None or r.end_t is None:
+            return
+        gap = (r.end_t - r.first_token_t) / max(r.output_tokens - 1, 1)
+        request_s = (r.first_token_t - r.sent_t) + gap * max(w.new_tokens - 1, 1)
+        n = self.shape.request_count()
+        if request_s <= 0 or (n / w.batch_size - 1) * request_s >= min_window_s:
+            return
+        rounds = math.ceil(min_window_s / request_s) + 1
+        need = w.batch_size * rounds
+        self.cfg = self.cfg.model_copy(update={"workload": w.model_copy(update={"requests": need})})
+        self.shape = LoadShape(self.cfg.workload)
+        on_phase("warning", f"workload.requests: {n} requests a pass would give a steady state "
+                 f"of about {max(n / w.batch_size - 1, 0) * request_s:.1f} s, under the "
+                 f"{min_window_s:g} s the meter's collection interval needs; sending {need} "
+                 "requests a pass (give --requests to set it)")  # fmt: skip
 
     # -- generate --------------------------------------------------------------------------
 

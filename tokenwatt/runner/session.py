@@ -67,6 +67,9 @@ def _prepare(cfg: RunConfig, placement: Placement, meters: list[Any], engine: En
 
     device = placement.device
     prepared = engine.prepare(phase)
+    min_window = max([m.min_window_s() for m in meters if hasattr(m, "min_window_s")] or [0.0])
+    if min_window > 0:
+        engine.fit_window(min_window, phase)
     described = engine.describe()
     server = engine.server_processes()
     constants = {

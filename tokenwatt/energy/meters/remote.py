@@ -332,9 +332,13 @@ class RemoteBoardMeter(Meter):
 
     # ---- checks and metadata ------------------------------------------------------------
 
+    def min_window_s(self) -> float:
+        """The shortest window this meter measures: MIN_WINDOW_PERIODS intervals."""
+        return MIN_WINDOW_PERIODS * self.interval_s
+
     def check_window(self, seconds: float, what: str, flag: str) -> None:
         """A window shorter than MIN_WINDOW_PERIODS intervals is refused, with the fix."""
-        need = MIN_WINDOW_PERIODS * self.interval_s
+        need = self.min_window_s()
         if 0 < seconds < need:
             raise MeterUnavailable(
                 f"{what} {seconds:g} s is shorter than {MIN_WINDOW_PERIODS} collection "
