@@ -22,6 +22,7 @@ from tokenwatt.errors import MeterUnavailable
 ENERGY = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"
 POWER = "DCGM_FI_DEV_POWER_USAGE"
 FIELDS = (ENERGY, POWER)
+_META = tuple(f"# {kind} {name} " for kind in ("HELP", "TYPE") for name in FIELDS)
 EXPORTER_INTERVAL_FLAG = "-c"  # dcgm-exporter's collection interval in ms (default 30000)
 
 
@@ -77,8 +78,12 @@ def parse_page(text: str, url: str) -> list[Board]:
     """The boards of an exporter's page; a page that is not Prometheus text is one line."""
     from prometheus_client.parser import text_string_to_metric_families
 
+    # An exporter's page has dozens of fields per board and is read every few ms near an
+    # update: only the two fields' lines (and their HELP/TYPE lines) go to the parser.
+    wanted = "\n".join(line for line in text.splitlines()
+                       if line.startswith(FIELDS) or line.startswith(_META))  # fmt: skip
     try:
-        series = [(s.name, s.labels, s.value) for fam in text_string_to_metric_families(text)
+        series = [(s.name, s.labels, s.value) for fam in text_string_to_metric_families(wanted)
                   for s in fam.samples]  # fmt: skip
     except ValueError as e:
         raise MeterUnavailable(f"{url} is not Prometheus text ({e}); give a dcgm-exporter's "
