@@ -31,12 +31,13 @@ HEAD = {
 
 class FakeExporter:
     def __init__(self, interval_s: float = 1.0, host: str = "gpu-node-1", energy: bool = True,
-                 pods: dict[int, tuple[str, str]] | None = None, port: int = 0,
+                 pods: dict[int, Any] | None = None, port: int = 0,
                  lag_fraction: float = 0.6) -> None:  # fmt: skip
         self.interval_s, self.host, self.energy = interval_s, host, energy
         # DCGM samples the board on its own schedule; the exporter publishes the last sample
         self.lag_s = lag_fraction * interval_s
-        self.pods = pods or {}  # board index -> (pod, container) holding it
+        # board index -> (pod, container) holding it, or a list of them (a shared board)
+        self.pods = pods or {}
         self.fail = False
         self.collections = 0
         self._page = ""
@@ -73,28 +74,29 @@ class FakeExporter:
 
     # -- what the exporter publishes ----------------------------------------------------
 
-    def _labels(self, gpu: Any) -> str:
+    def _labels(self, gpu: Any) -> list[str]:
+        """One label set per pod holding the board (a shared board is one series per pod)."""
         labels = {"gpu": str(gpu.index), "UUID": gpu.uuid, "pci_bus_id": gpu.pci_bus_id,
                   "device": f"nvidia{gpu.index}", "modelName": gpu.name,
                   "Hostname": self.host}  # fmt: skip
-        if gpu.index in self.pods:
-            pod, container = self.pods[gpu.index]
-            labels.update(container=container, namespace="default", pod=pod)
-        return ",".join(f'{k}="{v}"' for k, v in labels.items())
+        held = self.pods.get(gpu.index, [])
+        held = [held] if isinstance(held, tuple) else held
+        sets = [{**labels, "container": c, "namespace": "default", "pod": p} for p, c in held]
+        return [",".join(f'{k}="{v}"' for k, v in x.items()) for x in sets or [labels]]
 
     def render(self) -> str:
         t = max(sim.now() - self.lag_s, 0.0)
         values: dict[str, list[str]] = {name: [] for name in HEAD}
         for i, gpu in enumerate(sim.STATE.gpus):
-            lab = self._labels(gpu)
-            values["DCGM_FI_DEV_SM_CLOCK"].append(f"DCGM_FI_DEV_SM_CLOCK{{{lab}}} 1980")
             power = gpu.window_mw(t, gpu.average_window_s) / 1000.0
-            values["DCGM_FI_DEV_POWER_USAGE"].append(
-                f"DCGM_FI_DEV_POWER_USAGE{{{lab}}} {power:.6f}")
             mj = gpu.counter_mj(t) - self._reset_mj[i]
-            values["DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"].append(
-                f"DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{{{lab}}} {mj}")
-            values["DCGM_FI_DEV_GPU_UTIL"].append(f"DCGM_FI_DEV_GPU_UTIL{{{lab}}} 87")
+            for lab in self._labels(gpu):
+                values["DCGM_FI_DEV_SM_CLOCK"].append(f"DCGM_FI_DEV_SM_CLOCK{{{lab}}} 1980")
+                values["DCGM_FI_DEV_POWER_USAGE"].append(
+                    f"DCGM_FI_DEV_POWER_USAGE{{{lab}}} {power:.6f}")
+                values["DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"].append(
+                    f"DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{{{lab}}} {mj}")
+                values["DCGM_FI_DEV_GPU_UTIL"].append(f"DCGM_FI_DEV_GPU_UTIL{{{lab}}} 87")
         if not self.energy:
             del values["DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"]
         out = []

@@ -61,6 +61,19 @@ def test_the_exporters_page_is_read_with_its_labels(boards):
     assert [b.gpu for b in select(got, Selection(boards=("0",)), ex.url)] == ["0"]
 
 
+def test_a_board_shared_by_pods_is_one_board_and_says_whose_else_it_is(boards):
+    shared = {0: [("vllm-0", "server"), ("batch-job", "worker")], 1: ("other", "x")}
+    with FakeExporter(INTERVAL, pods=shared) as ex:
+        meters = open_meters("dcgm", measure=_measure(ex.url, dcgm_pod="vllm-0"))
+        try:
+            assert [m.uuid for m in meters] == [sim.STATE.gpus[0].uuid]  # one board, once
+            assert meters[0].other_pods == ["batch-job"]
+            assert meters[0].describe()["pods"] == ["vllm-0", "batch-job"]
+        finally:
+            for m in meters:
+                m.close()
+
+
 def test_selections_that_name_nothing_or_several_nodes_are_refused():
     series = [("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION_total", {"gpu": "0", "UUID": "GPU-a",
                "Hostname": host}, 1e6) for host in ("n1", "n2")]  # fmt: skip

@@ -33,6 +33,7 @@ class Board:
     labels: dict[str, str]
     energy_mj: float | None = None
     power_w: float | None = None
+    pods: list[str] = field(default_factory=list)  # every pod the exporter says holds it
 
     @property
     def uuid(self) -> str:
@@ -67,6 +68,10 @@ def boards_of(series: Iterable[tuple[str, Mapping[str, str], float]]) -> list[Bo
             continue
         b = Board({k: v for k, v in labels.items() if v != ""})
         b = out.setdefault(b.key, b)
+        # a board shared by pods (time-slicing) is one series per pod: one board, its pods
+        pod = labels.get("pod") or ""
+        if pod and pod not in b.pods:
+            b.pods.append(pod)
         if name == ENERGY:
             b.energy_mj = float(value)
         else:
@@ -110,7 +115,7 @@ class Selection:
     def matches(self, b: Board) -> bool:
         if self.boards and b.uuid not in self.boards and b.gpu not in self.boards:
             return False
-        if self.pod is not None and b.labels.get("pod") != self.pod:
+        if self.pod is not None and self.pod not in b.pods:
             return False
         if self.container is not None and b.labels.get("container") != self.container:
             return False

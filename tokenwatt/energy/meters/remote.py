@@ -216,7 +216,7 @@ class RemoteBoardMeter(Meter):
     name = "dcgm"
     is_board = True  # a GPU board: per-board columns, board_uuids (runner/boards.py)
 
-    def __init__(self, source: Any, board: Board, *, name: str = "dcgm",
+    def __init__(self, source: Any, board: Board, *, name: str = "dcgm", pod: str | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep,
                  period_timeout_s: float = PERIOD_TIMEOUT_S) -> None:  # fmt: skip
@@ -235,6 +235,9 @@ class RemoteBoardMeter(Meter):
             source.only(ENERGY if self.has_counter else POWER)
         self.power_limit_w: float | None = None
         self.other_processes: list[int] = []  # a remote node's processes are not ours to see
+        # pods the exporter says share this board besides the one measured (time-slicing)
+        self.other_pods = [p for p in board.pods if p != (pod or board.labels.get("pod"))] \
+            if pod or len(board.pods) > 1 else []  # fmt: skip
         self.reloads = 0
         self._lock = threading.Lock()
         self._raw0 = self._last_raw = board.energy_mj or 0.0
@@ -360,7 +363,7 @@ class RemoteBoardMeter(Meter):
         d.update(meter_host=self.host, uuid=self.uuid, gpu=self.labels.get("gpu"),
                  device_name=self.device_name, source=self.source_label,
                  update_period_s=self.interval_s, update_period_source=self._period_how,
-                 dating_lag_s=self.dating_lag_s,
+                 dating_lag_s=self.dating_lag_s, pods=board_pods(self.labels, self.other_pods),
                  pod=self.labels.get("pod"), namespace=self.labels.get("namespace"),
                  container=self.labels.get("container"), driver_reloads=self.reloads,
                  other_processes=[])  # fmt: skip
@@ -370,6 +373,12 @@ class RemoteBoardMeter(Meter):
         closer = getattr(self.source, "close", None)
         if closer is not None:
             closer()
+
+
+def board_pods(labels: dict[str, str], others: list[str]) -> list[str]:
+    """The pods the exporter names on this board: the measured one's first."""
+    first = [labels["pod"]] if labels.get("pod") else []
+    return first + [p for p in others if p not in first]
 
 
 def open_remote(meter: str, urls: list[str], selector: str | None, sel: Selection,
@@ -385,8 +394,8 @@ def open_remote(meter: str, urls: list[str], selector: str | None, sel: Selectio
             finally:
                 probe.close()
             for b in boards:  # a source each: every meter reads its own field and board
-                meters.append(RemoteBoardMeter(PrometheusSource(urls[0], selector or "{}"),
-                                               b, name="prometheus", **kw))  # fmt: skip
+                source = PrometheusSource(urls[0], selector or "{}")
+                meters.append(RemoteBoardMeter(source, b, name="prometheus", pod=sel.pod, **kw))
             return meters
         for url in urls:
             probe = ExporterSource(url)
@@ -395,7 +404,7 @@ def open_remote(meter: str, urls: list[str], selector: str | None, sel: Selectio
             finally:
                 probe.close()
             for b in chosen:
-                meters.append(RemoteBoardMeter(ExporterSource(url), b, **kw))
+                meters.append(RemoteBoardMeter(ExporterSource(url), b, pod=sel.pod, **kw))
         return meters
     except BaseException:
         for m in meters:
