@@ -42,7 +42,7 @@ class FakeExporter:
         self.collections = 0
         self._page = ""
         self._stalled = False
-        self._reset_mj = [0] * len(sim.STATE.gpus)
+        self._reset_at: list[float | None] = [None] * len(sim.STATE.gpus)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         owner = self
@@ -88,8 +88,14 @@ class FakeExporter:
         t = max(sim.now() - self.lag_s, 0.0)
         values: dict[str, list[str]] = {name: [] for name in HEAD}
         for i, gpu in enumerate(sim.STATE.gpus):
-            power = gpu.window_mw(t, gpu.average_window_s) / 1000.0
-            mj = gpu.counter_mj(t) - self._reset_mj[i]
+            # a real board's reported power moves in its last digits at every collection
+            # (sensor noise); a simulated level held for seconds would not
+            power = gpu.window_mw(t, gpu.average_window_s) / 1000.0 + \
+                0.001 * (self.collections % 2)  # fmt: skip
+            mj = gpu.counter_mj(t)
+            at = self._reset_at[i]
+            if at is not None and t >= at:  # the reloaded driver's counter: from zero at `at`
+                mj -= gpu.counter_mj(at)
             for lab in self._labels(gpu):
                 values["DCGM_FI_DEV_SM_CLOCK"].append(f"DCGM_FI_DEV_SM_CLOCK{{{lab}}} 1980")
                 values["DCGM_FI_DEV_POWER_USAGE"].append(
@@ -121,9 +127,9 @@ class FakeExporter:
     # -- faults -------------------------------------------------------------------------
 
     def reset(self, index: int = 0) -> None:
-        """The driver reloads: from the next collection the counter restarts near zero."""
-        gpu = sim.STATE.gpus[index]
-        self._reset_mj[index] = gpu.counter_mj(sim.now()) - 1000
+        """The driver reloads now: its counter restarts from zero (DCGM's samples from now on
+        show it, the first a collection or so later)."""
+        self._reset_at[index] = sim.now()
 
     def stall(self) -> None:
         """The exporter hangs: it keeps serving its last page."""

@@ -322,6 +322,7 @@ class CounterModel:
         self.segs = segments_of(marks)
         self.changes_at_marks = changes_at_marks
         self._fits: dict[int, PeriodFit] = {}
+        self.unknown_shape = False  # attribute() sets it for a slow counter (shape_var)
         self._levels: dict[int, dict[str, tuple[float, float]]] = {}
 
     def period_of(self, x: float) -> int:
@@ -495,7 +496,9 @@ class CounterModel:
         fit = self.fit(j)
         a, b = self.u.t[j - 1], self.u.t[j]
         x = min(max(x, a), b)
-        unknown = self.shape_var(j, (x - a) / (b - a)) if self.u.instant(j) is None else 0.0
+        unknown = 0.0
+        if self.unknown_shape and self.u.instant(j) is None:
+            unknown = self.shape_var(j, (x - a) / (b - a))
         if fit.rule == "marks":
             return unknown
         w = min(self.window, b - a) if self.u.instant(j) is not None else 0.0
@@ -534,10 +537,14 @@ class Attribution:
 
 
 def attribute(u: Updates, marks: list[tuple[float, str]], window: float = INSTANT_WINDOW_S,
-              changes_at_marks: bool = True, rule: str = "auto") -> Attribution:  # fmt: skip
-    """Joules per label between the first and last mark, from counter updates."""
+              changes_at_marks: bool = True, rule: str = "auto",
+              unknown_shape: bool = False) -> Attribution:  # fmt: skip
+    """Joules per label between the first and last mark, from counter updates.
+    `unknown_shape`: a slow counter without instant values (a DCGM exporter's), whose cuts
+    inside a period also carry shape_var."""
     u = u.around(marks[0][0], marks[-1][0])
     model = CounterModel(u, marks, window, changes_at_marks, rule)
+    model.unknown_shape = unknown_shape
     joules: dict[str, float] = {}
     var: dict[str, float] = {}
     for (a, phase), (b, _) in zip(marks, marks[1:]):

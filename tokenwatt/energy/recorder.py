@@ -127,6 +127,7 @@ class PhaseRecorder:
                  driver: Any = None, changes_at_marks: bool = True) -> None:  # fmt: skip
         self.meters = meters
         self.marks: list[Mark] = []
+        self._errors0 = 0  # the sampler's read errors before this window began
         self.align = align
         self.interval_s = interval_s
         self.idle_power_w = idle_power_w
@@ -165,6 +166,8 @@ class PhaseRecorder:
         self.marks.append(Mark(phase, t, {}))
 
     def _begin(self) -> None:
+        self._errors0 = sum(len(lane.errors) for lane in self.sampler.lanes) \
+            if self.sampler is not None else 0  # fmt: skip
         if self._own_sampler and self.sampler is None and self.meters:
             # Continuous meters (RAPL, the estimate) get a sampler too: only for the power
             # trace; their phase energies still come from the reads at the marks.
@@ -199,7 +202,8 @@ class PhaseRecorder:
             if not self.sampler.wait_ticks_after(self.marks[-1].t):
                 flags.append("no-update-after-end")
                 errors = [e for lane in self.sampler.lanes for e in lane.errors]
-                if dated and errors:  # no read at a mark would have failed in its place
+                if dated and len(errors) > self._errors0:  # failed in the window: no read at a
+                    # mark would have failed in its place
                     if self._own_sampler:
                         self.sampler.stop()
                     raise MeterError(f"the meter failed before the window's end: {errors[-1]}")
@@ -278,7 +282,9 @@ def _attribute(meters: list[Meter], sampler: Sampler | None, marks: list[Mark],
             if not u.covers(t0, t1):
                 flags.append("no-update-after-end")
                 continue
-            got = attribute(u, tm, window, changes_at_marks=changes_at_marks)
+            slow = bool(getattr(meter, "slow_counter", False))
+            got = attribute(u, tm, window, changes_at_marks=changes_at_marks,
+                            unknown_shape=slow)  # fmt: skip
             add_dating_lag(got.err, u, tm, getattr(meter, "dating_lag_s", 0.0))
             for phase, j in got.joules.items():
                 if phase in out:

@@ -45,6 +45,8 @@ METHODS = {
     "nvml-power-integrated": "integrated-power",
     "rapl": "rapl-counter",
     "estimate-tdp-process-cpu": "tdp-estimate",
+    "dcgm-energy-counter": "energy-counter",
+    "dcgm-power-integrated": "integrated-power",
 }
 
 

@@ -49,9 +49,10 @@ class Board:
 
     @property
     def key(self) -> tuple[str, str]:
-        """What identifies a board across pages: its node and UUID (the gpu label where an
-        exporter publishes no UUID)."""
-        return self.host, self.uuid or f"gpu{self.gpu}"
+        """What identifies a board across pages: its UUID, unique everywhere (the Hostname
+        label can be the exporter pod's name, which a restart changes); without one, its node
+        and gpu label."""
+        return ("", self.uuid) if self.uuid else (self.host, f"gpu{self.gpu}")
 
     def name(self) -> str:
         where = f" on {self.host}" if self.host else ""
@@ -100,6 +101,14 @@ def parse_page(text: str, url: str) -> list[Board]:
     return boards
 
 
+def check_named(chosen: Sequence[Board], sel: Selection, where: str, seen: str = "") -> None:
+    """Every board `--gpus` names is among those chosen."""
+    missing = [x for x in sel.boards if not any(x in (b.uuid, b.gpu) for b in chosen)]
+    if missing:
+        more = f" (it publishes {seen})" if seen else ""
+        raise MeterUnavailable(f"--gpus {','.join(missing)}: no such board at {where}{more}")
+
+
 @dataclass(frozen=True)
 class Selection:
     """Which boards to measure: `boards` by UUID or `gpu` label (measure.gpus), every board a
@@ -122,9 +131,11 @@ class Selection:
         return True
 
 
-def select(boards: Sequence[Board], sel: Selection, where: str) -> list[Board]:
+def select(boards: Sequence[Board], sel: Selection, where: str,
+           every: bool = True) -> list[Board]:  # fmt: skip
     """The boards `sel` names on a page (or query) at `where`: at least one, each named board
-    found, and never boards of several nodes unless the selection names a host."""
+    found (`every`; else the caller checks across its pages), and never boards of several
+    nodes unless the selection names a host."""
     chosen = [b for b in boards if sel.matches(b)]
     seen = ", ".join(b.name() for b in boards[:8])
     if not chosen:
@@ -132,10 +143,8 @@ def select(boards: Sequence[Board], sel: Selection, where: str) -> list[Board]:
         raise MeterUnavailable(f"{asked} matches no board at {where} (it publishes {seen}); "
                                "name boards by UUID or gpu label (--gpus), or fix "
                                "--dcgm-pod")  # fmt: skip
-    missing = [x for x in sel.boards if not any(x in (b.uuid, b.gpu) for b in chosen)]
-    if missing:
-        raise MeterUnavailable(f"--gpus {','.join(missing)}: no such board at {where} (it "
-                               f"publishes {seen})")  # fmt: skip
+    if every:
+        check_named(chosen, sel, where, seen)
     hosts = sorted({b.host for b in chosen})
     if len(hosts) > 1 and not sel.many_nodes:
         raise MeterUnavailable(f"the selection matches boards of {len(hosts)} nodes at {where} "

@@ -42,6 +42,7 @@ from tokenwatt.energy.meters.dcgm_text import (
     Board,
     Selection,
     boards_of,
+    check_named,
     parse_page,
     select,  # fmt: skip
 )
@@ -52,6 +53,7 @@ INTEGRATED = "dcgm-power-integrated"
 TIMEOUT_S = 5.0
 STALE_PERIODS = 4  # a counter unchanged this many intervals (and 2 s more) is a hung exporter
 MIN_WINDOW_PERIODS = 4  # a window shorter than this many intervals is refused before the run
+POWER_AVERAGE_S = 1.0  # DCGM_FI_DEV_POWER_USAGE: the board's 1 s average on Ampere and newer
 PERIOD_TIMEOUT_S = 150.0  # measuring the interval by polling: 2 changes of a 60 s exporter
 
 
@@ -114,16 +116,26 @@ class _Http:
 
 
 class ExporterSource:
-    """A dcgm-exporter's /metrics page, fetched whole at every read."""
+    """A dcgm-exporter's /metrics page, shared by the meters of its node's boards: a page
+    fetched within the last REUSE_S serves them all (one poll, not one per board)."""
+
+    REUSE_S = 0.002
 
     def __init__(self, url: str) -> None:
         self.where = url
         self.http = _Http(url, "measure.dcgm_url")
         u = self.http.u
         self.path = (u.path or "/metrics") + (f"?{u.query}" if u.query else "")
+        self.measured: tuple[str, float] | None = None  # the interval, once a board measured it
+        self._page: tuple[float, list[Board]] | None = None
+        self._lock = threading.Lock()
 
     def fetch(self) -> list[Board]:
-        return parse_page(self.http.get(self.path), self.where)
+        with self._lock:
+            now = time.monotonic()
+            if self._page is None or now - self._page[0] > self.REUSE_S:
+                self._page = (now, parse_page(self.http.get(self.path), self.where))
+            return self._page[1]
 
     def history_period_s(self, board: Board) -> float | None:
         return None  # a page holds only the latest values: the interval is polled for
@@ -214,12 +226,14 @@ class RemoteBoardMeter(Meter):
     """Energy of one GPU board read from a source (exporter page or Prometheus)."""
 
     name = "dcgm"
+    slow_counter = True  # one update per collection: the attribution widens its edges for it
     is_board = True  # a GPU board: per-board columns, board_uuids (runner/boards.py)
 
     def __init__(self, source: Any, board: Board, *, name: str = "dcgm", pod: str | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep,
-                 period_timeout_s: float = PERIOD_TIMEOUT_S) -> None:  # fmt: skip
+                 period_timeout_s: float = PERIOD_TIMEOUT_S,
+                 key: str | None = None) -> None:  # fmt: skip
         self.name = name
         self.source, self.key = source, board.key
         self.clock, self.sleep = clock, sleep
@@ -243,12 +257,15 @@ class RemoteBoardMeter(Meter):
         self._raw0 = self._last_raw = board.energy_mj or 0.0
         self._offset = 0.0
         self._last_change = clock()
-        self._integrated, self._last_t, self._last_p = 0.0, clock(), board.power_w
+        self._integrated, self._last_p = 0.0, board.power_w
         self._period_how = ""
         self.interval_s = self._measure_interval(board, period_timeout_s)
         self.dating_lag_s = self.interval_s + (getattr(source, "scrape_interval_s", None) or 0.0)
-        self._channel = Channel(f"gpu{board.gpu or self.index}", "gpu-board", self.source_label,
-                                True, self.device_name)  # fmt: skip
+        if not self.has_counter:  # the power field averages the last second (Ampere and newer)
+            self.dating_lag_s += POWER_AVERAGE_S
+        self._last_change = self._last_t = clock()
+        self._channel = Channel(key or f"gpu{board.gpu or self.index}", "gpu-board",
+                                self.source_label, True, self.device_name)  # fmt: skip
 
     # ---- the collection interval ------------------------------------------------------
 
@@ -256,6 +273,10 @@ class RemoteBoardMeter(Meter):
         period = self.source.history_period_s(board)
         if period:
             self._period_how = "measured: median gap between changes in Prometheus's samples"
+            return period
+        known = getattr(self.source, "measured", None)  # the exporter's other boards' answer
+        if known:
+            self._period_how, period = known
             return period
         times: list[float] = []
         last, start, prev = self._value(self._board()), self.clock(), self.clock()
@@ -272,8 +293,10 @@ class RemoteBoardMeter(Meter):
                 f"{self.source.where}: {self._field()} of {self.uuid or self.key[1]} did not "
                 f"change twice in {timeout_s:g} s; the exporter is stale or its collection "
                 f"interval ({EXPORTER_INTERVAL_FLAG}, ms) is longer than {timeout_s / 2:g} s")
+        period = base_period(gaps)
         self._period_how = f"measured: polled {len(times)} changes of the published value"
-        return statistics.median(gaps)
+        self.source.measured = (self._period_how, period)
+        return period
 
     def _field(self) -> str:
         return ENERGY if self.has_counter else POWER
@@ -295,39 +318,50 @@ class RemoteBoardMeter(Meter):
         return (self._channel,)
 
     def update_period_s(self) -> float | None:
-        # the counter moves once an interval; the held power is read continuously
-        return self.interval_s if self.has_counter else None
+        # both fields move once a collection: the counter, and the power taken to hold over
+        # the interval that ends at its change (a counter of its own, attributed the same way)
+        return self.interval_s
 
     def read_joules(self) -> dict[str, float]:
-        b = self._board()
+        # One lock over the fetch and its use: the sampler thread and a mark on the main
+        # thread must not apply an older page after a newer one (that would look like a reset).
         with self._lock:
+            b = self._board()
             now = self.clock()
+            value = self._value(b)
+            if value is None:
+                raise MeterError(f"{self.source.where} stopped publishing {self._field()} for "
+                                 f"{self.uuid}")  # fmt: skip
+            self._check_fresh(value, now)
             if self.has_counter:
-                return {self._channel.key: self._counter_j(b, now)}
-            return {self._channel.key: self._integrate(b, now)}
+                return {self._channel.key: self._counter_j(value)}
+            return {self._channel.key: self._integrate(value, now)}
 
-    def _counter_j(self, b: Board, now: float) -> float:
-        raw = b.energy_mj
-        if raw is None:
-            raise MeterError(f"{self.source.where} stopped publishing {ENERGY} for {self.uuid}")
-        if raw != self._last_raw:
+    def _check_fresh(self, value: float, now: float) -> None:
+        """A value unchanged for STALE_PERIODS intervals (and 2 s) is a hung exporter: a
+        working board's counter and power move at every collection."""
+        if value != (self._last_raw if self.has_counter else self._last_p):
             self._last_change = now
         elif now - self._last_change > STALE_PERIODS * self.interval_s + 2.0:
-            raise MeterError(f"{self.source.where}: {ENERGY} of {self.uuid} has not changed "
-                             f"for {now - self._last_change:.0f} s (its interval is "
+            raise MeterError(f"{self.source.where}: {self._field()} of {self.uuid} has not "
+                             f"changed for {now - self._last_change:.0f} s (its interval is "
                              f"{self.interval_s:g} s): the exporter is stale")  # fmt: skip
-        if raw < self._last_raw:  # a reloaded driver: keep what was counted so far
+
+    def _counter_j(self, raw: float) -> float:
+        if raw < 0.5 * self._last_raw:  # a reloaded driver restarts near zero: bridge it
             self.reloads += 1
             self._offset += self._last_raw
+        elif raw < self._last_raw:  # a value that steps back a little is no reset: hold it
+            raw = self._last_raw
         self._last_raw = raw
         return (raw + self._offset - self._raw0) / 1000.0
 
-    def _integrate(self, b: Board, now: float) -> float:
-        if b.power_w is None:
-            raise MeterError(f"{self.source.where} stopped publishing {POWER} for {self.uuid}")
-        if self._last_p is not None:
-            self._integrated += self._last_p * (now - self._last_t)
-        self._last_t, self._last_p = now, b.power_w
+    def _integrate(self, power_w: float, now: float) -> float:
+        """A new power value covers the interval since the last one (DCGM's field is the
+        board's recent average): added once, when it appears, like a counter's update."""
+        if power_w != self._last_p:
+            self._integrated += power_w * (now - self._last_t)
+            self._last_t, self._last_p = now, power_w
         return self._integrated
 
     def read_power_w(self) -> dict[str, float] | None:
@@ -375,6 +409,13 @@ class RemoteBoardMeter(Meter):
             closer()
 
 
+def base_period(gaps: list[float]) -> float:
+    """The collection interval from gaps between seen changes, a missed change (the exporter
+    publishing DCGM's same sample twice) making one gap a multiple of it."""
+    base = min(gaps)
+    return statistics.median(g / max(round(g / base), 1) for g in gaps)
+
+
 def board_pods(labels: dict[str, str], others: list[str]) -> list[str]:
     """The pods the exporter names on this board: the measured one's first."""
     first = [labels["pod"]] if labels.get("pod") else []
@@ -397,15 +438,30 @@ def open_remote(meter: str, urls: list[str], selector: str | None, sel: Selectio
                 source = PrometheusSource(urls[0], selector or "{}")
                 meters.append(RemoteBoardMeter(source, b, name="prometheus", pod=sel.pod, **kw))
             return meters
-        for url in urls:
-            probe = ExporterSource(url)
-            try:
-                chosen = select(_first_fetch(probe), sel, url)
-            finally:
-                probe.close()
-            for b in chosen:
-                meters.append(RemoteBoardMeter(ExporterSource(url), b, pod=sel.pod, **kw))
+        chosen: list[tuple[ExporterSource, Board]] = []
+        sources = [ExporterSource(url) for url in dict.fromkeys(urls)]  # each node once
+        try:
+            for source in sources:  # one source per node: its boards share its page
+                got = _first_fetch(source)
+                chosen += [(source, b) for b in select(got, sel, source.where, every=False)]
+            check_named([b for _, b in chosen], sel, ", ".join(s.where for s in sources))
+        except BaseException:
+            for source in sources:
+                source.close()
+            raise
+        several = len({b.host for _, b in chosen}) > 1  # gpu labels repeat across nodes
+        for source, b in chosen:
+            key = f"{b.host}/gpu{b.gpu}" if several else None
+            meters.append(RemoteBoardMeter(source, b, pod=sel.pod, key=key, **kw))
         return meters
+    except MeterUnavailable:
+        for m in meters:
+            m.close()
+        raise
+    except MeterError as e:  # a page that failed while opening: the user's to check
+        for m in meters:
+            m.close()
+        raise MeterUnavailable(str(e)) from None
     except BaseException:
         for m in meters:
             m.close()
