@@ -62,13 +62,16 @@ def test_the_exporters_page_is_read_with_its_labels(boards):
 
 
 def test_a_board_shared_by_pods_is_one_board_and_says_whose_else_it_is(boards):
-    shared = {0: [("vllm-0", "server"), ("batch-job", "worker")], 1: ("other", "x")}
+    shared = {0: [("batch-job", "worker"), ("vllm-0", "server")], 1: ("other", "x")}
     with FakeExporter(INTERVAL, pods=shared) as ex:
-        meters = open_meters("dcgm", measure=_measure(ex.url, dcgm_pod="vllm-0"))
+        meters = open_meters("dcgm", measure=_measure(ex.url, dcgm_pod="vllm-0",
+                                                      dcgm_container="server"))  # fmt: skip
         try:
             assert [m.uuid for m in meters] == [sim.STATE.gpus[0].uuid]  # one board, once
             assert meters[0].other_pods == ["batch-job"]
-            assert meters[0].describe()["pods"] == ["vllm-0", "batch-job"]
+            d = meters[0].describe()
+            assert d["pods"] == ["vllm-0", "batch-job"] and d["pod"] == "vllm-0"
+            assert d["container"] == "server"
         finally:
             for m in meters:
                 m.close()

@@ -34,6 +34,7 @@ class Board:
     energy_mj: float | None = None
     power_w: float | None = None
     pods: list[str] = field(default_factory=list)  # every pod the exporter says holds it
+    containers: dict[str, str] = field(default_factory=dict)  # pod -> its container
 
     @property
     def uuid(self) -> str:
@@ -73,6 +74,7 @@ def boards_of(series: Iterable[tuple[str, Mapping[str, str], float]]) -> list[Bo
         pod = labels.get("pod") or ""
         if pod and pod not in b.pods:
             b.pods.append(pod)
+            b.containers[pod] = labels.get("container") or ""
         if name == ENERGY:
             b.energy_mj = float(value)
         else:
@@ -126,8 +128,9 @@ class Selection:
             return False
         if self.pod is not None and self.pod not in b.pods:
             return False
-        if self.container is not None and b.labels.get("container") != self.container:
-            return False
+        if self.container is not None:  # the named pod's container (any pod's without one)
+            pods = [self.pod] if self.pod is not None else b.pods
+            return any(b.containers.get(p) == self.container for p in pods)
         return True
 
 

@@ -252,6 +252,10 @@ class RemoteBoardMeter(Meter):
         # pods the exporter says share this board besides the one measured (time-slicing)
         self.other_pods = [p for p in board.pods if p != (pod or board.labels.get("pod"))] \
             if pod or len(board.pods) > 1 else []  # fmt: skip
+        mine = pod if pod in board.pods else board.labels.get("pod")
+        self.pods = [p for p in [mine, *board.pods] if p]
+        self.pods = list(dict.fromkeys(self.pods))  # the measured pod's first
+        self.containers = dict(board.containers)
         self.reloads = 0
         self._lock = threading.Lock()
         self._raw0 = self._last_raw = board.energy_mj or 0.0
@@ -397,9 +401,11 @@ class RemoteBoardMeter(Meter):
         d.update(meter_host=self.host, uuid=self.uuid, gpu=self.labels.get("gpu"),
                  device_name=self.device_name, source=self.source_label,
                  update_period_s=self.interval_s, update_period_source=self._period_how,
-                 dating_lag_s=self.dating_lag_s, pods=board_pods(self.labels, self.other_pods),
-                 pod=self.labels.get("pod"), namespace=self.labels.get("namespace"),
-                 container=self.labels.get("container"), driver_reloads=self.reloads,
+                 dating_lag_s=self.dating_lag_s, pods=self.pods,
+                 pod=self.pods[0] if self.pods else None,
+                 namespace=self.labels.get("namespace"),
+                 container=self.containers.get(self.pods[0]) if self.pods else None,
+                 driver_reloads=self.reloads,
                  other_processes=[])  # fmt: skip
         return d
 
@@ -414,12 +420,6 @@ def base_period(gaps: list[float]) -> float:
     publishing DCGM's same sample twice) making one gap a multiple of it."""
     base = min(gaps)
     return statistics.median(g / max(round(g / base), 1) for g in gaps)
-
-
-def board_pods(labels: dict[str, str], others: list[str]) -> list[str]:
-    """The pods the exporter names on this board: the measured one's first."""
-    first = [labels["pod"]] if labels.get("pod") else []
-    return first + [p for p in others if p not in first]
 
 
 def open_remote(meter: str, urls: list[str], selector: str | None, sel: Selection,
