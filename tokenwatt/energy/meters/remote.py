@@ -78,7 +78,8 @@ class _Http:
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
 
-    def get(self, path_query: str) -> str:
+    def get(self, path_query: str, ok: tuple[int, ...] = (200,)) -> str:
+        """The body of a GET answered with a status in `ok`; any other is a MeterError."""
         with self._lock:
             for attempt in (0, 1):  # a kept-alive connection the server closed: once more
                 try:
@@ -92,7 +93,7 @@ class _Http:
                         why = getattr(e, "strerror", None) or type(e).__name__
                         raise MeterError(f"cannot read {self.url} ({why})") from None
                     continue
-                if resp.status != 200:
+                if resp.status not in ok:
                     raise MeterError(f"{self.url} answered HTTP {resp.status}: {body[:120]!r}")
                 return body
         raise AssertionError("unreachable")
@@ -156,13 +157,17 @@ class PrometheusSource:
         self.scrape_interval_s: float | None = None  # from the stored samples' spacing
 
     def _series(self, name: str, seconds: int) -> list[dict[str, Any]]:
-        q = urllib.parse.urlencode({"query": f"{name}{self.selector}[{seconds}s]"})
-        body = self.http.get(f"{self.base}/api/v1/query?{q}")
+        query = f"{name}{self.selector}[{seconds}s]"
+        q = urllib.parse.urlencode({"query": query})
+        # Prometheus answers a query it refuses with 400 (bad_data) or 422 and a JSON reason
+        body = self.http.get(f"{self.base}/api/v1/query?{q}", ok=(200, 400, 422))
         try:
             data = json.loads(body)
             if data.get("status") != "success":
-                raise MeterError(f"{self.where}: Prometheus refused the query: "
-                                 f"{data.get('error', data)}")  # fmt: skip
+                why = f"Prometheus at {self.http.url} refused {query} ({data.get('error', data)})"
+                if data.get("errorType") == "bad_data":  # the selector does not parse
+                    raise MeterUnavailable(f"{why}; fix measure.prometheus_selector")
+                raise MeterError(why)
             return list(data["data"]["result"])
         except (ValueError, KeyError, TypeError):
             raise MeterError(f"{self.where} did not answer a Prometheus query; give the "
