@@ -80,7 +80,8 @@ class _Http:
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
 
-    def get(self, path_query: str) -> str:
+    def get(self, path_query: str, ok: tuple[int, ...] = (200,)) -> str:
+        """The body of a GET answered with a status in `ok`; any other is a MeterError."""
         with self._lock:
             for attempt in (0, 1):  # a kept-alive connection the server closed: once more
                 try:
@@ -94,7 +95,7 @@ class _Http:
                         why = getattr(e, "strerror", None) or type(e).__name__
                         raise MeterError(f"cannot read {self.url} ({why})") from None
                     continue
-                if resp.status != 200:
+                if resp.status not in ok:
                     raise MeterError(f"{self.url} answered HTTP {resp.status}: {body[:120]!r}")
                 return body
         raise AssertionError("unreachable")
@@ -168,25 +169,40 @@ class PrometheusSource:
         self.scrape_interval_s: float | None = None  # from the stored samples' spacing
 
     def _series(self, name: str, seconds: int) -> list[dict[str, Any]]:
-        q = urllib.parse.urlencode({"query": f"{name}{self.selector}[{seconds}s]"})
-        body = self.http.get(f"{self.base}/api/v1/query?{q}")
+        query = f"{name}{self.selector}[{seconds}s]"
+        q = urllib.parse.urlencode({"query": query})
+        # Prometheus answers a query it refuses with 400 (bad_data) or 422 and a JSON reason
+        body = self.http.get(f"{self.base}/api/v1/query?{q}", ok=(200, 400, 422))
         try:
             data = json.loads(body)
             if data.get("status") != "success":
-                raise MeterError(f"{self.where}: Prometheus refused the query: "
-                                 f"{data.get('error', data)}")  # fmt: skip
+                why = f"Prometheus at {self.http.url} refused {query} ({data.get('error', data)})"
+                if data.get("errorType") == "bad_data":  # the selector does not parse
+                    raise MeterUnavailable(f"{why}; fix measure.prometheus_selector")
+                raise MeterError(why)
             return list(data["data"]["result"])
         except (ValueError, KeyError, TypeError):
             raise MeterError(f"{self.where} did not answer a Prometheus query; give the "
                              "server's base URL, e.g. http://PROM:9090") from None  # fmt: skip
 
     def fetch(self) -> list[Board]:
-        series = []
+        # A board's series that its latest scrape did not publish are gone: its labels changed
+        # (a pod took the board, or was replaced) and the old series' last sample lingers in
+        # the lookback, a frozen value. Those of the latest scrape (one per pod on a shared
+        # board) carry that scrape's time, the same to the millisecond.
+        latest: list[tuple[str, dict[str, str], float, float]] = []
+        newest: dict[tuple[str, tuple[str, str]], float] = {}
         for name in self.fields:
             for s in self._series(name, self.LOOKBACK_S):
+                if not s.get("values"):
+                    continue
                 labels = {k: v for k, v in s["metric"].items() if k != "__name__"}
-                if s.get("values"):
-                    series.append((name, labels, float(s["values"][-1][1])))
+                t, value = float(s["values"][-1][0]), float(s["values"][-1][1])
+                latest.append((name, labels, t, value))
+                key = (name, _key(labels))
+                newest[key] = max(t, newest.get(key, t))
+        series = [(name, labels, value) for name, labels, t, value in latest
+                  if t >= newest[(name, _key(labels))]]  # fmt: skip
         boards = boards_of(series)
         if not boards:
             raise MeterUnavailable(f"{self.where}: no {ENERGY} or {POWER} sample in the last "
@@ -200,20 +216,24 @@ class PrometheusSource:
 
     def history_period_s(self, board: Board) -> float | None:
         """The collection interval from the stored samples: the median gap between the scrape
-        times at which the value changed (None with fewer than three changes stored)."""
+        times at which the value changed (None with fewer than three changes stored). The
+        board's series are merged (one counter, whatever labels it had: a pod that took the
+        board starts a new series); the scrape interval is the median spacing within each."""
         name = self.fields[0]
+        samples: list[tuple[float, float]] = []
+        spacing: list[float] = []
         for s in self._series(name, self.HISTORY_S):
-            labels = s["metric"]
-            if labels.get("UUID", "") != board.uuid or labels.get("Hostname", "") != board.host:
+            if _key(s["metric"]) != board.key:
                 continue
             vals = [(float(t), float(v)) for t, v in s.get("values", [])]
-            if len(vals) >= 3:
-                self.scrape_interval_s = statistics.median(
-                    b - a for (a, _), (b, _) in zip(vals, vals[1:]))
-            changes = [t for (t, v), (_, v0) in zip(vals[1:], vals) if v != v0]
-            gaps = [b - a for a, b in zip(changes, changes[1:])]
-            return statistics.median(gaps) if len(gaps) >= 2 else None
-        return None
+            samples += vals
+            spacing += [b - a for (a, _), (b, _) in zip(vals, vals[1:])]
+        if len(spacing) >= 2:
+            self.scrape_interval_s = statistics.median(spacing)
+        samples.sort()
+        changes = [t for (t, v), (_, v0) in zip(samples[1:], samples) if v != v0]
+        gaps = [b - a for a, b in zip(changes, changes[1:])]
+        return statistics.median(gaps) if len(gaps) >= 2 else None
 
     def describe(self) -> dict[str, Any]:
         return {"prometheus": self.where, "scrape_interval_s": self.scrape_interval_s}
@@ -466,6 +486,11 @@ def open_remote(meter: str, urls: list[str], selector: str | None, sel: Selectio
         for m in meters:
             m.close()
         raise
+
+
+def _key(labels: dict[str, str]) -> tuple[str, str]:
+    """A series' board, as Board.key names it (an empty label is an absent one)."""
+    return Board({k: v for k, v in labels.items() if v != ""}).key
 
 
 def _first_fetch(source: Any) -> list[Board]:
