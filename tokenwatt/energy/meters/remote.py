@@ -51,6 +51,7 @@ from tokenwatt.errors import MeterError, MeterUnavailable
 COUNTER = "dcgm-energy-counter"
 INTEGRATED = "dcgm-power-integrated"
 TIMEOUT_S = 5.0
+RECONNECT = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 STALE_PERIODS = 4  # a counter unchanged this many intervals (and 2 s more) is a hung exporter
 MIN_WINDOW_PERIODS = 4  # a window shorter than this many intervals is refused before the run
 POWER_AVERAGE_S = 1.0  # DCGM_FI_DEV_POWER_USAGE: the board's 1 s average on Ampere and newer
@@ -91,7 +92,9 @@ class _Http:
                     body = resp.read().decode("utf-8", "replace")
                 except (OSError, http.client.HTTPException) as e:
                     self.close_locked()
-                    if attempt:
+                    # once more only for a kept-alive connection the server closed; a timeout
+                    # or a refusal is the answer (a retry would hold the sampler another 5 s)
+                    if attempt or not isinstance(e, RECONNECT):
                         why = getattr(e, "strerror", None) or type(e).__name__
                         raise MeterError(f"cannot read {self.url} ({why})") from None
                     continue
@@ -454,9 +457,12 @@ def open_remote(meter: str, urls: list[str], selector: str | None, sel: Selectio
                 boards = select(_first_fetch(probe), sel, probe.where)
             finally:
                 probe.close()
+            several = len({b.host for b in boards}) > 1  # gpu labels repeat across nodes
             for b in boards:  # a source each: every meter reads its own field and board
                 source = PrometheusSource(urls[0], selector or "{}")
-                meters.append(RemoteBoardMeter(source, b, name="prometheus", pod=sel.pod, **kw))
+                key = f"{b.host}/gpu{b.gpu}" if several else None
+                meters.append(RemoteBoardMeter(source, b, name="prometheus", pod=sel.pod,
+                                               key=key, **kw))  # fmt: skip
             return meters
         chosen: list[tuple[ExporterSource, Board]] = []
         sources = [ExporterSource(url) for url in dict.fromkeys(urls)]  # each node once
