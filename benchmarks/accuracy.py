@@ -68,8 +68,9 @@ def make_profile(name: str, seconds: float, seed: int):
         "steady": lambda: steady(400.0, 0.0, seconds, seed),
         "steps": lambda: steps(seconds=seconds, seed=seed),
         "phases-on-ticks": lambda: phases(g.ticks(0.0, seconds), 0.0, seconds=seconds, seed=seed),
-        "phases-off-ticks": lambda: phases(g.ticks(0.0, seconds), 0.05, seconds=seconds,
-                                           seed=seed),  # fmt: skip
+        "phases-off-ticks": lambda: phases(
+            g.ticks(0.0, seconds), 0.05, seconds=seconds, seed=seed
+        ),  # fmt: skip
         "spikes": lambda: spikes(seconds=seconds, seed=seed),
         "bursts": lambda: bursts(seconds=seconds, seed=seed),
     }[name]()
@@ -164,9 +165,17 @@ def hold_the_gil_until(t: float) -> None:
 
 def best_rule(rows: list[dict], prof: str, clk: str) -> str:
     """The estimator with the smallest worst errors on this profile, over all lengths."""
+
     def score(rule: str) -> float:
-        return sum(max(abs(r[f"floor:{rule}"]) for r in rows if r["window_s"] == length
-                       and (r["profile"], r["clock"]) == (prof, clk)) for length in LENGTHS)
+        return sum(
+            max(
+                abs(r[f"floor:{rule}"])
+                for r in rows
+                if r["window_s"] == length and (r["profile"], r["clock"]) == (prof, clk)
+            )
+            for length in LENGTHS
+        )
+
     return min(RULES, key=score)
 
 
@@ -245,8 +254,10 @@ def write(path: Path, rows: list[dict]) -> None:
 
 
 def render(summary: list[dict]) -> list[str]:
-    lines = ["window energy, |error| % vs ground truth: tokenwatt median / worst | floor "
-             "median / worst (its estimator) | worst/floor | counter-delta worst | missed"]
+    lines = [
+        "window energy, |error| % vs ground truth: tokenwatt median / worst | floor "
+        "median / worst (its estimator) | worst/floor | counter-delta worst | missed"
+    ]
     last = None
     for r in summary:
         if (r["clock"], r["profile"]) != last:
@@ -310,8 +321,16 @@ def main() -> None:
     (out / "accuracy.txt").write_text(
         "$ python benchmarks/accuracy.py " + " ".join(sys.argv[1:]) + "\n" + "\n".join(lines) + "\n"
     )
-    rec.write(out, "accuracy", ["accuracy.txt", "accuracy_windows.csv", "accuracy_window_rows.csv",
-                                "accuracy_attribution.csv"])
+    rec.write(
+        out,
+        "accuracy",
+        [
+            "accuracy.txt",
+            "accuracy_windows.csv",
+            "accuracy_window_rows.csv",
+            "accuracy_attribution.csv",
+        ],
+    )
 
 
 if __name__ == "__main__":

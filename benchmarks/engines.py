@@ -37,9 +37,11 @@ def free_port() -> int:
 
 
 def server_command(ckpt: Path, port: int, max_seqs: int) -> str:
-    return (f"{sys.executable} -m vllm.entrypoints.openai.api_server --model {ckpt} "
-            f"--served-model-name preset:tiny-llama --dtype float32 --host 127.0.0.1 "
-            f"--port {port} --max-model-len 512 --max-num-seqs {max_seqs} --enforce-eager")
+    return (
+        f"{sys.executable} -m vllm.entrypoints.openai.api_server --model {ckpt} "
+        f"--served-model-name preset:tiny-llama --dtype float32 --host 127.0.0.1 "
+        f"--port {port} --max-model-len 512 --max-num-seqs {max_seqs} --enforce-eager"
+    )
 
 
 def one_run(engine: str, batch: int, args: argparse.Namespace, out: Path, ckpt: Path) -> dict:
@@ -98,9 +100,12 @@ def main() -> int:
     print(json.dumps(table, indent=2))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "engines.json").write_text(json.dumps({"runs": runs, "summary": table,
-                                                  "args": vars(args),
-                                                  "load_before": os.getloadavg()}, indent=2))
+    (out / "engines.json").write_text(
+        json.dumps(
+            {"runs": runs, "summary": table, "args": vars(args), "load_before": os.getloadavg()},
+            indent=2,
+        )
+    )
     rec.write(out, "engines", ["engines.json"])
     return 0
 

@@ -42,13 +42,20 @@ def _json(name: str) -> dict:
 def _wrap(text: str) -> str:
     """Prose at the documents' width; tables and blank-line breaks kept as they are."""
     paras = text.rstrip("\n").split("\n\n")
-    return "\n\n".join(p if p.startswith("|") else textwrap.fill(
-        p, width=100, break_long_words=False, break_on_hyphens=False) for p in paras) + "\n"
+    return (
+        "\n\n".join(
+            p
+            if p.startswith("|")
+            else textwrap.fill(p, width=100, break_long_words=False, break_on_hyphens=False)
+            for p in paras
+        )
+        + "\n"
+    )
 
 
 def _sig(x: float, digits: int = 3) -> str:
     """x to DIGITS significant figures, thousands separated (59,538 -> 59,500)."""
-    return f"{float(f'{x:.{digits}g}'):,.0f}" if abs(x) >= 10 ** digits else f"{x:.{digits}g}"
+    return f"{float(f'{x:.{digits}g}'):,.0f}" if abs(x) >= 10**digits else f"{x:.{digits}g}"
 
 
 # -- docs/measurement.md: window energy accuracy (benchmarks/accuracy.py) -----------------------
@@ -71,8 +78,9 @@ def _accuracy_table(clock: str, profiles: tuple[str, ...]) -> str:
         for s in lengths:
             r = by_len[s]
             miss = "" if r["within_goal"] == "True" else " ✗"
-            cells.append(f"{float(r['tokenwatt_worst_pct']):.3f} / "
-                         f"{float(r['floor_worst_pct']):.3f}{miss}")
+            cells.append(
+                f"{float(r['tokenwatt_worst_pct']):.3f} / {float(r['floor_worst_pct']):.3f}{miss}"
+            )
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
@@ -91,14 +99,19 @@ def accuracy_notes() -> str:
     missed = sum(int(r["missed"]) for r in windows)
     loss = max(abs(float(r["tokenwatt"]) - float(r["floor:auto"])) for r in windows)
     lengths = sorted({float(r["window_s"]) for r in rows})
-    cd = [max(float(r["counter_delta_worst_pct"]) for r in rows if float(r["window_s"]) == s)
-          for s in lengths]
+    cd = [
+        max(float(r["counter_delta_worst_pct"]) for r in rows if float(r["window_s"]) == s)
+        for s in lengths
+    ]
 
     def pct(x: float) -> str:
         return f"{x:.0f}%" if x >= 10 else f"{x:.2g}%"
 
-    at = {r["profile"]: float(r["floor_worst_pct"]) for r in rows
-          if r["clock"] == "virtual" and float(r["window_s"]) == 0.5}
+    at = {
+        r["profile"]: float(r["floor_worst_pct"])
+        for r in rows
+        if r["clock"] == "virtual" and float(r["window_s"]) == 0.5
+    }
     quiet = [at[p] for p in ("steady", "steps", "phases-on-ticks", "phases-off-ticks")]
     return (
         f"The sampler's own loss (tokenwatt against its estimator on exact updates) is at most "
@@ -117,10 +130,14 @@ def accuracy_notes() -> str:
 
 # -- docs/measurement.md: phase attribution (benchmarks/prefill_attribution.py, accuracy.py) ----
 
+
 def attribution() -> str:
     rows = _csv("prefill_attribution.csv")
-    out = ["| clock | prefill median / worst | decode median / worst | "
-           "reported uncertainty (median) |", "|---|---|---|---|"]
+    out = [
+        "| clock | prefill median / worst | decode median / worst | "
+        "reported uncertainty (median) |",
+        "|---|---|---|---|",
+    ]
     for clock, label in (("virtual", "virtual"), ("real-time", "real time, GIL-holding body")):
         r = [x for x in rows if x["clock"] == clock]
         pre = [abs(float(x["prefill_err_pct"])) for x in r]
@@ -128,22 +145,30 @@ def attribution() -> str:
         pre_u = statistics.median(float(x["prefill_reported_err_pct"]) for x in r)
         dec_u = statistics.median(float(x["decode_reported_err_pct"]) for x in r)
         prefills = sum(int(x["prefills"]) for x in r)
-        out.append(f"| {label} ({prefills} prefills in {len(r)} trials) | "
-                   f"{statistics.median(pre):.2f}% / {max(pre):.2f}% | "
-                   f"{statistics.median(dec):.2f}% / {max(dec):.2f}% | "
-                   f"prefill ±{pre_u:.2f}%, decode ±{dec_u:.2f}% |")
+        out.append(
+            f"| {label} ({prefills} prefills in {len(r)} trials) | "
+            f"{statistics.median(pre):.2f}% / {max(pre):.2f}% | "
+            f"{statistics.median(dec):.2f}% / {max(dec):.2f}% | "
+            f"prefill ±{pre_u:.2f}%, decode ±{dec_u:.2f}% |"
+        )
     return "\n".join(out) + "\n"
 
 
 def mark_reads() -> str:
-    pre = [abs(float(r["error_pct"])) for r in _csv("accuracy_attribution.csv")
-           if r["phase"] == "prefill" and r["method"] == "mark-reads"]
-    return (f"Two reads at the phase marks instead (`mark-reads` in `accuracy.py`, bursts "
-            f"profile, {len(pre)} prefills): prefill worst {max(pre):.0f}% (a prefill inside one "
-            f"period reads 0 J), median {statistics.median(pre):.0f}%.\n")
+    pre = [
+        abs(float(r["error_pct"]))
+        for r in _csv("accuracy_attribution.csv")
+        if r["phase"] == "prefill" and r["method"] == "mark-reads"
+    ]
+    return (
+        f"Two reads at the phase marks instead (`mark-reads` in `accuracy.py`, bursts "
+        f"profile, {len(pre)} prefills): prefill worst {max(pre):.0f}% (a prefill inside one "
+        f"period reads 0 J), median {statistics.median(pre):.0f}%.\n"
+    )
 
 
 # -- window cost (benchmarks/window_cost.py): docs/measurement.md and the README ---------------
+
 
 def _window_cost() -> dict[str, str]:
     text = (RESULTS / "window_cost.txt").read_text()
@@ -220,8 +245,9 @@ def engines() -> str:
     for r in runs:
         spread.setdefault((r["engine"], r["batch_size"]), []).append(r["tokens_per_s"])
     b1 = max(max(v) / min(v) for (_, b), v in spread.items() if b == min(args["batch"]))
-    which = "; ".join(f"{r['engine']} at batch {r['batch_size']}, round {r['round']}"
-                      for r in contended)
+    which = "; ".join(
+        f"{r['engine']} at batch {r['batch_size']}, round {r['round']}" for r in contended
+    )
     load = d["load_before"]
     where = f"a {d['cpus']}-core machine" if "cpus" in d else "this machine"
     head = (
@@ -232,13 +258,18 @@ def engines() -> str:
         f"{min(args['batch'])} the rounds of one engine differ by up to {b1:.1f}x, so those "
         f"ratios say little):\n\n"
     )
-    table = ["| batch | engine | tokens/s | J/token (estimate) | tokens/s vs transformers | "
-             "J/token vs transformers |", "|---|---|---|---|---|---|"]
+    table = [
+        "| batch | engine | tokens/s | J/token (estimate) | tokens/s vs transformers | "
+        "J/token vs transformers |",
+        "|---|---|---|---|---|---|",
+    ]
     for s in d["summary"]:
-        table.append(f"| {s['batch_size']} | {ENGINE_LABEL[s['engine']]} | "
-                     f"{s['tokens_per_s_median']:.0f} | {_sig(s['total_j_per_token_median'])} | "
-                     f"{s['tokens_per_s_vs_transformers']:.2f} | "
-                     f"{s['j_per_token_vs_transformers']:.2f} |")
+        table.append(
+            f"| {s['batch_size']} | {ENGINE_LABEL[s['engine']]} | "
+            f"{s['tokens_per_s_median']:.0f} | {_sig(s['total_j_per_token_median'])} | "
+            f"{s['tokens_per_s_vs_transformers']:.2f} | "
+            f"{s['j_per_token_vs_transformers']:.2f} |"
+        )
     return head + "\n".join(table) + "\n"
 
 
@@ -259,11 +290,12 @@ def engines_batch8() -> str:
 def openai_client() -> str:
     d = _json("openai_client.json")
     res = sorted(d["results"], key=lambda r: r["concurrency"])
-    rates = " and ".join(f"{_sig(r['tokens_per_s_median'])} at concurrency {r['concurrency']}"
-                         for r in res)
+    rates = " and ".join(
+        f"{_sig(r['tokens_per_s_median'])} at concurrency {r['concurrency']}" for r in res
+    )
     per_cpu = min(r["tokens_per_cpu_s_median"] for r in res)
     load = d["load_avg_1m_before"]  # the one after includes the benchmark's own load
-    busy = ("flagged busy, so these are lower bounds" if d["machine_busy"] else "a quiet machine")
+    busy = "flagged busy, so these are lower bounds" if d["machine_busy"] else "a quiet machine"
     return (
         f"`openai_client.py` measures the client alone against a server that answers "
         f"instantly, median streamed tokens/s: {rates} (at least {_sig(per_cpu)} tokens per "
@@ -293,10 +325,12 @@ def blocks(text: str) -> list[tuple[str, str]]:
 
 def render(text: str) -> str:
     """TEXT with every figures block regenerated from the stored results."""
+
     def sub(m: re.Match[str]) -> str:
         if m["name"] not in FIGURES:
             raise KeyError(f"no figure named {m['name']!r} in benchmarks/figures.py")
         return f"<!-- figures:{m['name']} -->\n{_wrap(FIGURES[m['name']]())}<!-- /figures -->"
+
     return BLOCK.sub(sub, text)
 
 

@@ -428,8 +428,10 @@ def section_steady(check: Check) -> None:
             "other_processes": ";".join(map(str, m.other_pids())),
         }  # fmt: skip
         if truth is not None:
-            row.update(truth_steady_w=truth / (w1 - w0),
-                       truth_idle_w=idle_truth / a.idle_seconds if idle_truth else None)
+            row.update(
+                truth_steady_w=truth / (w1 - w0),
+                truth_idle_w=idle_truth / a.idle_seconds if idle_truth else None,
+            )
         check.add("steady", row)
 
 
@@ -440,8 +442,10 @@ def open_zeus(check: Check) -> None:
     try:
         from zeus.monitor import ZeusMonitor
     except ImportError as e:
-        check.zeus_note = (f"not run: zeus is not importable ({e}); pip install zeus==0.16.0 "
-                           "(on a bare GPU box: carry its wheel) to measure the same windows")
+        check.zeus_note = (
+            f"not run: zeus is not importable ({e}); pip install zeus==0.16.0 "
+            "(on a bare GPU box: carry its wheel) to measure the same windows"
+        )
         return
     try:
         indices = [b.meter.index for b in check.boards]
@@ -506,11 +510,26 @@ def _decode_row(run_config: Any, cfg: Any, precision: str, batch: int) -> dict[s
         s = run_config(cfg).summary
     except Exception as e:  # an unsupported precision is a row saying why, not a crash
         return row | {"status": "failed", "error": f"{type(e).__name__}: {e}"[:300]}
-    keys = ("decode_j_per_token_mean", "decode_j_per_token_ci95_low",
-            "decode_j_per_token_ci95_high", "decode_tokens_per_s_mean", "avg_power_w_mean",
-            "idle_power_w", "floor_hardware", "floor_j_per_token", "floor_ratio",
-            "floor_j_per_token_native_format", "precision_backend", "weight_bits",
-            "activation_bits", "energy_source", "measured", "contended", "n_trials", "flags")
+    keys = (
+        "decode_j_per_token_mean",
+        "decode_j_per_token_ci95_low",
+        "decode_j_per_token_ci95_high",
+        "decode_tokens_per_s_mean",
+        "avg_power_w_mean",
+        "idle_power_w",
+        "floor_hardware",
+        "floor_j_per_token",
+        "floor_ratio",
+        "floor_j_per_token_native_format",
+        "precision_backend",
+        "weight_bits",
+        "activation_bits",
+        "energy_source",
+        "measured",
+        "contended",
+        "n_trials",
+        "flags",
+    )
     return row | {"status": "ok"} | {k: s.get(k) for k in keys}  # fmt: skip
 
 
@@ -664,8 +683,10 @@ def main(argv: list[str] | None = None) -> None:
         for b in check.boards:
             b.meter.close()
     print_summary(check)
-    print(f"gpu_check: {time.perf_counter() - started:.0f} s"
-          + (" (SIMULATED NVML: not a GPU measurement)" if args.simulate else ""))
+    print(
+        f"gpu_check: {time.perf_counter() - started:.0f} s"
+        + (" (SIMULATED NVML: not a GPU measurement)" if args.simulate else "")
+    )
 
 
 if __name__ == "__main__":

@@ -119,7 +119,8 @@ def main() -> None:
         "device_name": meter.device_name,
         "update_period_s_median": statistics.median(gaps) if gaps else None,
         "update_period_jitter_s_max": max(abs(g - statistics.median(gaps)) for g in gaps)
-        if gaps else None,  # fmt: skip
+        if gaps
+        else None,  # fmt: skip
         "changes_seen": len(changes),
         "stamp_minus_poll_midpoint_s_median": statistics.median(offsets) if offsets else None,
         "stamp_inside_polls_share": sum(inside) / len(inside) if inside else None,

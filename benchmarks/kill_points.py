@@ -270,8 +270,11 @@ def run_kills(work: Path, n: int, jobs: int, rng: random.Random) -> tuple[pd.Dat
             pt = (k, r.choice(START_UP) if k == 0 else "", r.uniform(0, 0.8))
             recs.append(kill_once(work, sig, len(recs), pt))
             x = recs[-1]
-            print(f"{sig}: kill {x['kill']} aimed after {x['aimed_after']}, landed after "
-                  f"{x['landed_after']}: exit {x['exit_code']}", flush=True)
+            print(
+                f"{sig}: kill {x['kill']} aimed after {x['aimed_after']}, landed after "
+                f"{x['landed_after']}: exit {x['exit_code']}",
+                flush=True,
+            )
         return recs, resume_after_kills(work, sig)
 
     with ThreadPoolExecutor(min(jobs, len(SIGNALS))) as pool:
@@ -392,8 +395,9 @@ def sweep_progress(out: Path, launched: float, before: int) -> str:
     return "start-up"
 
 
-def reach(p: subprocess.Popen, out: Path, point: str, r: random.Random, before: int,
-          witness: Path) -> bool:
+def reach(
+    p: subprocess.Popen, out: Path, point: str, r: random.Random, before: int, witness: Path
+) -> bool:
     """Wait for the kill point, from the sweep's own progress; False when it ended first."""
 
     def until(pred) -> bool:

@@ -85,16 +85,20 @@ def main() -> None:
                                                                 for p in passes),
                    "passes": passes}  # fmt: skip
             results.append(row)
-            print(f"concurrency {c:>3}: {row['tokens_per_s_median']:>8,.0f} streamed tokens/s "
-                  f"(best {row['tokens_per_s_best']:,.0f}), "
-                  f"{row['tokens_per_cpu_s_median']:,.0f} tokens per client CPU-second")
+            print(
+                f"concurrency {c:>3}: {row['tokens_per_s_median']:>8,.0f} streamed tokens/s "
+                f"(best {row['tokens_per_s_best']:,.0f}), "
+                f"{row['tokens_per_cpu_s_median']:,.0f} tokens per client CPU-second"
+            )
     load_after = os.getloadavg()[0]
     busy = load_before > 0.5 * cores
     worst = min(r["tokens_per_s_median"] for r in results)
     verdict = "meets" if worst >= GOAL_TOKENS_PER_S else "MISSES"
     print(f"goal >= {GOAL_TOKENS_PER_S:,} tokens/s: {verdict} it (slowest median {worst:,.0f})")
-    print(f"machine: {cores} cores, load average {load_before:.2f} before, {load_after:.2f} "
-          f"after (this run adds ~2): {'BUSY - figures may be low' if busy else 'quiet'}")
+    print(
+        f"machine: {cores} cores, load average {load_before:.2f} before, {load_after:.2f} "
+        f"after (this run adds ~2): {'BUSY - figures may be low' if busy else 'quiet'}"
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({

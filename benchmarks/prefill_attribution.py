@@ -113,8 +113,10 @@ def main() -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    lines = [f"prefill attribution, 20-30 ms prefills, {args.trials} trials of "
-             f"~{args.trial_s} s each: |error| % median / worst (median reported uncertainty)"]
+    lines = [
+        f"prefill attribution, 20-30 ms prefills, {args.trials} trials of "
+        f"~{args.trial_s} s each: |error| % median / worst (median reported uncertainty)"
+    ]
     for mode in ("virtual", "real-time"):
         sel = [r for r in rows if r["clock"] == mode]
         n = sum(r["prefills"] for r in sel)
@@ -130,8 +132,11 @@ def main() -> None:
                  f" ({max(rt):.2f}%)")  # fmt: skip
     print("\n".join(lines))
     (out / "prefill_attribution.txt").write_text(
-        "$ python benchmarks/prefill_attribution.py " + " ".join(sys.argv[1:]) + "\n"
-        + "\n".join(lines) + "\n"
+        "$ python benchmarks/prefill_attribution.py "
+        + " ".join(sys.argv[1:])
+        + "\n"
+        + "\n".join(lines)
+        + "\n"
     )
     rec.write(out, "prefill_attribution", ["prefill_attribution.csv", "prefill_attribution.txt"])
 

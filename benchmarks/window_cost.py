@@ -136,7 +136,10 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "window_cost.txt").write_text(
-        "$ python benchmarks/window_cost.py " + " ".join(sys.argv[1:]) + "\n" + "\n".join(lines)
+        "$ python benchmarks/window_cost.py "
+        + " ".join(sys.argv[1:])
+        + "\n"
+        + "\n".join(lines)
         + "\n"
     )
     rec.write(out, "window_cost", ["window_cost.txt"])

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write docs/results-schema.md from tokenwatt/results/schema.py (run after changing a column):
-    python scripts/results-schema.py           # writes the page
-    python scripts/results-schema.py --check   # exit 1 when the committed page is stale
+python scripts/results-schema.py           # writes the page
+python scripts/results-schema.py --check   # exit 1 when the committed page is stale
 """
 
 from __future__ import annotations

@@ -20,9 +20,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     skipped = reporter.stats.get("skipped", []) if reporter else []
     if os.environ.get("TOKENWATT_NO_SKIPS") == "1" and skipped and exitstatus == 0:
         reporter.write_line("")
-        reporter.write_line(f"TOKENWATT_NO_SKIPS: {len(skipped)} test(s) skipped (-rs lists "
-                            "them with their reasons); CI runs every test it selects", red=True)
+        reporter.write_line(
+            f"TOKENWATT_NO_SKIPS: {len(skipped)} test(s) skipped (-rs lists "
+            "them with their reasons); CI runs every test it selects",
+            red=True,
+        )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 # Small and fast: the tiny preset, short prompts, no minimum trial length.
 FAST = [

@@ -24,7 +24,9 @@ HEAD = {
     "DCGM_FI_DEV_SM_CLOCK": ("gauge", "SM clock frequency (in MHz)."),
     "DCGM_FI_DEV_POWER_USAGE": ("gauge", "Power draw (in W)."),
     "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": (
-        "counter", "Total energy consumption since boot (in mJ)."),
+        "counter",
+        "Total energy consumption since boot (in mJ).",
+    ),
     "DCGM_FI_DEV_GPU_UTIL": ("gauge", "GPU utilization (in %)."),
 }
 
@@ -99,9 +101,11 @@ class FakeExporter:
             for lab in self._labels(gpu):
                 values["DCGM_FI_DEV_SM_CLOCK"].append(f"DCGM_FI_DEV_SM_CLOCK{{{lab}}} 1980")
                 values["DCGM_FI_DEV_POWER_USAGE"].append(
-                    f"DCGM_FI_DEV_POWER_USAGE{{{lab}}} {power:.6f}")
+                    f"DCGM_FI_DEV_POWER_USAGE{{{lab}}} {power:.6f}"
+                )
                 values["DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"].append(
-                    f"DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{{{lab}}} {mj}")
+                    f"DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{{{lab}}} {mj}"
+                )
                 values["DCGM_FI_DEV_GPU_UTIL"].append(f"DCGM_FI_DEV_GPU_UTIL{{{lab}}} 87")
         if not self.energy:
             del values["DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"]

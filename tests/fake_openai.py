@@ -66,8 +66,9 @@ class FakeOpenAI:
 
     def start(self) -> FakeOpenAI:
         if self.server is not None:
-            self._thread = threading.Thread(target=self.server.serve_forever, daemon=True,
-                                            kwargs={"poll_interval": 0.05})
+            self._thread = threading.Thread(
+                target=self.server.serve_forever, daemon=True, kwargs={"poll_interval": 0.05}
+            )
             self._thread.start()
         return self
 
@@ -102,11 +103,15 @@ class FakeOpenAI:
             c = dict(self.counts)
         label = '{model_name="' + self.models[0] + '",engine="0"}'
         lines = []
-        for name, value in (("prompt_tokens", c["prompt"]),
-                            ("generation_tokens", c["generation"] * self.metrics_skew)):
+        for name, value in (
+            ("prompt_tokens", c["prompt"]),
+            ("generation_tokens", c["generation"] * self.metrics_skew),
+        ):
             lines += [f"# TYPE vllm:{name} counter", f"vllm:{name}_total{label} {value}"]
-        for name, key in (("time_to_first_token_seconds", "ttft"),
-                          ("inter_token_latency_seconds", "itl")):
+        for name, key in (
+            ("time_to_first_token_seconds", "ttft"),
+            ("inter_token_latency_seconds", "itl"),
+        ):
             lines += [f"# TYPE vllm:{name} histogram",
                       f'vllm:{name}_bucket{label[:-1]},le="+Inf"}} {c[key + "_n"]}',
                       f"vllm:{name}_sum{label} {c[key + '_sum']}",
@@ -187,11 +192,26 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(404, {"detail": "Not Found"})
         mode = self.fake.mode
         if mode == "error500":
-            return self._json(500, {"error": {"message": "fake engine crashed",
-                                              "type": "InternalServerError", "code": 500}})
+            return self._json(
+                500,
+                {
+                    "error": {
+                        "message": "fake engine crashed",
+                        "type": "InternalServerError",
+                        "code": 500,
+                    }
+                },
+            )
         if mode == "reject_ignore_eos" and "ignore_eos" in body:
-            return self._json(400, {"object": "error", "type": "BadRequestError", "code": 400,
-                                    "message": "ignore_eos: Extra inputs are not permitted"})
+            return self._json(
+                400,
+                {
+                    "object": "error",
+                    "type": "BadRequestError",
+                    "code": 400,
+                    "message": "ignore_eos: Extra inputs are not permitted",
+                },
+            )
         if body.get("model") not in self.fake.models:
             return self._json(404, {"object": "error", "message": f"model {body.get('model')!r}"
                                     " does not exist", "code": 404})  # fmt: skip
@@ -211,11 +231,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        head = ('{"id":"cmpl-fake","object":"text_completion","created":0,"model":'
-                + json.dumps(body["model"]) + ',"choices":[{"index":0,"text":" t')
+        head = (
+            '{"id":"cmpl-fake","object":"text_completion","created":0,"model":'
+            + json.dumps(body["model"])
+            + ',"choices":[{"index":0,"text":" t'
+        )
         t0, times = time.monotonic(), []
-        served: dict[str, float | None] = {"arrived": arrived, "first": None,
-                                           "last": None, "done": None}
+        served: dict[str, float | None] = {
+            "arrived": arrived,
+            "first": None,
+            "last": None,
+            "done": None,
+        }
         with fake.lock:
             fake.served.append(served)
         if fake.first_delay_s:
@@ -234,8 +261,11 @@ class _Handler(BaseHTTPRequestHandler):
             served["first"] = served["first"] or times[0]
             served["last"] = times[-1]
         if fake.mode != "no_usage":
-            usage = {"prompt_tokens": prompt_n, "completion_tokens": n,
-                     "total_tokens": prompt_n + n}
+            usage = {
+                "prompt_tokens": prompt_n,
+                "completion_tokens": n,
+                "total_tokens": prompt_n + n,
+            }
             self._event(json.dumps({"id": "cmpl-fake", "object": "text_completion",
                                     "created": 0, "model": body["model"], "choices": [],
                                     "usage": usage}))  # fmt: skip

@@ -142,8 +142,9 @@ def test_named_regions_share_one_carbon_basis_and_say_it() -> None:
 
 def test_a_profile_mixing_bases_is_refused(tmp_path, monkeypatch) -> None:
     f = tmp_path / "r.yaml"
-    f.write_text("regions:\n  mixed:\n    grid: {codecarbon: [DEU, USA/texas]}\n"
-                 "    sources: {grid: test}\n")
+    f.write_text(
+        "regions:\n  mixed:\n    grid: {codecarbon: [DEU, USA/texas]}\n    sources: {grid: test}\n"
+    )
     monkeypatch.setenv("TOKENWATT_REGIONS", str(f))
     with pytest.raises(ConfigError, match="mix carbon bases"):
         resolve_region("mixed")

@@ -222,8 +222,10 @@ def test_compare_intervals_rest_on_runs_not_trials(tmp_path):
     folder = write_folder(tmp_path / "r", a + b)
     row = compare(_trials(folder), "precision", "bf16").iloc[0]
     assert row["ci_basis"] == "runs" and (row["n_runs"], row["baseline_n_runs"]) == (4, 3)
-    pooled = ratio_ci(_trials(folder).query("precision == 'int8-weight'")["decode_j_per_token"],
-                      _trials(folder).query("precision == 'bf16'")["decode_j_per_token"])
+    pooled = ratio_ci(
+        _trials(folder).query("precision == 'int8-weight'")["decode_j_per_token"],
+        _trials(folder).query("precision == 'bf16'")["decode_j_per_token"],
+    )
     assert (row["ratio_ci95_high"] - row["ratio_ci95_low"]) > 3 * (pooled[2] - pooled[1])
 
 

@@ -90,8 +90,9 @@ def test_process_tree_counts_a_busy_child() -> None:
     """The estimate and the contention record count this tree's children as ours."""
     tree = ProcessTree()
     before = tree.cpu_seconds()
-    child = subprocess.Popen([sys.executable, "-c",
-                              "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"])
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"]
+    )
     try:
         time.sleep(0.2)
         tree._scanned = -1e9  # rescan now rather than within a second

@@ -33,12 +33,35 @@ PARAMETERS = {
     ("README.md", "## Benchmarks of tokenwatt itself"): {"1", "8", "32", "64", "20–30 ms"},
     ("docs/measurement.md", "## What a window costs"): set(),
     ("docs/measurement.md", "## Accuracy"): {
-        "100 ms", "±3 ms", "25 ms", "±10 W", "5 ms", "±5%", "±25%", "50 ms", "1.5 s", "3–20 ms",
-        "8 Hz", "10–80 ms", "0.4–1.2 s", "1.2x", "0.01", "40", "40 s", "6", "20–30 ms", "~620 W",
-        "0.3–0.8 s", "~380 W", "0–5 ms"},
+        "100 ms",
+        "±3 ms",
+        "25 ms",
+        "±10 W",
+        "5 ms",
+        "±5%",
+        "±25%",
+        "50 ms",
+        "1.5 s",
+        "3–20 ms",
+        "8 Hz",
+        "10–80 ms",
+        "0.4–1.2 s",
+        "1.2x",
+        "0.01",
+        "40",
+        "40 s",
+        "6",
+        "20–30 ms",
+        "~620 W",
+        "0.3–0.8 s",
+        "~380 W",
+        "0–5 ms",
+    },
 }
-NUMBER = re.compile(r"(?<![\w.])[±~]?\d[\d,.]*(?:[–-]\d[\d,.]*)?"
-                    r"(?:\s?(?:ms|µs|us|s|%|x|W|Hz|J))?(?!\w)")
+NUMBER = re.compile(
+    r"(?<![\w.])[±~]?\d[\d,.]*(?:[–-]\d[\d,.]*)?"
+    r"(?:\s?(?:ms|µs|us|s|%|x|W|Hz|J))?(?!\w)"
+)
 
 # Stored before benchmarks/_record.py: no record of the command line or the load beside them.
 # What each does say about its load is noted; none of them is rerun on a busy machine.
@@ -65,7 +88,7 @@ LEGACY = {
 def _section(text: str, head: str) -> str:
     start = text.index(head + "\n")
     end = text.find("\n## ", start + 1)
-    return text[start:end if end > 0 else None]
+    return text[start : end if end > 0 else None]
 
 
 def test_every_figures_block_follows_its_stored_results():
@@ -85,7 +108,8 @@ def test_no_benchmark_figure_outside_a_generated_block(where):
     found = {m.group(0).rstrip(".,") for m in NUMBER.finditer(prose)}
     assert found - PARAMETERS[where] == set(), (
         f"{path} {head}: figures outside a generated block; generate them from "
-        f"benchmarks/results (benchmarks/figures.py), or list a parameter in PARAMETERS")
+        f"benchmarks/results (benchmarks/figures.py), or list a parameter in PARAMETERS"
+    )
 
 
 def test_a_figure_edited_either_side_is_caught(tmp_path, monkeypatch):

@@ -54,7 +54,11 @@ def test_default_engine_keeps_earlier_case_ids():
 def test_a_sweep_lists_engines():
     cases = expand({"engine": ["transformers", "vllm"], "workload": {"batch_size": [1, 8]}})
     assert sorted((c["engine"], c["workload"]["batch_size"]) for c in cases) == [
-        ("transformers", 1), ("transformers", 8), ("vllm", 1), ("vllm", 8)]
+        ("transformers", 1),
+        ("transformers", 8),
+        ("vllm", 1),
+        ("vllm", 8),
+    ]
 
 
 def test_transformers_rows_name_their_engine(tmp_path, invoke, fast_args):
@@ -72,8 +76,9 @@ def test_vllm_missing_is_refused_before_anything_is_written(tmp_path, invoke, mo
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "vllm" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a)
+    )
     out = tmp_path / "r"
     r = invoke("run", "--engine", "vllm", "--out", str(out))
     assert r.exit_code == 2 and "vLLM is not installed" in r.output and not out.exists()

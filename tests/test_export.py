@@ -49,6 +49,7 @@ def test_pandas_and_tokenwatt_load_it_with_the_declared_dtypes(dataset):
 
 def test_datasets_loads_it_through_the_cards_own_configs(dataset, tmp_path, monkeypatch):
     import datasets  # in the test extras: a missing one fails, never skips
+
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
     header = yaml.safe_load((dataset / "README.md").read_text().split("---")[1])
     names = [c["config_name"] for c in header["configs"]]

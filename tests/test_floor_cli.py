@@ -23,8 +23,21 @@ def _csv(invoke, *args):
 
 
 def test_the_done_when_command_prints_the_floor_and_its_terms(invoke):
-    rows = _csv(invoke, "--model", "preset:llama-3.1-8b", "--precision", "bf16", "--batch-size",
-                "256", "--prompt-tokens", "512", "--new-tokens", "256", "--hardware", "h100-sxm")
+    rows = _csv(
+        invoke,
+        "--model",
+        "preset:llama-3.1-8b",
+        "--precision",
+        "bf16",
+        "--batch-size",
+        "256",
+        "--prompt-tokens",
+        "512",
+        "--new-tokens",
+        "256",
+        "--hardware",
+        "h100-sxm",
+    )
     (r,) = rows
     cfg = PRESETS["llama-3.1-8b"].config
     kv_per_pos = 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * 128 * 2
@@ -48,15 +61,32 @@ def test_quantised_and_moe_floors(invoke):
                        "--hardware", "h100-sxm")[0] for p in ("bf16", "int4-weight"))  # fmt: skip
     ratio = float(int4["weight_bytes_per_step"]) / float(bf16["weight_bytes_per_step"])
     assert ratio == pytest.approx(0.25, rel=0.01)  # the embedding is not in either
-    moe = _csv(invoke, "--model", "preset:mixtral-8x7b", "--batch-size", "8", "--hardware",
-               "h100-sxm")[0]
+    moe = _csv(
+        invoke, "--model", "preset:mixtral-8x7b", "--batch-size", "8", "--hardware", "h100-sxm"
+    )[0]
     assert float(moe["experts_touched_per_layer"]) / 2 == pytest.approx(3.6, abs=0.01)
     assert moe["experts_basis"] == "uniform-routing-expectation"
-    fixed = _csv(invoke, "--model", "preset:mixtral-8x7b", "--batch-size", "8",
-                 "--hardware", "h100-sxm", "--experts-touched", "2")[0]
+    fixed = _csv(
+        invoke,
+        "--model",
+        "preset:mixtral-8x7b",
+        "--batch-size",
+        "8",
+        "--hardware",
+        "h100-sxm",
+        "--experts-touched",
+        "2",
+    )[0]
     assert float(fixed["weight_bytes_per_step"]) < float(moe["weight_bytes_per_step"])
-    nv = _csv(invoke, "--model", "preset:tiny-llama", "--precision", "nvfp4-emulated",
-              "--hardware", "b200")[0]
+    nv = _csv(
+        invoke,
+        "--model",
+        "preset:tiny-llama",
+        "--precision",
+        "nvfp4-emulated",
+        "--hardware",
+        "b200",
+    )[0]
     assert float(nv["native_format_floor_j_per_token"]) < float(nv["floor_j_per_token"])
 
 

@@ -60,8 +60,9 @@ def test_simulated_protocol_writes_every_section_and_finds_the_simulators_sensor
     # issue 26: this accepted whatever the section wrote. Every window, side by side with the
     # simulator's truth; Zeus's column where Zeus runs, else empty and the reason recorded
     zeus = _rows(out / "zeus.csv")
-    assert [r["window"] for r in zeus] == [f"parttime phase {i}" for i in
-                                           range(gpu_check.PHASES)] + ["steady load"]
+    assert [r["window"] for r in zeus] == [
+        f"parttime phase {i}" for i in range(gpu_check.PHASES)
+    ] + ["steady load"]
     for r in zeus:
         assert float(r["tokenwatt_j"]) == pytest.approx(float(r["truth_j"]), rel=0.05)
     note = json.loads((out / "gpu_check.json").read_text())["zeus"]
@@ -74,7 +75,7 @@ def test_simulated_protocol_writes_every_section_and_finds_the_simulators_sensor
     assert decode[0]["status"] == "ok" and decode[0]["energy_source"].startswith("simulated-")
     doc = json.loads((out / "gpu_check.json").read_text())
     assert doc["simulated"] is True
-    (uuid, board), = doc["boards"].items()
+    ((uuid, board),) = doc["boards"].items()
     assert uuid.startswith("GPU-") and board["instant_window_s"] == pytest.approx(0.025, abs=0.004)
     assert "SIMULATED" in p.stdout
 
@@ -88,8 +89,18 @@ def test_a_measured_window_reaches_the_attribution(tmp_path, monkeypatch):
     _, (meter,) = virtual_board()
     assert meter.instant_window_s() is None and instant_window_of(meter) == INSTANT_WINDOW_S
     sensor = tmp_path / "sensor.json"
-    sensor.write_text(json.dumps({"boards": {meter.uuid: {
-        "instant_window_s": 0.02, "source": "measured by benchmarks/gpu_check.py"}}}))
+    sensor.write_text(
+        json.dumps(
+            {
+                "boards": {
+                    meter.uuid: {
+                        "instant_window_s": 0.02,
+                        "source": "measured by benchmarks/gpu_check.py",
+                    }
+                }
+            }
+        )
+    )
     monkeypatch.setenv("TOKENWATT_SENSOR_FILE", str(sensor))
     assert meter.instant_window_s() == 0.02 and instant_window_of(meter) == 0.02
     assert "gpu_check" in meter.describe()["instant_window_source"]

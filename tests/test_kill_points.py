@@ -18,9 +18,11 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 def test_progress_is_the_last_event_of_the_run(tmp_path):
     witness = tmp_path / "w"
-    witness.write_text("phase python 1.0\nphase meters 2.0\nphase warning 2.1\n"
-                       "phase idle 3.0\nphase trials 3.5\nresults.csv 1 4.0\nresults.csv 1 4.4\n"
-                       "summary.csv 1 4.5\nresults.csv 1")  # fmt: skip  (a line being written)
+    witness.write_text(
+        "phase python 1.0\nphase meters 2.0\nphase warning 2.1\n"
+        "phase idle 3.0\nphase trials 3.5\nresults.csv 1 4.0\nresults.csv 1 4.4\n"
+        "summary.csv 1 4.5\nresults.csv 1"
+    )  # fmt: skip  (a line being written)
     ev = kp.events(witness)
     assert len(ev) == 8 and ev[-1] == ("summary.csv", "1", 4.5)
     assert kp.progress(ev[:3]) == "phase meters"  # a warning is no step of the run

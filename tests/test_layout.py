@@ -119,7 +119,8 @@ def test_the_simulator_branch_check_finds_one(tmp_path):
     (pkg / "energy" / "m.py").write_text(
         "def read(self):\n    if self.simulated:\n        return 0.0\n"
         "    label = 'simulated-x' if self.simulated else 'x'\n"
-        "    scale = 2 if getattr(nv, 'TOKENWATT_SIMULATED', False) else 1\n")
+        "    scale = 2 if getattr(nv, 'TOKENWATT_SIMULATED', False) else 1\n"
+    )
     assert simulator_branches(pkg) == ["tokenwatt/energy/m.py:2", "tokenwatt/energy/m.py:5"]
 
 

@@ -264,8 +264,9 @@ def steady_errors(out: Path, prof) -> list[tuple[float, float, float]]:
     got = []
     for trial in run["trials"]:
         marks = [(m["phase"], m["t_s"] - sim.STATE.origin) for m in trial["marks"]]
-        truth = sum(prof.energy(a, b) for (p, a), (_, b) in zip(marks, marks[1:])
-                    if p == "steady")  # every pass of the trial
+        truth = sum(
+            prof.energy(a, b) for (p, a), (_, b) in zip(marks, marks[1:]) if p == "steady"
+        )  # every pass of the trial
         row = rows[(rows["trial"] == trial["trial"]) & (rows["window"] == "steady-state")]
         got.append((float(row["total_j"].iloc[0]), truth, float(row["total_j_err"].iloc[0])))
     return got

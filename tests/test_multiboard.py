@@ -45,12 +45,14 @@ def test_each_held_board_is_measured_and_the_row_is_their_sum(tmp_path, invoke, 
             assert row[f"board{i}_total_j"] == pytest.approx(POWERS[i] * seconds, rel=0.005)
             assert row[f"board{i}_idle_power_w"] == pytest.approx(POWERS[i], rel=0.05)
             assert row[f"board{i}_total_j_per_token"] == pytest.approx(
-                row[f"board{i}_total_j"] / row["tokens_generated"])
+                row[f"board{i}_total_j"] / row["tokens_generated"]
+            )
         assert row["total_j"] == pytest.approx(row["board0_total_j"] + row["board1_total_j"])
         assert row["total_j"] < sum(POWERS) * seconds * 0.8  # board 2's 250 W is not in it
     summary = pd.read_csv(tmp_path / "o" / "summary.csv").iloc[0]
     assert summary["board1_decode_j_per_token_mean"] == pytest.approx(
-        df["board1_decode_j_per_token"].mean())
+        df["board1_decode_j_per_token"].mean()
+    )
     run = json.loads((tmp_path / "o" / "run.json").read_text())["runs"][0]
     trial = run["trials"][0]
     assert set(trial["gpu_energy_j"]) == {gpus[0].uuid, gpus[1].uuid}

@@ -127,7 +127,9 @@ def test_trace_replays_at_its_timestamps_with_its_lengths(tmp_path):
     bodies = fake.bodies[n_probe:]
     arrived = fake.arrivals[n_probe:]
     assert len(bodies) == 4 and [len(b["prompt"]) for b in bodies] in (
-        [5, 9, 2, 4], [5, 2, 9, 4])  # two lines share a timestamp: either may arrive first
+        [5, 9, 2, 4],
+        [5, 2, 9, 4],
+    )  # two lines share a timestamp: either may arrive first
     by_prompt = {len(b["prompt"]): b["max_tokens"] for b in bodies}
     assert by_prompt == {5: 3, 9: 6, 2: 2, 4: 5}  # max_tokens = the line's output_length
     rs = batch.requests
@@ -302,9 +304,12 @@ def test_readme_request_rate_run_writes_requests_that_recompute_the_row(tmp_path
     assert {x["clock"] for x in lines} == {"monotonic"} and not any(x["error"] for x in lines)
     first = [x for x in lines if x["pass"] == 0]
     assert [x["scheduled_s"] for x in first] == pytest.approx(
-        gamma_arrivals(4.0, 1.0, 60, seed=0, call=0), abs=1e-9)  # the seeded schedule
-    for window, keep in (("whole-run", lambda x: True), ("steady-state",
-                                                         lambda x: x["steady_state"])):
+        gamma_arrivals(4.0, 1.0, 60, seed=0, call=0), abs=1e-9
+    )  # the seeded schedule
+    for window, keep in (
+        ("whole-run", lambda x: True),
+        ("steady-state", lambda x: x["steady_state"]),
+    ):
         got = [x for x in lines if keep(x)]
         ttft = [x["first_token_s"] - x["sent_s"] for x in got]
         itl = [(x["end_s"] - x["first_token_s"]) / (x["output_tokens"] - 1) for x in got]

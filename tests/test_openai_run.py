@@ -53,8 +53,10 @@ def _server_windows(served, concurrency):
     lasts, dones = sorted(s["last"] for s in served), sorted(s["done"] for s in served)
     k = len(served) - concurrency
     first_c = firsts[concurrency - 1]
-    return {"whole-run": ((arrived - LAG_S, arrived), (lasts[-1], dones[-1] + LAG_S)),
-            "steady-state": ((first_c, first_c + LAG_S), (lasts[k - 1], dones[k - 1] + LAG_S))}
+    return {
+        "whole-run": ((arrived - LAG_S, arrived), (lasts[-1], dones[-1] + LAG_S)),
+        "steady-state": ((first_c, first_c + LAG_S), (lasts[k - 1], dones[k - 1] + LAG_S)),
+    }
 
 
 def test_gpu_energy_is_that_of_exactly_the_windows_the_server_served(tmp_path, invoke, sim_gpu):
@@ -71,12 +73,12 @@ def test_gpu_energy_is_that_of_exactly_the_windows_the_server_served(tmp_path, i
     assert list(rows["window"]) == ["whole-run", "steady-state"] * 2
     assert set(rows["engine"]) == {"openai"} and set(rows["status"]) == {"ok"}
     run = json.loads((out / "run.json").read_text())["runs"][0]
-    trials = sorted(served, key=lambda s: s["arrived"])[-2 * 16:]  # after the probe: 2 x 16
+    trials = sorted(served, key=lambda s: s["arrived"])[-2 * 16 :]  # after the probe: 2 x 16
     assert len(served) >= 2 * 16 and all(s["done"] is not None for s in trials)
     for trial in run["trials"]:
         assert [m["phase"] for m in trial["marks"]] == ["ramp-up", "steady", "ramp-down", "end"]
         got = rows[rows["trial"] == trial["trial"]].set_index("window")
-        requests = trials[16 * trial["trial"]:16 * (trial["trial"] + 1)]
+        requests = trials[16 * trial["trial"] : 16 * (trial["trial"] + 1)]
         for window, ((s_lo, s_hi), (e_lo, e_hi)) in _server_windows(requests, 4).items():
             lo, hi = _energy(sim_gpu, s_hi, e_lo), _energy(sim_gpu, s_lo, e_hi)
             j = got.loc[window, "total_j"]

@@ -105,7 +105,8 @@ def test_a_region_measures_the_boards_this_process_may_use(monkeypatch):
     assert region_placement("cpu").measured == ()
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert region_placement() == region_placement("cpu").__class__(
-        "cpu", "auto: NVML sees no board this process may use")
+        "cpu", "auto: NVML sees no board this process may use"
+    )
 
 
 def test_a_run_on_held_boards_records_how_its_device_was_decided(monkeypatch):

@@ -97,8 +97,10 @@ def test_phase_energies_and_every_per_token_figure_follow_the_work(board, tmp_pa
         # energy across each boundary that tokenwatt's attribution, which takes the power to
         # change at the marks, does not see: at most lag x the step at every boundary.
         bound = {}
-        for phase, got, err, truth in (("prefill", row["prefill_j"], row["prefill_j_err"], pre_j),
-                                       ("decode", row["decode_j"], row["decode_j_err"], dec_j)):
+        for phase, got, err, truth in (
+            ("prefill", row["prefill_j"], row["prefill_j_err"], pre_j),
+            ("decode", row["decode_j"], row["decode_j_err"], dec_j),
+        ):
             lag = board.lag_s * 2 * _count(detail["marks"], phase) * STEP_W
             bound[phase] = 3 * err + 0.005 * truth + lag
             assert abs(got - truth) <= bound[phase], (phase, got, truth, err)
@@ -110,6 +112,7 @@ def test_phase_energies_and_every_per_token_figure_follow_the_work(board, tmp_pa
         assert row["avg_power_w"] == pytest.approx(row["total_j"] / (pre_s + dec_s))
         dynamic = (dec_j - row["idle_power_w"] * dec_s) / decode_tokens
         assert row["dynamic_decode_j_per_token"] == pytest.approx(
-            dynamic, abs=bound["decode"] / decode_tokens)
+            dynamic, abs=bound["decode"] / decode_tokens
+        )
         # prefill draws more than decode here: a swap of the two could not pass
         assert row["prefill_j"] / pre_s > row["decode_j"] / dec_s

@@ -110,16 +110,20 @@ def test_compute_term_is_never_the_boards_tdp_over_peak() -> None:
 
 def test_a_sourced_arithmetic_energy_is_counted(tmp_path, monkeypatch) -> None:
     f = tmp_path / "hw.yaml"
-    f.write_text("profiles:\n  h100-sxm:\n    precisions:\n      bf16: {peak_flops_per_s: 9.894e14,"
-                 " arith_pj_per_flop: 0.1}\n    sources: {arith_pj_per_flop: 'my measurement'}\n")
+    f.write_text(
+        "profiles:\n  h100-sxm:\n    precisions:\n      bf16: {peak_flops_per_s: 9.894e14,"
+        " arith_pj_per_flop: 0.1}\n    sources: {arith_pj_per_flop: 'my measurement'}\n"
+    )
     monkeypatch.setenv("TOKENWATT_HARDWARE", str(f))
     hw = match_hardware(H100, "cuda")
     fl = decode_floor(7e9, 16, 1, 0, 0, hw)
     assert fl.compute_j_per_token == pytest.approx(2 * 7e9 * 0.1e-12)
     assert "my measurement" in fl.compute_energy_basis
     g = tmp_path / "unsourced.yaml"
-    g.write_text("profiles:\n  h100-sxm:\n    precisions:\n      bf16: {peak_flops_per_s: 1.0e15,"
-                 " arith_pj_per_flop: 0.1}\n")
+    g.write_text(
+        "profiles:\n  h100-sxm:\n    precisions:\n      bf16: {peak_flops_per_s: 1.0e15,"
+        " arith_pj_per_flop: 0.1}\n"
+    )
     monkeypatch.setenv("TOKENWATT_HARDWARE", str(g))
     with pytest.raises(ConfigError, match="arith_pj_per_flop has no source"):
         match_hardware(H100, "cuda")

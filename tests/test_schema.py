@@ -93,7 +93,9 @@ def test_pandas_dtypes_follow_whether_a_cell_may_be_empty():
                    "total_j": "float64"}  # fmt: skip
     # summary.csv has no failed or degraded rows: a count there is never empty
     assert pandas_dtypes(["repetitions", "n_trials"], "summary") == {
-        "repetitions": "int64", "n_trials": "int64"}
+        "repetitions": "int64",
+        "n_trials": "int64",
+    }
 
 
 # --- real writers emit only declared columns -----------------------------------------------
@@ -219,7 +221,9 @@ def test_a_folder_from_before_engines_loads_with_todays_names_and_dtypes(tmp_pat
         folder / "results.csv")  # fmt: skip
     trials, summary = load_results(folder), load_results(folder, summary=True)
     assert "flags" not in summary and summary["summary_flags"].tolist() == [
-        "cv>5%;estimate", "cv>5%;estimate"]
+        "cv>5%;estimate",
+        "cv>5%;estimate",
+    ]
     for df, kind in ((trials, "results"), (summary, "summary")):
         assert undeclared([c for c in df.columns if c != "results_dir"], kind) == []
         want = pandas_dtypes(df.columns, kind)

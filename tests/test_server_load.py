@@ -72,8 +72,18 @@ def test_what_is_left_beside_the_server_is_still_contention():
 
 
 def _start_server(port: int, delay_s: float = 0.002) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, str(HERE / "busy_openai.py"), "--port", str(port),
-                             "--delay-s", str(delay_s)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "busy_openai.py"),
+            "--port",
+            str(port),
+            "--delay-s",
+            str(delay_s),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None and "listening" in proc.stdout.readline()
     return proc
 
@@ -101,9 +111,11 @@ def test_the_process_listening_on_the_port_is_the_server(busy_server):
 
 
 def test_a_forest_counts_children_and_keeps_the_time_of_a_root_that_ended():
-    code = ("import subprocess, sys, time\n"
-            "c = subprocess.Popen([sys.executable, '-c', 'import time\\nt=time.time()\\n"
-            "while time.time()-t<30: pass'])\nprint(c.pid, flush=True)\ntime.sleep(30)")
+    code = (
+        "import subprocess, sys, time\n"
+        "c = subprocess.Popen([sys.executable, '-c', 'import time\\nt=time.time()\\n"
+        "while time.time()-t<30: pass'])\nprint(c.pid, flush=True)\ntime.sleep(30)"
+    )
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert parent.stdout is not None
@@ -122,9 +134,29 @@ def test_a_forest_counts_children_and_keeps_the_time_of_a_root_that_ended():
         os.system("pkill -f 'while time.time\\(\\)-t<30' >/dev/null 2>&1")
 
 
-RUN = ["run", "--engine", "openai", "--batch-size", "2", "--requests", "8", "--prompt-tokens",
-       "8", "--new-tokens", "32", "--meter", "estimate", "--repeats", "2", "--warmup", "0",
-       "--min-seconds", "1", "--idle-seconds", "0"]
+RUN = [
+    "run",
+    "--engine",
+    "openai",
+    "--batch-size",
+    "2",
+    "--requests",
+    "8",
+    "--prompt-tokens",
+    "8",
+    "--new-tokens",
+    "32",
+    "--meter",
+    "estimate",
+    "--repeats",
+    "2",
+    "--warmup",
+    "0",
+    "--min-seconds",
+    "1",
+    "--idle-seconds",
+    "0",
+]
 
 
 def _wait_quiet(limit_s: float = 60.0) -> None:

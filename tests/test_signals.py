@@ -37,8 +37,13 @@ def start(tmp_path: Path, name: str) -> tuple[subprocess.Popen, Path]:
     cmd = [sys.executable, "-m", "tokenwatt.cli", "run", str(cfg), "--out", str(out), "-q"]
     # SIGINT as a terminal gives it: a shell's background job (`ci &`) hands it down ignored,
     # and a Python started so keeps ignoring it
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    p = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     return p, out
 
 

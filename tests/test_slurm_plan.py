@@ -233,8 +233,12 @@ def test_a_submission_that_fails_anyway_cancels_what_was_submitted(tmp_path, slu
                            "slurm controller (connect failure)", after=1)  # fmt: skip
     cfg, out = sweep_file(tmp_path, "[cpu, auto]")
     r = cli_run("sweep", cfg, "--executor", "slurm", "-q")
-    assert_one_line(r, "sbatch failed: Unable to contact slurm controller", "start slurmctld",
-                    "job array(s) 101 submitted before were cancelled")
+    assert_one_line(
+        r,
+        "sbatch failed: Unable to contact slurm controller",
+        "start slurmctld",
+        "job array(s) 101 submitted before were cancelled",
+    )
     assert slurm.cancelled == ["101"]
     # what submitit submitted is the script the preflight tested, built by submitit itself
     (submitted,) = slurm.scripts("submitted")

@@ -32,9 +32,10 @@ def test_positive_quantity_interval_is_on_the_log_scale_and_never_negative():
     assert log["ci95_low"] == pytest.approx(log["mean"] * math.exp(-half))
     assert log["ci95_low"] * log["ci95_high"] == pytest.approx(log["mean"] ** 2)
     # a negative value shows the quantity is not positive: the linear interval is kept
-    assert describe([-1.0, 1.0, 2.0], positive=True)["ci95_low"] == describe([-1.0, 1.0, 2.0])[
-        "ci95_low"
-    ]
+    assert (
+        describe([-1.0, 1.0, 2.0], positive=True)["ci95_low"]
+        == describe([-1.0, 1.0, 2.0])["ci95_low"]
+    )
 
 
 def test_log_interval_covers_the_mean_about_95_percent():

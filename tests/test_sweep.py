@@ -203,7 +203,8 @@ def test_run_sweep_skips_complete_and_reports_failures(tmp_path):
     assert len(first.ran) == 2 and outcome.skipped == []
     assert list(outcome.failed.values()) == ["PrecisionUnsupported: fp8 needs a GPU"]
     assert failure_summary(outcome).startswith(
-        "1 of 2 cases failed: 1 x PrecisionUnsupported: fp8 needs a GPU; logs: ")
+        "1 of 2 cases failed: 1 x PrecisionUnsupported: fp8 needs a GPU; logs: "
+    )
     again = RecordingExecutor()
     outcome = run_sweep(data, cases, executor=again)
     assert again.ran == [] and len(outcome.skipped) == 2 and len(outcome.failed) == 1

@@ -48,6 +48,7 @@ def left_out(output: str) -> list[str]:
 @pytest.fixture
 def terminal(monkeypatch):
     """stdout as a terminal of a given width; returns what was printed."""
+
     def _at(width: int) -> io.StringIO:
         buf = io.StringIO()
         fake = Console(file=buf, width=width, force_terminal=True, color_system=None)
@@ -182,8 +183,15 @@ def test_tsv_is_the_table_at_full_precision_for_pandas(invoke):
     table = compare_folders([str(PRECISION_BATCH)], "precision", "fp32")
     assert len(df) == len(table) == 6
     assert list(df.columns[:2]) == ["precision", "batch_size"]
-    for column in ("decode_j_per_token", "baseline_decode_j_per_token", "ratio",
-                   "ratio_ci95_low", "ratio_ci95_high", "kl_divergence", "top1_agreement"):
+    for column in (
+        "decode_j_per_token",
+        "baseline_decode_j_per_token",
+        "ratio",
+        "ratio_ci95_low",
+        "ratio_ci95_high",
+        "kl_divergence",
+        "top1_agreement",
+    ):
         assert df[column].dtype == float
         assert df[column].tolist() == pytest.approx(table[column].tolist(), rel=1e-12)
     assert (df["kl_divergence"] < 1e-3).any()  # small enough to be cut by rich at 80 columns
@@ -198,9 +206,15 @@ def _summary(served: bool = False) -> dict:
          "device_name": "AMD EPYC 7763 64-Core Processor", "n_trials": 5,
          "energy_scope": "cpu-package", "energy_source": "estimate-tdp-process-cpu",
          "measured": False, "idle_power_w": 2.172}  # fmt: skip
-    means = {"decode_j_per_token": 3.352e-06, "prefill_j_per_token": 0.0001234,
-             "total_j_per_token": 0.028111, "decode_tokens_per_s": 1234.5678,
-             "avg_power_w": 87.654321, "ttft_s_median": 0.0123456, "itl_s_median": 0.000987}
+    means = {
+        "decode_j_per_token": 3.352e-06,
+        "prefill_j_per_token": 0.0001234,
+        "total_j_per_token": 0.028111,
+        "decode_tokens_per_s": 1234.5678,
+        "avg_power_w": 87.654321,
+        "ttft_s_median": 0.0123456,
+        "itl_s_median": 0.000987,
+    }
     for m, mean in means.items():
         if served or not m.startswith(("ttft", "itl")):  # a served run's latencies
             s |= {f"{m}_mean": mean, f"{m}_ci95_low": mean * 0.9123,

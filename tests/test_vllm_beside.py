@@ -73,18 +73,31 @@ def test_the_server_beside_is_its_own_load_not_contention(server, tmp_path):
     assert (rows["server_processes"] == f"listening on port {port}: pid {proc.pid} and its "
             "children").all()  # fmt: skip
     assert (rows["server_cpu_cores"] > 0.2).all(), rows["server_cpu_cores"].tolist()
-    assert not rows["contended"].any(), \
-        rows[["other_cpu_cores", "other_runnable", "server_cpu_cores", "contention_reason"]]
+    assert not rows["contended"].any(), rows[
+        ["other_cpu_cores", "other_runnable", "server_cpu_cores", "contention_reason"]
+    ]
     # vLLM's own word on every trial agrees with tokenwatt's
     assert (rows["server_metrics"] == "vllm /metrics").all()
     assert (rows["server_check"] == "agrees").all(), rows["server_check"].tolist()
     whole = rows[rows["window"] == "whole-run"]
     assert (whole["server_generated_tokens"] == whole["tokens_generated"]).all()
     assert (whole["server_prompt_tokens"] == 16 * 16).all()
-    print("\nbeside vLLM:", rows[["window", "server_cpu_cores", "other_cpu_cores",
-                                   "other_runnable", "server_generated_tokens",
-                                   "server_ttft_s_mean", "ttft_s_median",
-                                   "server_itl_s_mean", "itl_s_median"]].to_string())
+    print(
+        "\nbeside vLLM:",
+        rows[
+            [
+                "window",
+                "server_cpu_cores",
+                "other_cpu_cores",
+                "other_runnable",
+                "server_generated_tokens",
+                "server_ttft_s_mean",
+                "ttft_s_median",
+                "server_itl_s_mean",
+                "itl_s_median",
+            ]
+        ].to_string(),
+    )
 
 
 def test_an_unrelated_hog_beside_the_server_is_contention(server, tmp_path):

@@ -22,8 +22,9 @@ def _tokenwatt(args: list[str], cache: Path) -> subprocess.CompletedProcess[str]
            "VLLM_HOST_IP": os.environ.get("VLLM_HOST_IP", "127.0.0.1")}  # fmt: skip
     done = subprocess.run([sys.executable, "-m", "tokenwatt", *args], env=env, text=True,
                           capture_output=True, timeout=900)  # fmt: skip
-    assert done.returncode == 0, f"tokenwatt {' '.join(args)}: exit {done.returncode}\n" + (
-        done.stderr[-3000:])
+    assert done.returncode == 0, (
+        f"tokenwatt {' '.join(args)}: exit {done.returncode}\n" + (done.stderr[-3000:])
+    )
     return done
 
 

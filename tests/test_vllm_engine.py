@@ -106,7 +106,8 @@ def test_export_builds_the_transformers_engines_weights(tmp_path: Path) -> None:
     assert all(torch.equal(v, saved[k]) for k, v in built.state_dict().items())
     facts, inv = checkpoint_facts(path), weight_inventory(built)
     assert {k: facts[k] for k in inv if k.endswith(("_params", "_bytes"))} == {
-        k: v for k, v in inv.items() if k.endswith(("_params", "_bytes"))}
+        k: v for k, v in inv.items() if k.endswith(("_params", "_bytes"))
+    }
     assert {k: facts[k] for k in ("params_total", "params_active")} == param_counts(built)
     assert facts["kv_bytes_per_element"] == 4 and facts["config"]["num_local_experts"] == 8
     half = checkpoint_facts(path, "bfloat16")

@@ -111,8 +111,10 @@ class Workload(_Strict):
     def _requests_fill_the_batch(self) -> Workload:
         open_loop = self.request_rate is not None or self.trace is not None
         if not open_loop and self.requests is not None and self.requests < self.batch_size:
-            raise ValueError(f"workload.requests ({self.requests}) is fewer than batch_size "
-                             f"({self.batch_size}) requests in flight; raise --requests")
+            raise ValueError(
+                f"workload.requests ({self.requests}) is fewer than batch_size "
+                f"({self.batch_size}) requests in flight; raise --requests"
+            )
         return self
 
     @model_validator(mode="after")
@@ -182,7 +184,7 @@ class Measure(_Strict):
     )
     prometheus_selector: str | None = Field(
         None,
-        description="meter prometheus: the boards' labels, e.g. '{Hostname=\"n1\",gpu=\"0\"}'.",
+        description='meter prometheus: the boards\' labels, e.g. \'{Hostname="n1",gpu="0"}\'.',
     )
 
     @field_validator("meter")
@@ -284,8 +286,10 @@ class Server(_Strict):
         "http://127.0.0.1:8000/v1 (only its host is contacted).",
     )
     model: str | None = Field(
-        None, max_length=1024, description="engine openai: the served model name (default: the "
-        "first one the server's /v1/models lists)."
+        None,
+        max_length=1024,
+        description="engine openai: the served model name (default: the "
+        "first one the server's /v1/models lists).",
     )
     launch: str | None = Field(
         None,
@@ -294,12 +298,16 @@ class Server(_Strict):
         "health endpoint, measures, and stops it (its log is kept in OUT).",
     )
     launch_timeout_s: StrictFloat = Field(
-        600.0, gt=0, le=86400, description="engine openai: how long a launched server may take "
-        "to become healthy."
+        600.0,
+        gt=0,
+        le=86400,
+        description="engine openai: how long a launched server may take to become healthy.",
     )
     request_timeout_s: StrictFloat = Field(
-        120.0, gt=0, le=86400, description="engine openai: a request with no streamed data "
-        "for this long fails."
+        120.0,
+        gt=0,
+        le=86400,
+        description="engine openai: a request with no streamed data for this long fails.",
     )
 
     @field_validator("url")
@@ -341,8 +349,9 @@ class RunConfig(_Strict):
         "tokenwatt cannot see (auto: recorded as 'server').",
     )
     compile: StrictBool = Field(
-        False, description="Static KV cache + torch.compile of the decode step (engine vllm: "
-        "CUDA graphs and compilation, enforce_eager=false)."
+        False,
+        description="Static KV cache + torch.compile of the decode step (engine vllm: "
+        "CUDA graphs and compilation, enforce_eager=false).",
     )
     experts: str = Field(
         "tokenwatt",
@@ -422,8 +431,9 @@ class RunConfig(_Strict):
                 raise ValueError(f"workload.{field} is for engine openai; drop --{flag} or add "
                                  "--engine openai")  # fmt: skip
         if self.engine == "openai" and self.compile:
-            raise ValueError("compile: a server compiles (or not) as it was started; drop "
-                             "--compile")
+            raise ValueError(
+                "compile: a server compiles (or not) as it was started; drop --compile"
+            )
         return self
 
     @field_validator("experts")

@@ -259,8 +259,10 @@ def _profile_region(prof: dict[str, Any]) -> Region:
         parts = [resolve_region(str(k)) for k in keys]
         bases = {p.basis for p in parts}
         if len(bases) > 1:
-            raise ConfigError(f"region {prof['name']!r}: grid keys {keys} mix carbon bases "
-                              f"({', '.join(sorted(bases))}); average figures of one basis")
+            raise ConfigError(
+                f"region {prof['name']!r}: grid keys {keys} mix carbon bases "
+                f"({', '.join(sorted(bases))}); average figures of one basis"
+            )
         basis = bases.pop()
         g = sum(p.carbon_intensity_g_per_kwh for p in parts) / len(parts)
         joined = "; ".join(f"{p.carbon_source} = {p.carbon_intensity_g_per_kwh:.1f}" for p in parts)

@@ -113,8 +113,11 @@ class Floor:
     def energy_dominant(self) -> str:
         """Which term is the largest part of the energy floor: weights, kv-cache or compute."""
         pj = self.memory_j_per_token / self.bytes_per_token if self.bytes_per_token else 0.0
-        terms = {"weights": self.weight_bytes_per_token * pj,
-                 "kv-cache": self.kv_bytes_per_token * pj, "compute": self.compute_j_per_token}
+        terms = {
+            "weights": self.weight_bytes_per_token * pj,
+            "kv-cache": self.kv_bytes_per_token * pj,
+            "compute": self.compute_j_per_token,
+        }
         return max(terms, key=terms.__getitem__)  # fmt: skip
 
 
@@ -224,7 +227,8 @@ def _build(name: str, prof: dict[str, Any], paths: tuple[str, ...]) -> Hardware:
             cache_bytes=None if prof.get("cache_bytes") is None else _num(prof["cache_bytes"]),
             precisions=precisions,
             sources={k: " ".join(str(v).split()) for k, v in sources.items()},
-            interconnect_bytes_per_s=None if prof.get("interconnect_bytes_per_s") is None
+            interconnect_bytes_per_s=None
+            if prof.get("interconnect_bytes_per_s") is None
             else _num(prof["interconnect_bytes_per_s"]),
         )
     except (KeyError, TypeError, ValueError) as e:
@@ -488,8 +492,11 @@ def aggregate(hw: Hardware, boards: int) -> Hardware:
     split, as device_map="auto" makes, runs one board at a time). Energy per byte is unchanged."""
     if boards <= 1:
         return hw
-    return replace(hw, name=f"{boards}x {hw.name}",
-                   memory_bandwidth_bytes_per_s=hw.memory_bandwidth_bytes_per_s * boards)
+    return replace(
+        hw,
+        name=f"{boards}x {hw.name}",
+        memory_bandwidth_bytes_per_s=hw.memory_bandwidth_bytes_per_s * boards,
+    )
 
 
 def _floor_columns(

@@ -13,22 +13,49 @@ from tokenwatt.report.format import compact, fmt
 
 
 @click.command()
-@click.option("--model", default="preset:llama-3.1-8b", show_default=True,
-              help="preset:NAME or a local checkpoint directory (only its config is read).")
-@click.option("--precision", default="bf16", show_default=True,
-              type=click.Choice(PRECISION_NAMES), help="Number format of the weights.")
-@click.option("--batch-size", default=1, show_default=True, type=int,
-              help="Sequences decoded together.")
-@click.option("--prompt-tokens", default=128, show_default=True, type=int,
-              help="Context in the KV cache when decoding starts.")
-@click.option("--new-tokens", default=128, show_default=True, type=int,
-              help="Tokens generated per sequence (the mean context is prompt + new / 2).")
-@click.option("--hardware", "hardware", multiple=True,
-              help="Hardware profile (repeatable; default: every profile). Profiles: "
-              "tokenwatt/data/hardware.yaml and TOKENWATT_HARDWARE files.")
-@click.option("--experts-touched", type=float,
-              help="MoE: experts a decode step reads per layer, e.g. a run's "
-              "routing_decode_experts_touched_mean (default: uniform-routing expectation).")
+@click.option(
+    "--model",
+    default="preset:llama-3.1-8b",
+    show_default=True,
+    help="preset:NAME or a local checkpoint directory (only its config is read).",
+)
+@click.option(
+    "--precision",
+    default="bf16",
+    show_default=True,
+    type=click.Choice(PRECISION_NAMES),
+    help="Number format of the weights.",
+)
+@click.option(
+    "--batch-size", default=1, show_default=True, type=int, help="Sequences decoded together."
+)
+@click.option(
+    "--prompt-tokens",
+    default=128,
+    show_default=True,
+    type=int,
+    help="Context in the KV cache when decoding starts.",
+)
+@click.option(
+    "--new-tokens",
+    default=128,
+    show_default=True,
+    type=int,
+    help="Tokens generated per sequence (the mean context is prompt + new / 2).",
+)
+@click.option(
+    "--hardware",
+    "hardware",
+    multiple=True,
+    help="Hardware profile (repeatable; default: every profile). Profiles: "
+    "tokenwatt/data/hardware.yaml and TOKENWATT_HARDWARE files.",
+)
+@click.option(
+    "--experts-touched",
+    type=float,
+    help="MoE: experts a decode step reads per layer, e.g. a run's "
+    "routing_decode_experts_touched_mean (default: uniform-routing expectation).",
+)
 @click.option("--trust-remote-code", is_flag=True, help="Allow a checkpoint's own config code.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print the table as CSV (every column).")
 def floor(model: str, precision: str, batch_size: int, prompt_tokens: int, new_tokens: int,

@@ -14,9 +14,14 @@ from tokenwatt.report.format import fmt
 @click.option("--idle-seconds", default=1.0, show_default=True, type=click.FloatRange(0, 60),
               help="Seconds of idle power to measure on each GPU (0 to skip).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--dcgm-url", "dcgm_urls", multiple=True, metavar="URL",
-              help="Report a GPU node's dcgm-exporter instead (repeatable): the boards it "
-                   "publishes, its collection interval, the fields present and missing.")
+@click.option(
+    "--dcgm-url",
+    "dcgm_urls",
+    multiple=True,
+    metavar="URL",
+    help="Report a GPU node's dcgm-exporter instead (repeatable): the boards it "
+    "publishes, its collection interval, the fields present and missing.",
+)
 def meters(idle_seconds: float, as_json: bool, dcgm_urls: tuple[str, ...]) -> None:
     """Show the energy meters available here: GPUs, RAPL, the CPU estimate; or what a node's
     dcgm-exporter publishes (--dcgm-url)."""

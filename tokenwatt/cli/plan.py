@@ -31,19 +31,47 @@ from tokenwatt.report.format import compact, finite
               help="Facility PUE. Default: the region profile's typical PUE, else 1.0 (the same "
               "rule as run's carbon.pue).")  # fmt: skip
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the table.")
-@click.option("--model", help="Without RESULTS: plan from the energy model's estimate for this "
-              "preset:NAME or checkpoint (with --hardware; labelled ESTIMATE).")
+@click.option(
+    "--model",
+    help="Without RESULTS: plan from the energy model's estimate for this "
+    "preset:NAME or checkpoint (with --hardware; labelled ESTIMATE).",
+)
 @click.option("--hardware", help="Without RESULTS: the hardware profile (e.g. h100-sxm).")
-@click.option("--precision", default="bf16", show_default=True, type=click.Choice(PRECISION_NAMES),
-              help="Without RESULTS: the number format of the weights.")
-@click.option("--batch-size", default=64, show_default=True, type=int,
-              help="Without RESULTS: sequences decoded together per deployment.")
-@click.option("--prompt-tokens", default=512, show_default=True, type=int,
-              help="Without RESULTS: prompt tokens per request.")
-@click.option("--new-tokens", default=256, show_default=True, type=int,
-              help="Without RESULTS: tokens generated per request.")
-@click.option("--gpus", default=1, show_default=True, type=int,
-              help="Without RESULTS: boards each model copy is split over (tensor parallel).")
+@click.option(
+    "--precision",
+    default="bf16",
+    show_default=True,
+    type=click.Choice(PRECISION_NAMES),
+    help="Without RESULTS: the number format of the weights.",
+)
+@click.option(
+    "--batch-size",
+    default=64,
+    show_default=True,
+    type=int,
+    help="Without RESULTS: sequences decoded together per deployment.",
+)
+@click.option(
+    "--prompt-tokens",
+    default=512,
+    show_default=True,
+    type=int,
+    help="Without RESULTS: prompt tokens per request.",
+)
+@click.option(
+    "--new-tokens",
+    default=256,
+    show_default=True,
+    type=int,
+    help="Without RESULTS: tokens generated per request.",
+)
+@click.option(
+    "--gpus",
+    default=1,
+    show_default=True,
+    type=int,
+    help="Without RESULTS: boards each model copy is split over (tensor parallel).",
+)
 @click.pass_context
 def plan(
     ctx: click.Context,
@@ -215,8 +243,10 @@ def _cell(rec: dict[str, Any], key: str) -> str:
 
 def _estimate_note(table: Any, est: dict[str, Any]) -> str:
     """What the ESTIMATE rests on, and the interval carried through to MW."""
-    low, high = est["j_per_token_low"] / est["j_per_token"], est["j_per_token_high"] / est[
-        "j_per_token"]
+    low, high = (
+        est["j_per_token_low"] / est["j_per_token"],
+        est["j_per_token_high"] / est["j_per_token"],
+    )
     line = (f"ESTIMATE: J/token from the energy model (estimate-model, docs/energy-model.md), "
             f"not a measurement; interval {compact(est['j_per_token_low'], 2)}-"
             f"{compact(est['j_per_token_high'], 2)} J/token (held-out errors), so every MW, "

@@ -49,8 +49,13 @@ def slurm_flags(f: Any) -> Any:
 # default: tokenwatt.sweep.plan.MAX_CASES (not imported here, so --help stays instant)
 @click.option("--max-cases", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Refuse a grid of more cases than this (each runs for minutes).")  # fmt: skip
-@click.option("--executor", type=click.Choice(["local", "slurm"]), default="local",
-              show_default=True, help="Where the cases run: here one by one, or Slurm arrays.")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "slurm"]),
+    default="local",
+    show_default=True,
+    help="Where the cases run: here one by one, or Slurm arrays.",
+)
 @slurm_flags
 def sweep(
     config: str,
@@ -179,5 +184,3 @@ def sweep_progress(cases: list[Any], disabled: bool = False) -> Iterator[Any]:
                 progress.update(trials, visible=False)
 
         yield on_event
-
-

@@ -435,8 +435,10 @@ class CounterModel:
         # exact); phases wholly inside the window it determines.
         across = [lo < b - w < hi for lo, hi, *_ in pieces]
         soft = None
-        if end_w is not None and w > 0 and not any(
-            x and k == OUTSIDE for x, k in zip(across, kinds)
+        if (
+            end_w is not None
+            and w > 0
+            and not any(x and k == OUTSIDE for x, k in zip(across, kinds))
         ):
             row = np.array([max(min(hi, b) - max(lo, b - w), 0.0) for lo, hi, *_ in pieces])
             spill = float(sum(r for r, x, k in zip(row, across, kinds) if x and k == KNOWN))

@@ -80,8 +80,9 @@ def dcgm_report(url: str) -> list[MeterInfo]:
     out = []
     for b in boards:
         missing = [f for f, v in ((ENERGY, b.energy_mj), (POWER, b.power_w)) if v is None]
-        detail: dict[str, Any] = {k: b.labels.get(k) for k in
-                                  ("Hostname", "gpu", "UUID", "modelName", "pod", "container")}
+        detail: dict[str, Any] = {
+            k: b.labels.get(k) for k in ("Hostname", "gpu", "UUID", "modelName", "pod", "container")
+        }
         detail["fields"] = [f for f in (ENERGY, POWER) if f not in missing]
         try:
             meter = RemoteBoardMeter(ExporterSource(url), b)
@@ -93,8 +94,10 @@ def dcgm_report(url: str) -> list[MeterInfo]:
         meter.close()
         fix = ""
         if ENERGY in missing:
-            fix = (f"no {ENERGY}: energy would be {POWER} integrated (dcgm-power-integrated); "
-                   "add the field to the exporter's counters CSV for the board's own counter")
+            fix = (
+                f"no {ENERGY}: energy would be {POWER} integrated (dcgm-power-integrated); "
+                "add the field to the exporter's counters CSV for the board's own counter"
+            )
         out.append(MeterInfo(f"dcgm:{b.name()}", True, detail, fix))
     return out
 

@@ -237,9 +237,15 @@ class PhaseRecorder:
                 m.joules = {k: float(np.interp(m.t, ts, es)) for k, (ts, es) in series.items()}
 
 
-def evaluate(meters: list[Meter], sampler: Sampler | None, marks: list[Mark],
-             flags: list[str], idle_power_w: float | None = None, reloads0: int = 0,
-             changes_at_marks: bool = True) -> tuple[dict[str, PhaseEnergy], dict[str, Any]]:
+def evaluate(
+    meters: list[Meter],
+    sampler: Sampler | None,
+    marks: list[Mark],
+    flags: list[str],
+    idle_power_w: float | None = None,
+    reloads0: int = 0,
+    changes_at_marks: bool = True,
+) -> tuple[dict[str, PhaseEnergy], dict[str, Any]]:
     """Energy per phase between `marks` and the window's quality, from the reads at the marks
     and, where the sampler dated a slowly updating counter's updates, from those."""  # fmt: skip
     out = from_marks(marks)

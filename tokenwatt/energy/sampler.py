@@ -147,8 +147,11 @@ class Lane:
         """When the counter changed: never discard a change that can be dated."""
         p, prev = self.period or 0.0, self.last_tick
         stamp = s.power_t
-        fresh = self.trust_stamp and stamp is not None and stamp <= s.t + 1e-4 and (
-            prev is None or stamp > prev + 0.3 * p
+        fresh = (
+            self.trust_stamp
+            and stamp is not None
+            and stamp <= s.t + 1e-4
+            and (prev is None or stamp > prev + 0.3 * p)
         )
         if fresh and not first and s.t - s.t_lo < 0.2 * p:
             self._check_stamp(stamp, s)

@@ -66,8 +66,9 @@ class LaunchedServer:
         try:
             self.argv = shlex.split(command)
         except ValueError as e:
-            raise UserError(f"server.launch: cannot split the command ({e}); fix its "
-                            "quoting") from None
+            raise UserError(
+                f"server.launch: cannot split the command ({e}); fix its quoting"
+            ) from None
         if not self.argv:
             raise UserError("server.launch: the command is empty; give the server's command")
 
@@ -79,13 +80,20 @@ class LaunchedServer:
 
     def start(self) -> LaunchedServer:
         if self._listening():  # else its health would pass while our command fails to bind
-            raise UserError(f"server.url: something already listens at {self.ep.root}; stop "
-                            "it, or drop --launch to measure it, or launch on another port")
+            raise UserError(
+                f"server.url: something already listens at {self.ep.root}; stop "
+                "it, or drop --launch to measure it, or launch on another port"
+            )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         try:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         except OSError as e:
             self._close_log()
             raise UserError(f"server.launch: cannot run {self.argv[0]!r} ({e.strerror}); "

@@ -176,6 +176,8 @@ def cap_warnings(trials: list[dict[str, Any]]) -> list[str]:
                and str(n := t.get("requests_delayed") or 0).isdigit()]  # fmt: skip
     if not sum(delayed):
         return []
-    return [f"load-capped: {sum(delayed)} request(s) waited for a slot because batch_size "
-            f"({trials[0].get('batch_size')}) requests were in flight; the load was not the "
-            "open loop asked for: raise --batch-size above what the rate needs"]
+    return [
+        f"load-capped: {sum(delayed)} request(s) waited for a slot because batch_size "
+        f"({trials[0].get('batch_size')}) requests were in flight; the load was not the "
+        "open loop asked for: raise --batch-size above what the rate needs"
+    ]

@@ -96,18 +96,32 @@ class OpenAIEngine(Engine):
         on_phase("load", f"reaching the server at {self.url}")
         listed = self._models()
         if s.model and s.model not in listed:
-            raise UserError(f"server.model: {s.model!r} is not served at {self.url}; it serves "
-                            f"{', '.join(map(repr, listed[:10]))}: fix --server-model")
+            raise UserError(
+                f"server.model: {s.model!r} is not served at {self.url}; it serves "
+                f"{', '.join(map(repr, listed[:10]))}: fix --server-model"
+            )
         self.model = s.model or listed[0]
         self.version = self._version()
         self._probe(on_phase)
         return Prepared(
-            constants={"precision_backend": "server", "emulated": False,
-                       "server_model": self.model, **self.shape.columns()},  # fmt: skip
+            constants={
+                "precision_backend": "server",
+                "emulated": False,
+                "server_model": self.model,
+                **self.shape.columns(),
+            },  # fmt: skip
             model_info={},
-            meta={"server": {"url": self.url, "model": self.model, "models": listed,
-                             "ignore_eos": self.ignore_eos, "usage_reported": self.usage,
-                             "version": self.version, "launched": s.launch}},  # fmt: skip
+            meta={
+                "server": {
+                    "url": self.url,
+                    "model": self.model,
+                    "models": listed,
+                    "ignore_eos": self.ignore_eos,
+                    "usage_reported": self.usage,
+                    "version": self.version,
+                    "launched": s.launch,
+                }
+            },  # fmt: skip
         )
 
     def _get(self, path: str) -> tuple[int, bytes]:
@@ -115,8 +129,10 @@ class OpenAIEngine(Engine):
             return http_get(self.ep, path, GET_TIMEOUT_S)
         except (OSError, http.client.HTTPException) as e:
             why = getattr(e, "strerror", None) or type(e).__name__
-            raise UserError(f"server.url: cannot reach {self.ep.root} ({why}); start the "
-                            "server, give --launch to start it, or fix --url") from None
+            raise UserError(
+                f"server.url: cannot reach {self.ep.root} ({why}); start the "
+                "server, give --launch to start it, or fix --url"
+            ) from None
 
     def _models(self) -> list[str]:
         path = self.ep.base_path + "/models"
@@ -166,8 +182,11 @@ class OpenAIEngine(Engine):
         self.probe_timing = r
         self.usage = getattr(r, "counted_from", "usage") == "usage"
         if not self.usage:
-            on_phase("warning", "the server sends no usage: tokens are counted as streamed "
-                     "chunks (one token each), which undercounts chunks of several")
+            on_phase(
+                "warning",
+                "the server sends no usage: tokens are counted as streamed "
+                "chunks (one token each), which undercounts chunks of several",
+            )
 
     def fit_window(self, min_window_s: float, on_phase: Callable[[str, str], None]) -> None:
         """The closed loop's steady state lasts about (requests / batch_size - 1) request
@@ -242,9 +261,11 @@ class OpenAIEngine(Engine):
         gpu = any(c.scope == "gpu-board" for m in meters for c in m.channels)
         if gpu or self.cfg.server.launch:  # a launched server is in this process tree
             return []
-        return ["server-not-covered: the CPU meter covers this process tree only, and the "
-                "server was not launched by tokenwatt; give --gpus for its boards or "
-                "--launch it"]
+        return [
+            "server-not-covered: the CPU meter covers this process tree only, and the "
+            "server was not launched by tokenwatt; give --gpus for its boards or "
+            "--launch it"
+        ]
 
     def trial_started(self) -> None:
         from tokenwatt.engines.server_metrics import TrialCheck
@@ -263,12 +284,23 @@ class OpenAIEngine(Engine):
 
     def describe(self) -> dict[str, Any]:
         w, s = self.cfg.workload, self.cfg.server
-        return {"engine": self.name, "engine_version": self.version, "engine_settings": {
-            "url": self.url, "model": self.model, "concurrency": w.batch_size,
-            "requests": self.shape.request_count(), "ignore_eos": self.ignore_eos,
-            "token_count": "usage" if self.usage else "chunks", "launch": s.launch,
-            "load_shape": self.shape.name, "request_rate": w.request_rate,
-            "burstiness": w.burstiness, "trace": w.trace}}
+        return {
+            "engine": self.name,
+            "engine_version": self.version,
+            "engine_settings": {
+                "url": self.url,
+                "model": self.model,
+                "concurrency": w.batch_size,
+                "requests": self.shape.request_count(),
+                "ignore_eos": self.ignore_eos,
+                "token_count": "usage" if self.usage else "chunks",
+                "launch": s.launch,
+                "load_shape": self.shape.name,
+                "request_rate": w.request_rate,
+                "burstiness": w.burstiness,
+                "trace": w.trace,
+            },
+        }
 
     def close(self) -> None:
         server, self.server = self.server, None

@@ -153,8 +153,15 @@ def run_requests(
 class _Pool:
     """Hands out prompt indexes to the workers; each worker streams on its own connection."""
 
-    def __init__(self, ep: Endpoint, base: dict[str, Any], prompts: Sequence[Any],
-                 results: list[Any], timeout_s: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        ep: Endpoint,
+        base: dict[str, Any],
+        prompts: Sequence[Any],
+        results: list[Any],
+        timeout_s: float,
+        clock: Callable[[], float],
+    ) -> None:
         self.ep, self.base, self.prompts, self.results = ep, base, prompts, results
         self.timeout_s, self.clock = timeout_s, clock
         self.path = ep.base_path + "/completions"
@@ -234,8 +241,13 @@ class _Pool:
                 except StreamFailed as e:
                     _fail(conn, timing, str(e), self.clock)
                 except TimeoutError:
-                    _fail(conn, timing, f"no data for {self.timeout_s:g} s (server.request_"
-                          f"timeout_s) after {len(timing.token_times)} chunks", self.clock)
+                    _fail(
+                        conn,
+                        timing,
+                        f"no data for {self.timeout_s:g} s (server.request_"
+                        f"timeout_s) after {len(timing.token_times)} chunks",
+                        self.clock,
+                    )
                 except (OSError, http.client.HTTPException) as e:
                     why = one_line(str(e) or type(e).__name__)
                     _fail(conn, timing, f"connection failed after {len(timing.token_times)} "
@@ -256,8 +268,13 @@ def _fail(conn: http.client.HTTPConnection, t: StreamTiming, why: str, clock: An
     conn.close()  # the next request reconnects (http.client opens on demand)
 
 
-def _stream_one(conn: http.client.HTTPConnection, path: str, body: bytes, t: StreamTiming,
-                clock: Callable[[], float]) -> None:
+def _stream_one(
+    conn: http.client.HTTPConnection,
+    path: str,
+    body: bytes,
+    t: StreamTiming,
+    clock: Callable[[], float],
+) -> None:
     conn.request("POST", path, body=body, headers={
         "Content-Type": "application/json", "Accept": "text/event-stream"})  # fmt: skip
     resp = conn.getresponse()
@@ -308,4 +325,3 @@ def _count(t: StreamTiming, usage: dict[str, Any] | None, chunks: int) -> None:
         t.prompt_tokens = prompt if isinstance(prompt, int) else 0
     else:
         t.output_tokens, t.counted_from = chunks, "chunks"
-

@@ -98,8 +98,9 @@ class TrialCheck:
             "server_generated_tokens": delta.get(gen),
             "server_prompt_tokens": delta.get(prompt),
             "server_ttft_s_mean": _mean(delta, ttft),
-            "server_itl_s_mean": next((m for h in itls if (m := _mean(delta, h)) is not None),
-                                      None),  # fmt: skip
+            "server_itl_s_mean": next(
+                (m for h in itls if (m := _mean(delta, h)) is not None), None
+            ),  # fmt: skip
         }
         theirs["server_check"] = disagreement(theirs, tokens, ttft_mean, itl_mean)
         return theirs
@@ -135,7 +136,6 @@ def disagreement(theirs: dict[str, Any], tokens: int, ttft_mean: float | None,
     return "; ".join(problems) if problems else "agrees"
 
 
-
 def ours(batches: list[Batch]) -> tuple[int, float | None, float | None]:
     """tokenwatt's figures over a trial's requests: tokens, mean TTFT, mean streamed gap."""
     done = [r for b in batches for r in b.requests if r.ok]
@@ -150,6 +150,8 @@ def check_warnings(trials: list[dict[str, Any]]) -> list[str]:
     off = [t for t in trials if t.get("server_check") not in (None, "", "agrees")]
     if not off:
         return []
-    return [f"server-disagrees: the server's /metrics disagree with tokenwatt's figures in "
-            f"{len({t.get('trial') for t in off})} trial(s) ({off[-1]['server_check']}); "
-            "another client may share the server, or it counts differently"]
+    return [
+        f"server-disagrees: the server's /metrics disagree with tokenwatt's figures in "
+        f"{len({t.get('trial') for t in off})} trial(s) ({off[-1]['server_check']}); "
+        "another client may share the server, or it counts differently"
+    ]

@@ -48,8 +48,10 @@ def check_supported(precision: str, device: str) -> None:
             return
         raise PrecisionUnsupported(f"precision: fp8 with engine vllm {why}; vLLM runs "
                                    f"{options} here")  # fmt: skip
-    raise PrecisionUnsupported(f"precision: engine vllm cannot run {precision}; vLLM runs "
-                               f"{options} here (use --engine transformers for {precision})")
+    raise PrecisionUnsupported(
+        f"precision: engine vllm cannot run {precision}; vLLM runs "
+        f"{options} here (use --engine transformers for {precision})"
+    )
 
 
 def require_vllm(device: str) -> None:
@@ -144,8 +146,9 @@ class VllmEngine(Engine):
         from transformers import AutoTokenizer
 
         try:
-            return AutoTokenizer.from_pretrained(model_dir,
-                                                 trust_remote_code=self.cfg.trust_remote_code)
+            return AutoTokenizer.from_pretrained(
+                model_dir, trust_remote_code=self.cfg.trust_remote_code
+            )
         except Exception:  # noqa: BLE001 - no usable tokenizer: make_prompts says what to do
             return None
 

@@ -65,6 +65,7 @@ def weight_count(config: Any) -> int:
     """A lower bound on the parameters: per layer attention and MLP (every expert of a MoE)
     matrices, plus the embeddings (and an untied LM head). `config`: a transformers config or
     the same keys as a mapping (a preset's shapes, a config.json)."""
+
     def get(key: str, default: Any = None) -> Any:
         if isinstance(config, dict):
             return config.get(key, default)

@@ -149,8 +149,11 @@ def find_board(entry: str, boards: Sequence[Board], field: str = "gpus") -> Boar
         return boards[int(entry)]
     key = entry.upper() if entry.startswith(("GPU-", "MIG-")) else None
     bus = None if key else _try_bus(entry)
-    matches = [b for b in boards
-               if (key and b.uuid.upper().startswith(key)) or (bus and b.pci_bus_id == bus)]
+    matches = [
+        b
+        for b in boards
+        if (key and b.uuid.upper().startswith(key)) or (bus and b.pci_bus_id == bus)
+    ]
     if len(matches) != 1:
         raise MeterUnavailable(f"{field}: {entry!r} matches {len(matches)} of the {len(boards)} "
                                "boards this process sees; give a full UUID or PCI bus id "

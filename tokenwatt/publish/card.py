@@ -36,7 +36,9 @@ def card(runs: Any, trials: Any, license_id: str, name: str) -> str:
         _contents(runs, trials),
         _provenance(runs, trials),
         METHOD,
-        "## Columns\n\n" + _columns(runs, "runs", SUMMARY_CSV) + "\n"
+        "## Columns\n\n"
+        + _columns(runs, "runs", SUMMARY_CSV)
+        + "\n"
         + _columns(trials, "trials", RESULTS_CSV),
     ]
     return "\n".join(parts)
@@ -60,9 +62,9 @@ def _contents(runs: Any, trials: Any) -> str:
         "failed and degraded rows say why) |\n"
         "| `timelines` (timelines/MACHINE/RUN.parquet) | - | each run's sampled power trace "
         "(`t_s`, `channel`, cumulative `joules`, `power_w`) per trial |\n\n"
-        "```python\nimport pandas as pd\nruns = pd.read_parquet(\"runs.parquet\")\n"
-        "from datasets import load_dataset\ntrials = load_dataset(\"DATASET_DIR\", \"trials\")\n"
-        "import tokenwatt\ndf = tokenwatt.load_results(\"DATASET_DIR\")\n```\n"
+        '```python\nimport pandas as pd\nruns = pd.read_parquet("runs.parquet")\n'
+        'from datasets import load_dataset\ntrials = load_dataset("DATASET_DIR", "trials")\n'
+        'import tokenwatt\ndf = tokenwatt.load_results("DATASET_DIR")\n```\n'
     )
 
 
@@ -83,8 +85,10 @@ def _provenance(runs: Any, trials: Any) -> str:
             rows.append(f"| {what} | {', '.join(f'`{v}`' for v in values) or '-'} |")
     measured = int(trials["measured"].fillna(False).astype(bool).sum()) if "measured" in trials \
         else 0  # fmt: skip
-    rows.append(f"| measured trials | {measured} of {len(trials)} (the rest are estimates, "
-                "simulated hardware or failed rows: `measured` says which) |")
+    rows.append(
+        f"| measured trials | {measured} of {len(trials)} (the rest are estimates, "
+        "simulated hardware or failed rows: `measured` says which) |"
+    )
     return "## Provenance\n\n| | |\n|---|---|\n" + "\n".join(rows) + "\n"
 
 

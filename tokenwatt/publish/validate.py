@@ -88,8 +88,11 @@ def _schema(folder: Path, files: tuple[str, ...], dataset: bool) -> list[Problem
         path = folder / file
         if not path.is_file():
             continue
-        raw = pd.read_parquet(path) if dataset else pd.read_csv(path, dtype=str,
-                                                                   keep_default_na=False)
+        raw = (
+            pd.read_parquet(path)
+            if dataset
+            else pd.read_csv(path, dtype=str, keep_default_na=False)
+        )
         first = 0 if dataset else 2
         for name in raw.columns:
             c = column(name, kind)
@@ -97,8 +100,11 @@ def _schema(folder: Path, files: tuple[str, ...], dataset: bool) -> list[Problem
                 problems.append(Problem(file, None, name, "not a column of the results schema "
                                         "(docs/results-schema.md)"))  # fmt: skip
             elif not dataset and c.dtype in PARSERS:
-                problems += [Problem(file, i + first, name, f"{v!r} is not {c.dtype}")
-                             for i, v in enumerate(raw[name]) if v and not _parses(v, c.dtype)]
+                problems += [
+                    Problem(file, i + first, name, f"{v!r} is not {c.dtype}")
+                    for i, v in enumerate(raw[name])
+                    if v and not _parses(v, c.dtype)
+                ]
     return problems
 
 
@@ -192,8 +198,11 @@ def _trial(row: dict[str, Any], line: int) -> list[Problem]:
     expected = dict(_served(row) if row.get("window_s") is not None else _phased(row))
     expected.update(_boards(row))
     expected.update(_carbon(row))
-    return [p for col, want in expected.items()
-            if (p := _compare(row["_file"], line, _key(row), col, row.get(col), want))]
+    return [
+        p
+        for col, want in expected.items()
+        if (p := _compare(row["_file"], line, _key(row), col, row.get(col), want))
+    ]
 
 
 def _phased(r: dict[str, Any]) -> Iterator[tuple[str, float | None]]:
@@ -207,8 +216,10 @@ def _phased(r: dict[str, Any]) -> Iterator[tuple[str, float | None]]:
     yield "total_j_per_token", _div(r.get("total_j"), tok)
     yield "decode_tokens_per_s", _div(dec, r.get("decode_s"))
     yield "avg_power_w", _div(r.get("total_j"), _add(r.get("prefill_s"), r.get("decode_s")))
-    yield "dynamic_decode_j_per_token", _div(
-        _dynamic(r.get("decode_j"), r.get("idle_power_w"), r.get("decode_s")), dec)
+    yield (
+        "dynamic_decode_j_per_token",
+        _div(_dynamic(r.get("decode_j"), r.get("idle_power_w"), r.get("decode_s")), dec),
+    )
     new = r.get("new_tokens")  # every sequence generates new_tokens: EOS is ignored
     yield "tokens_generated", _mul(reps, batch, new)
     yield "decode_tokens", _mul(reps, batch, None if new is None else new - 1)
@@ -307,16 +318,22 @@ def _summaries(trials: list[dict[str, Any]], summaries: list[dict[str, Any]]) ->
                 d = describe([t.get(metric) for t in mine], positive=metric in POSITIVE_METRICS)
                 expect.update({f"{metric}_{k}": d[k] for k in STATS})
         expect.update(_carbon(s))
-        problems += [p for col, want in expect.items()
-                     if (p := _compare(s["_file"], line, key, col, s.get(col), want))]
+        problems += [
+            p
+            for col, want in expect.items()
+            if (p := _compare(s["_file"], line, key, col, s.get(col), want))
+        ]
         problems += _quality(s, line, key)
     return problems
 
 
 def _same_run(t: dict[str, Any], s: dict[str, Any]) -> bool:
     """A trial row of the run (and window) a summary row sums up, on the same machine."""
-    return (t.get("run_id") == s.get("run_id") and t.get("machine_id") == s.get("machine_id")
-            and (t.get("window") or "whole-run") == (s.get("window") or "whole-run"))
+    return (
+        t.get("run_id") == s.get("run_id")
+        and t.get("machine_id") == s.get("machine_id")
+        and (t.get("window") or "whole-run") == (s.get("window") or "whole-run")
+    )
 
 
 def _quality(s: dict[str, Any], line: int, key: str) -> list[Problem]:
@@ -379,8 +396,15 @@ def _duplicates(trials: list[dict[str, Any]], summaries: list[dict[str, Any]]) -
             k = tuple(row.get(c) for c in key)
             if k in seen and row.get("status") != "failed":
                 at = "row" if row["_file"].endswith(".parquet") else "line"
-                problems.append(Problem(row["_file"], row["_line"], "run_id", f"the same row as "
-                                        f"{at} {seen[k]} ({', '.join(key)})", _key(row)))
+                problems.append(
+                    Problem(
+                        row["_file"],
+                        row["_line"],
+                        "run_id",
+                        f"the same row as {at} {seen[k]} ({', '.join(key)})",
+                        _key(row),
+                    )
+                )
             seen.setdefault(k, row["_line"])
     return problems
 

@@ -62,23 +62,62 @@ _ALL = [
     Precision("fp32", "float32", 32, 32, "fp32", "dtype cast"),
     Precision("bf16", "bfloat16", 16, 16, "bf16", "dtype cast"),
     Precision("fp16", "float16", 16, 16, "fp16", "dtype cast"),
-    Precision("int8-weight", "bfloat16", 8, 16, "bf16", "torchao Int8WeightOnlyConfig",
-              expert_scheme="int8"),  # fmt: skip
-    Precision("int8-dynamic", "bfloat16", 8, 8, "int8",
-              "torchao Int8DynamicActivationInt8WeightConfig", expert_scheme="int8"),  # fmt: skip
-    Precision("int4-weight", "bfloat16", 4, 16, "bf16", "torchao int4 weight-only",
-              expert_scheme="int4"),  # fmt: skip
-    Precision("fp8", "bfloat16", 8, 8, "fp8",
-              "torchao Float8DynamicActivationFloat8WeightConfig (FP8 tensor cores)",
-              devices=("cuda",), min_cuda_capability=(8, 9), expert_scheme="fp8"),  # fmt: skip
-    Precision("mxfp4-emulated", "bfloat16", 4, 4, "bf16",
-              "MXFP4 E2M1, 32-value blocks, E8M0 scales, quantise-dequantise in PyTorch",
-              native_format="fp4", native_scale_bits=8 / 32, emulated=True,
-              expert_scheme="mxfp4"),  # fmt: skip
-    Precision("nvfp4-emulated", "bfloat16", 4, 16, "bf16",
-              "NVFP4 E2M1, 16-value blocks, E4M3 scales + tensor scale, weight-only, emulated",
-              native_format="fp4", native_scale_bits=8 / 16, emulated=True,
-              expert_scheme="nvfp4"),  # fmt: skip
+    Precision(
+        "int8-weight",
+        "bfloat16",
+        8,
+        16,
+        "bf16",
+        "torchao Int8WeightOnlyConfig",
+        expert_scheme="int8",
+    ),  # fmt: skip
+    Precision(
+        "int8-dynamic",
+        "bfloat16",
+        8,
+        8,
+        "int8",
+        "torchao Int8DynamicActivationInt8WeightConfig",
+        expert_scheme="int8",
+    ),  # fmt: skip
+    Precision(
+        "int4-weight", "bfloat16", 4, 16, "bf16", "torchao int4 weight-only", expert_scheme="int4"
+    ),  # fmt: skip
+    Precision(
+        "fp8",
+        "bfloat16",
+        8,
+        8,
+        "fp8",
+        "torchao Float8DynamicActivationFloat8WeightConfig (FP8 tensor cores)",
+        devices=("cuda",),
+        min_cuda_capability=(8, 9),
+        expert_scheme="fp8",
+    ),  # fmt: skip
+    Precision(
+        "mxfp4-emulated",
+        "bfloat16",
+        4,
+        4,
+        "bf16",
+        "MXFP4 E2M1, 32-value blocks, E8M0 scales, quantise-dequantise in PyTorch",
+        native_format="fp4",
+        native_scale_bits=8 / 32,
+        emulated=True,
+        expert_scheme="mxfp4",
+    ),  # fmt: skip
+    Precision(
+        "nvfp4-emulated",
+        "bfloat16",
+        4,
+        16,
+        "bf16",
+        "NVFP4 E2M1, 16-value blocks, E4M3 scales + tensor scale, weight-only, emulated",
+        native_format="fp4",
+        native_scale_bits=8 / 16,
+        emulated=True,
+        expert_scheme="nvfp4",
+    ),  # fmt: skip
 ]
 
 PRECISIONS: dict[str, Precision] = {p.name: p for p in _ALL}

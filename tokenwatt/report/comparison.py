@@ -127,15 +127,19 @@ def basis_note(table: Any) -> str:
                      "order (rounds of an interleaved sweep) and the ratio is their geometric "
                      "mean.")  # fmt: skip
     if table.attrs.get("allow_mixed_impl") and "mixed_impl" in table and table["mixed_impl"].any():
-        parts.append("Some rows compare MoE experts run by different implementations "
-                     "(--allow-mixed-impl): those ratios mix the number format with the code.")
+        parts.append(
+            "Some rows compare MoE experts run by different implementations "
+            "(--allow-mixed-impl): those ratios mix the number format with the code."
+        )
     refused = table.attrs.get("refused") or []
     if refused:
         parts.append("Not compared (different experts_impl; --allow-mixed-impl compares them): "
                      + "; ".join(refused) + ".")  # fmt: skip
     if table.attrs.get("contended"):
-        parts.append("CONTENDED: other processes loaded the machine during some of these "
-                     "trials; the figures are not publishable as they are.")
+        parts.append(
+            "CONTENDED: other processes loaded the machine during some of these "
+            "trials; the figures are not publishable as they are."
+        )
     return " ".join(parts)
 
 

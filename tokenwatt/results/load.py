@@ -189,6 +189,7 @@ def migrate(df: Any, version: int) -> Any:
 
 # --- dtypes ----------------------------------------------------------------------------------
 
+
 def typed(df: Any, kind: str) -> Any:
     """Every declared column of `df` in its schema dtype (undeclared ones as pandas read
     them): a cell that does not parse becomes missing (`tokenwatt validate` names it)."""

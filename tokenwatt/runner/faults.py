@@ -118,7 +118,6 @@ def note_degraded(
     summary["summary_flags"] = ";".join(f for f in flags if f)
 
 
-
 def stopped_message(fault: Fault | None, streak: int, finished: int, out: Any,
                     cfg: RunConfig, engine: Any) -> str:  # fmt: skip
     """The one line of a run stopped after `streak` degraded trials in a row, worded by whose

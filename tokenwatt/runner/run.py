@@ -228,5 +228,3 @@ def measure_idle_by_channel(meters: list[Any], seconds: float) -> dict[str, floa
     from tokenwatt.energy.recorder import measure_idle_power
 
     return dict(measure_idle_power(meters, seconds)) if seconds > 0 else {}
-
-

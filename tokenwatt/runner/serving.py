@@ -87,8 +87,9 @@ def window_row(session: Session, index: int, batches: list[Batch],
         "decode_tokens_per_s": tokens / pe.seconds if ok else math.nan,
         "avg_power_w": j / pe.seconds if pe.seconds > 0 else math.nan,
         "idle_power_w": idle_w,
-        "dynamic_total_j_per_token": (dynamic_joules(j, idle_w, pe.seconds) / tokens
-                                      if ok else math.nan),  # fmt: skip
+        "dynamic_total_j_per_token": (
+            dynamic_joules(j, idle_w, pe.seconds) / tokens if ok else math.nan
+        ),  # fmt: skip
         "total_j_err": pe.total_err_j,
         "requests": len(requests),
         "requests_failed": sum(1 for r in requests if not r.ok),

@@ -163,8 +163,10 @@ def _board_warnings(cfg: RunConfig, engine: Engine, meters: list[Any],
     shared = [f"{getattr(m, 'uuid', '?')} (also {', '.join(m.other_pods)})"
               for m in meters if getattr(m, "other_pods", None)]  # fmt: skip
     if shared:
-        return [f"shared-board: the exporter says other pods hold measured boards too: "
-                f"{'; '.join(shared)}; each board's energy is all of it, theirs included"]
+        return [
+            f"shared-board: the exporter says other pods hold measured boards too: "
+            f"{'; '.join(shared)}; each board's energy is all of it, theirs included"
+        ]
     if not engine.in_process or (not cfg.measure.gpus and cfg.gpus is None):
         return []
     mismatch = boards_not_running_the_model(meters, placement.device, placement.boards)

@@ -24,8 +24,12 @@ def summarise_windows(
         summary, said = summarise(session, rows, routing)
         summary["window"] = window
         if window != windows[0]:
-            said = [f"{window}: {w}" for w in said if w not in warnings and
-                    w.split(":")[0] not in ("simulated", "estimate", "server-not-covered")]
+            said = [
+                f"{window}: {w}"
+                for w in said
+                if w not in warnings
+                and w.split(":")[0] not in ("simulated", "estimate", "server-not-covered")
+            ]
         summaries.append(summary)
         warnings += [w for w in said if w not in warnings]
     return summaries, warnings
@@ -140,5 +144,3 @@ def run_record(
         **windows,
         **session.meta,
     }
-
-

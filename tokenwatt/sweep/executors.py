@@ -87,8 +87,14 @@ def case_file(case: Case, out: Path, hold: Hold, visible: str | None = None,
 
 def case_spec(case: Case, hold: Hold) -> dict[str, Any]:
     """What record_failure needs of a case, and what every CASE.json starts with."""
-    return {"case_id": case.case_id, "config": case.config_dict(), "tags": case.tags,
-            "local_device": hold.device, "held_boards": hold.boards, "held_why": hold.why}
+    return {
+        "case_id": case.case_id,
+        "config": case.config_dict(),
+        "tags": case.tags,
+        "local_device": hold.device,
+        "held_boards": hold.boards,
+        "held_why": hold.why,
+    }
 
 
 def model_here(case: Case) -> bool:

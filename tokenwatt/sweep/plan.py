@@ -138,8 +138,10 @@ def plan(data: dict[str, Any], where: str = "sweep", max_cases: int = MAX_CASES,
 
 def _repeats_note(where: str, repeats: list[str]) -> str:
     more = f" and {len(repeats) - 1} more" if len(repeats) > 1 else ""
-    return (f"{where}: {len(repeats)} case(s) written twice run once: {repeats[0]}{more}; "
-            "to run cases several times give rounds: N")
+    return (
+        f"{where}: {len(repeats)} case(s) written twice run once: {repeats[0]}{more}; "
+        "to run cases several times give rounds: N"
+    )
 
 
 def _check_size(

@@ -140,8 +140,7 @@ def _record_plan(
     record = {
         "started_utc": utc_now(),
         "sweep": data,
-        "cases": [{"case_id": c.case_id, "tags": c.tags, "config": c.config_dict()}
-                  for c in cases],
+        "cases": [{"case_id": c.case_id, "tags": c.tags, "config": c.config_dict()} for c in cases],
     }
     with locked(out):
         update_json(out / SWEEP_JSON, "sweeps", record)
@@ -200,13 +199,13 @@ def failure_summary(outcome: SweepOutcome, most: int = 3) -> str | None:
                      + by_reason(outcome.failed.values(), most, sep=", "))  # fmt: skip
     if outcome.degraded:
         trials = sum(outcome.degraded.values())
-        parts.append(f"{len(outcome.degraded_cases)} of {n} cases had {trials} degraded "
-                     f"trial(s): {by_reason(outcome.degraded.elements(), most, sep=', ')}")
+        parts.append(
+            f"{len(outcome.degraded_cases)} of {n} cases had {trials} degraded "
+            f"trial(s): {by_reason(outcome.degraded.elements(), most, sep=', ')}"
+        )
     if not parts:
         return None
     parts.append(f"logs: {outcome.out / LOGS}")
     if outcome.failed:
         parts.append("--retry-failed reruns the failed cases")
     return "; ".join(parts)
-
-

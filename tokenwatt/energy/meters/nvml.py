@@ -338,8 +338,10 @@ class NvmlMeter(Meter):
             return {}
         calibrated = sensor_calibration(self.uuid)
         if calibrated.get("instant_window_s"):
-            return {"instant_window_s": float(calibrated["instant_window_s"]),
-                    "instant_window_source": calibrated.get("source") or SENSOR_FILE_ENV}
+            return {
+                "instant_window_s": float(calibrated["instant_window_s"]),
+                "instant_window_source": calibrated.get("source") or SENSOR_FILE_ENV,
+            }
         return self.facts.describe()
 
     def close(self) -> None:

@@ -319,7 +319,8 @@ class RemoteBoardMeter(Meter):
             raise MeterUnavailable(
                 f"{self.source.where}: {self._field()} of {self.uuid or self.key[1]} did not "
                 f"change twice in {timeout_s:g} s; the exporter is stale or its collection "
-                f"interval ({EXPORTER_INTERVAL_FLAG}, ms) is longer than {timeout_s / 2:g} s")
+                f"interval ({EXPORTER_INTERVAL_FLAG}, ms) is longer than {timeout_s / 2:g} s"
+            )
         period = base_period(gaps)
         self._period_how = f"measured: polled {len(times)} changes of the published value"
         self.source.measured = (self._period_how, period)
