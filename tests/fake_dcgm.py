@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from tokenwatt.sim import nvml as sim
+
+DEFAULT_HOST = "gpu-node-1"  # its boards publish the simulated boards' own UUIDs
 
 HEAD = {
     "DCGM_FI_DEV_SM_CLOCK": ("gauge", "SM clock frequency (in MHz)."),
@@ -32,7 +35,7 @@ HEAD = {
 
 
 class FakeExporter:
-    def __init__(self, interval_s: float = 1.0, host: str = "gpu-node-1", energy: bool = True,
+    def __init__(self, interval_s: float = 1.0, host: str = DEFAULT_HOST, energy: bool = True,
                  pods: dict[int, Any] | None = None, port: int = 0,
                  lag_fraction: float = 0.6) -> None:  # fmt: skip
         self.interval_s, self.host, self.energy = interval_s, host, energy
@@ -76,9 +79,19 @@ class FakeExporter:
 
     # -- what the exporter publishes ----------------------------------------------------
 
+    def uuid_of(self, index: int) -> str:
+        """The UUID this node publishes for board `index`: the simulated board's own on the
+        default node; elsewhere one of its own (a UUID names one board in the world, so two
+        nodes serving the same simulated boards must not share them)."""
+        uuid = sim.STATE.gpus[index].uuid
+        if self.host == DEFAULT_HOST:
+            return uuid
+        return f"{uuid[:-12]}{zlib.crc32(self.host.encode()) % 10**12:012d}"
+
     def _labels(self, gpu: Any) -> list[str]:
         """One label set per pod holding the board (a shared board is one series per pod)."""
-        labels = {"gpu": str(gpu.index), "UUID": gpu.uuid, "pci_bus_id": gpu.pci_bus_id,
+        labels = {"gpu": str(gpu.index), "UUID": self.uuid_of(gpu.index),
+                  "pci_bus_id": gpu.pci_bus_id,
                   "device": f"nvidia{gpu.index}", "modelName": gpu.name,
                   "Hostname": self.host}  # fmt: skip
         held = self.pods.get(gpu.index, [])

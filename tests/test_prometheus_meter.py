@@ -195,7 +195,7 @@ def test_pods_taking_and_sharing_boards_are_read_from_their_current_series(clust
         dcgm_pod="vllm-1", min_seconds=5.0, idle_seconds=5.0))[0]  # fmt: skip
     try:
         d = m.describe()
-        assert m.uuid == sim.STATE.gpus[1].uuid and d["pod"] == "vllm-1" and d["pods"] == \
+        assert m.uuid == other.uuid_of(1) and d["pod"] == "vllm-1" and d["pods"] == \
             ["vllm-1"]  # fmt: skip
         assert "Prometheus's samples" in d["update_period_source"]
         assert d["update_period_s"] == pytest.approx(INTERVAL_S, rel=0.2)
