@@ -67,16 +67,21 @@ def _gpu_info(cls: Any, nvml: Any, index: int, idle_seconds: float) -> MeterInfo
 def dcgm_report(url: str) -> list[MeterInfo]:
     """One entry per board a dcgm-exporter publishes: its labels, the fields present, and its
     collection interval (measured by polling: up to two intervals); or why none."""
-    from tokenwatt.energy.meters.dcgm_text import ENERGY, POWER
-    from tokenwatt.energy.meters.remote import ExporterSource, RemoteBoardMeter, _first_fetch
+    from tokenwatt.energy.meters.remote import ExporterSource, _first_fetch
 
-    source = ExporterSource(url)
+    source = ExporterSource(url)  # one page for every board, the interval polled once
     try:
-        boards = _first_fetch(source)
+        return _dcgm_boards(source, _first_fetch(source))
     except MeterUnavailable as e:
         return [MeterInfo(f"dcgm:{url}", False, {"scope": "gpu-board"}, fix=str(e))]
     finally:
         source.close()
+
+
+def _dcgm_boards(source: Any, boards: list[Any]) -> list[MeterInfo]:
+    from tokenwatt.energy.meters.dcgm_text import ENERGY, POWER
+    from tokenwatt.energy.meters.remote import RemoteBoardMeter
+
     out = []
     for b in boards:
         missing = [f for f, v in ((ENERGY, b.energy_mj), (POWER, b.power_w)) if v is None]
@@ -85,13 +90,12 @@ def dcgm_report(url: str) -> list[MeterInfo]:
         }
         detail["fields"] = [f for f in (ENERGY, POWER) if f not in missing]
         try:
-            meter = RemoteBoardMeter(ExporterSource(url), b)
+            meter = RemoteBoardMeter(source, b)  # closing it would close the shared page
         except MeterUnavailable as e:
             out.append(MeterInfo(f"dcgm:{b.name()}", False, detail, fix=str(e)))
             continue
         detail["source"] = meter.source_label
         detail["collection_interval_s"] = meter.interval_s
-        meter.close()
         fix = ""
         if ENERGY in missing:
             fix = (

@@ -7,10 +7,11 @@ NVML's energy counter so the same sampler and attribution run over it:
   loaded), relative to its value at open. It changes once per *collection interval* of the
   exporter (30 s by default, `-c` in ms), which is this meter's update period, measured from
   when the value changes (the Prometheus history when there is one, else by polling), never
-  assumed. A decrease (a reloaded driver, a restarted exporter on a reset board) is bridged
+  assumed. A drop below half the last value (a reloaded driver restarts near zero) is bridged
   and counted in `reloads`, so the window is flagged `driver-reload`.
-- without the counter, `dcgm-power-integrated`: `DCGM_FI_DEV_POWER_USAGE` held from each read
-  to the next (a continuous channel, read every sample interval).
+- without the counter, `dcgm-power-integrated`: each new `DCGM_FI_DEV_POWER_USAGE` value taken
+  to cover the interval since the previous one, added when it appears (a counter of its own,
+  with the same period; the field's 1 s averaging is added to the dating lag).
 - a page that stops changing for several intervals (a hung exporter) or cannot be fetched is a
   MeterError: inside a trial the trial is degraded with the reason; finished trials stay.
 The values carry no time of their own (the exporter publishes none): a change is dated by the
@@ -32,7 +33,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from tokenwatt.energy.meters.base import Channel, Meter
 from tokenwatt.energy.meters.dcgm_text import (
@@ -56,16 +57,6 @@ STALE_PERIODS = 4  # a counter unchanged this many intervals (and 2 s more) is a
 MIN_WINDOW_PERIODS = 4  # a window shorter than this many intervals is refused before the run
 POWER_AVERAGE_S = 1.0  # DCGM_FI_DEV_POWER_USAGE: the board's 1 s average on Ampere and newer
 PERIOD_TIMEOUT_S = 150.0  # measuring the interval by polling: 2 changes of a 60 s exporter
-
-
-class Source(Protocol):
-    where: str
-
-    def fetch(self) -> list[Board]: ...
-
-    def history_period_s(self, board: Board) -> float | None: ...
-
-    def describe(self) -> dict[str, Any]: ...
 
 
 class _Http:
@@ -124,6 +115,7 @@ class ExporterSource:
     fetched within the last REUSE_S serves them all (one poll, not one per board)."""
 
     REUSE_S = 0.002
+    scrape_interval_s: float | None = None  # read directly: no scrape between
 
     def __init__(self, url: str) -> None:
         self.where = url
@@ -170,6 +162,7 @@ class PrometheusSource:
         self.selector = sel
         self.fields = (ENERGY, POWER)
         self.scrape_interval_s: float | None = None  # from the stored samples' spacing
+        self.measured: tuple[str, float] | None = None  # the interval, when polled for
 
     def _series(self, name: str, seconds: int) -> list[dict[str, Any]]:
         query = f"{name}{self.selector}[{seconds}s]"
@@ -252,7 +245,8 @@ class RemoteBoardMeter(Meter):
     slow_counter = True  # one update per collection: the attribution widens its edges for it
     is_board = True  # a GPU board: per-board columns, board_uuids (runner/boards.py)
 
-    def __init__(self, source: Any, board: Board, *, name: str = "dcgm", pod: str | None = None,
+    def __init__(self, source: ExporterSource | PrometheusSource, board: Board, *,
+                 name: str = "dcgm", pod: str | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep,
                  period_timeout_s: float = PERIOD_TIMEOUT_S,
@@ -272,27 +266,28 @@ class RemoteBoardMeter(Meter):
             source.only(ENERGY if self.has_counter else POWER)
         self.power_limit_w: float | None = None
         self.other_processes: list[int] = []  # a remote node's processes are not ours to see
-        # pods the exporter says share this board besides the one measured (time-slicing)
-        self.other_pods = [p for p in board.pods if p != (pod or board.labels.get("pod"))] \
-            if pod or len(board.pods) > 1 else []  # fmt: skip
+        # the pods the exporter says hold this board (time-slicing), the measured one's first
         mine = pod if pod in board.pods else board.labels.get("pod")
-        self.pods = [p for p in [mine, *board.pods] if p]
-        self.pods = list(dict.fromkeys(self.pods))  # the measured pod's first
+        self.pods = list(dict.fromkeys(p for p in [mine, *board.pods] if p))
         self.containers = dict(board.containers)
         self.reloads = 0
         self._lock = threading.Lock()
         self._raw0 = self._last_raw = board.energy_mj or 0.0
         self._offset = 0.0
-        self._last_change = clock()
         self._integrated, self._last_p = 0.0, board.power_w
         self._period_how = ""
         self.interval_s = self._measure_interval(board, period_timeout_s)
-        self.dating_lag_s = self.interval_s + (getattr(source, "scrape_interval_s", None) or 0.0)
+        self.dating_lag_s = self.interval_s + (source.scrape_interval_s or 0.0)
         if not self.has_counter:  # the power field averages the last second (Ampere and newer)
             self.dating_lag_s += POWER_AVERAGE_S
         self._last_change = self._last_t = clock()
         self._channel = Channel(key or f"gpu{board.gpu or self.index}", "gpu-board",
                                 self.source_label, True, self.device_name)  # fmt: skip
+
+    @property
+    def other_pods(self) -> list[str]:
+        """Pods that share this board besides the one measured."""
+        return self.pods[1:]
 
     # ---- the collection interval ------------------------------------------------------
 
@@ -301,7 +296,7 @@ class RemoteBoardMeter(Meter):
         if period:
             self._period_how = "measured: median gap between changes in Prometheus's samples"
             return period
-        known = getattr(self.source, "measured", None)  # the exporter's other boards' answer
+        known = self.source.measured  # another board of the same exporter polled for it
         if known:
             self._period_how, period = known
             return period
