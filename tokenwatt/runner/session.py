@@ -102,6 +102,7 @@ def _prepare(cfg: RunConfig, placement: Placement, meters: list[Any], engine: En
     }
     warnings = (placement.warnings() + engine.warnings(meters)
                 + _board_warnings(cfg, engine, meters, placement)
+                + _shared_board_warnings(meters)
                 + _other_process_warnings(meters, server))  # fmt: skip
     return Session(cfg, device, engine, meters, constants, prepared.model_info,
                    model=prepared.model, meta=meta, warnings=warnings,
@@ -160,14 +161,17 @@ def _board_warnings(cfg: RunConfig, engine: Engine, meters: list[Any],
     """Measured boards that are not the model's, for a model placed here on named boards."""
     from tokenwatt.energy.meters.select import boards_not_running_the_model
 
-    shared = [f"{getattr(m, 'uuid', '?')} (also {', '.join(m.other_pods)})"
-              for m in meters if getattr(m, "other_pods", None)]  # fmt: skip
-    if shared:
-        return [
-            f"shared-board: the exporter says other pods hold measured boards too: "
-            f"{'; '.join(shared)}; each board's energy is all of it, theirs included"
-        ]
     if not engine.in_process or (not cfg.measure.gpus and cfg.gpus is None):
         return []
     mismatch = boards_not_running_the_model(meters, placement.device, placement.boards)
     return [f"other-boards: {mismatch}"] if mismatch else []
+
+
+def _shared_board_warnings(meters: list[Any]) -> list[str]:
+    """Measured boards that other pods hold too, where an exporter says so (time-slicing)."""
+    shared = [f"{m.uuid} (also {', '.join(m.other_pods)})"
+              for m in meters if getattr(m, "other_pods", None)]  # fmt: skip
+    if not shared:
+        return []
+    return [f"shared-board: the exporter says other pods hold measured boards too: "
+            f"{'; '.join(shared)}; each board's energy is all of it, theirs included"]  # fmt: skip

@@ -10,10 +10,13 @@ that cannot run here is a user error with the fix.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tokenwatt.energy.meters.base import Meter
 from tokenwatt.errors import MeterUnavailable, UserError
+
+if TYPE_CHECKING:
+    from tokenwatt.config import Measure
 
 
 def open_meters(
@@ -23,7 +26,7 @@ def open_meters(
     device: str = "cpu",
     cpu_tdp_w: float | None = None,
     nvml_module: str | None = None,
-    measure: Any = None,
+    measure: Measure | None = None,
 ) -> list[Meter]:
     """Meters for `choice` (auto|nvml|rapl|estimate|dcgm|prometheus).
 
@@ -60,7 +63,7 @@ def open_meters(
     raise UserError(f"measure.meter: unknown meter {choice!r}")
 
 
-def open_remote_boards(choice: str, measure: Any) -> list[Meter]:
+def open_remote_boards(choice: str, measure: Measure | None) -> list[Meter]:
     """The boards a node's exporter (or Prometheus) publishes that `measure` selects: by UUID
     or gpu label (measure.gpus), by pod and container, else every board published."""
     from tokenwatt.energy.meters.dcgm_text import Selection
