@@ -4,6 +4,8 @@ surface (results.csv, summary.csv, the console, the report)."""
 from __future__ import annotations
 
 import math
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -43,7 +45,7 @@ def _monitor(others: float, runnable: int, steal: float = 0.0, gpu: list[int] | 
     clock = Clock()
     fake = FakeMachine(clock, others, steal=steal)
     readings = Readings(machine=fake.machine, tree_cpu_s=fake.tree, clock=clock,
-                        system_runnable=lambda: runnable + 2, tree_runnable=lambda: 2,
+                        tree_pids=lambda: {1}, other_runnable=lambda ours: runnable,
                         gpu_other_pids=lambda: gpu or [])  # fmt: skip
     mon = ContentionMonitor(readings, sample_s=60).start()
     clock.t += 5.0  # a five-second trial
@@ -145,7 +147,7 @@ def test_injected_quiet_readings_give_an_uncontended_run(tmp_path, invoke, fast_
         return MachineCpu(busy_s=0.0, steal_s=0.0, total_s=2 * clock.t)
 
     monkeypatch.setattr(contention, "machine_cpu", machine)
-    monkeypatch.setattr(contention, "system_runnable", lambda: None)
+    monkeypatch.setattr(contention, "RunnableElsewhere", lambda: lambda ours: None)
     out = tmp_path / "quiet"
     r = invoke("run", *fast_args, "--device", "cpu", "--precision", "fp32", "--meter",
                "estimate", "--no-fidelity", "--out", str(out))  # fmt: skip
@@ -155,8 +157,105 @@ def test_injected_quiet_readings_give_an_uncontended_run(tmp_path, invoke, fast_
     assert not summary["contended"].any() and "CONTENDED" not in r.output
 
 
-def test_runnable_counts_without_other_cpu_time_are_not_contention():
-    """Our own many-threaded children (vLLM's worker) miscounted while /proc is walked show as
-    runnable threads of others, but others used no CPU: no contention."""
-    cols = _monitor(others=0.0, runnable=2)
-    assert cols["other_runnable"] == 2 and not cols["contended"]
+def test_waiting_processes_that_get_little_cpu_are_contention():
+    """Two busy processes beside a server whose threads spin on every core get little CPU
+    (0.1 core between them in CI beside vLLM) but wait all the time: contention."""
+    cols = _monitor(others=0.05, runnable=2)
+    assert cols["other_runnable"] == 2 and cols["contended"]
+    assert "2.0 runnable threads" in cols["contention_reason"]
+
+
+def _stat(pid: int, name: str, state: str, ticks: int, threads: int) -> str:
+    """A /proc/PID/stat line: pid (comm) state, then fields 4.. with utime/stime and
+    num_threads where proc(5) puts them (14, 15, 20)."""
+    rest = ["0"] * 49
+    rest[10], rest[11], rest[16] = str(ticks), "0", str(threads)
+    return f"{pid} ({name}) {state} " + " ".join(rest) + "\n"
+
+
+def _fake_proc(root, procs: dict[int, tuple[str, int, list[str]]]):
+    """/proc with `procs`: pid -> (main state, CPU ticks, its threads' states)."""
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)
+    for pid, (state, ticks, threads) in procs.items():
+        d = root / str(pid)
+        (d / "task").mkdir(parents=True)
+        (d / "stat").write_text(_stat(pid, "a (b) c", state, ticks, len(threads)))
+        for i, t in enumerate(threads):
+            (d / "task" / str(pid + i)).mkdir()
+            (d / "task" / str(pid + i) / "stat").write_text(_stat(pid + i, "w", t, 0, 1))
+    (root / "loadavg").write_text("0.1 0.1 0.1 1/50 9\n")  # not a pid: skipped
+
+
+def test_runnable_elsewhere_reads_threads_only_of_processes_that_ran(tmp_path):
+    """One read per idle process; a many-threaded one's threads are read when its main thread
+    runs or it used CPU since the last call; excluded pids are never read."""
+    from tokenwatt._util.proctree import RunnableElsewhere
+
+    proc = tmp_path / "proc"
+    count = RunnableElsewhere(proc)
+    procs = {10: ("R", 5, ["R"]),  # a busy single-threaded process
+             20: ("S", 7, ["S", "R", "R"]),  # a worker pool: main thread asleep, two running
+             30: ("R", 1, ["R", "R"]),  # ours (excluded)
+             40: ("S", 0, ["S"])}  # fmt: skip
+    _fake_proc(proc, procs)
+    assert count({30}) == 3  # first call: every many-threaded process is new
+    procs[10] = ("R", 9, ["R"])
+    _fake_proc(proc, procs)  # process 20 used no CPU since: its threads are not read
+    assert count({30}) == 1
+    procs[20] = ("S", 8, ["S", "R", "S"])
+    _fake_proc(proc, procs)
+    assert count({30}) == 2
+    assert count({10, 20, 30}) == 0
+    assert RunnableElsewhere(tmp_path / "none")(set()) is None  # no /proc: unmeasured
+
+
+def _spinning_server() -> subprocess.Popen:
+    """A process whose 8 threads spin on this machine's cores, as a vLLM CPU worker's do."""
+    code = ("import torch\ntorch.set_num_threads(8)\na = torch.rand(256, 256)\nprint('up', "
+            "flush=True)\nwhile True: a @ a")  # fmt: skip
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stdout.readline().strip() == "up"
+    return p
+
+
+def _orphan_busy(seconds: float = 120.0) -> int:
+    """The pid of a busy process handed to init: not in this (the measuring) process tree."""
+    busy = f"import time\nt = time.time()\nwhile time.time() - t < {seconds}: pass"
+    code = (
+        "import subprocess as s, sys\nprint(s.Popen([sys.executable, '-c', sys.argv[1]], "
+        "stdout=s.DEVNULL, stderr=s.DEVNULL).pid)"
+    )  # its pipes would hold run() open
+    out = subprocess.run([sys.executable, "-c", code, busy], capture_output=True, text=True,
+                         check=True, timeout=60)  # fmt: skip
+    return int(out.stdout)
+
+
+def test_busy_processes_beside_a_spinning_server_are_counted_the_server_not():
+    """Real /proc: beside a server with 8 spinning threads (its own load, excluded by pid), no
+    other thread waits; two busy processes more are two runnable threads, whatever CPU the
+    server leaves them."""
+    from tokenwatt._util.proctree import ProcessForest
+
+    server = _spinning_server()
+    hogs: list[int] = []
+    try:
+        readings = Readings(server=ProcessForest({server.pid}))
+        alone = ContentionMonitor(readings, sample_s=0.1).start()
+        time.sleep(2.0)
+        alone = alone.stop()
+        hogs = [_orphan_busy() for _ in range(2)]
+        time.sleep(0.3)
+        beside = ContentionMonitor(readings, sample_s=0.1).start()
+        time.sleep(2.0)
+        beside = beside.stop()
+    finally:
+        server.kill()
+        server.wait()
+        for pid in hogs:
+            os.kill(pid, signal.SIGKILL)
+    assert alone["server_cpu_cores"] > 0.5, alone  # the server did spin
+    assert alone["other_runnable"] < 1.0 and not alone["contended"], alone
+    assert 1.5 <= beside["other_runnable"] < 4.0, beside  # the hogs, not the server's 8
+    assert beside["contended"] and "runnable threads" in beside["contention_reason"]

@@ -35,9 +35,6 @@ class FakeServer:
     def cpu_seconds(self) -> float:
         return self.cores * self.clock()
 
-    def runnable_threads(self) -> int | None:
-        return 2
-
 
 def _trial(server_cores: float, others: float, inside: bool, gpu: list[int]) -> dict:
     clock = Clock()
@@ -46,7 +43,7 @@ def _trial(server_cores: float, others: float, inside: bool, gpu: list[int]) -> 
     tree = (lambda: (1.0 + server_cores) * clock()) if inside else fake.tree
     server = FakeServer(clock, server_cores, {4242})
     readings = Readings(machine=fake.machine, tree_cpu_s=tree, clock=clock, server=server,
-                        system_runnable=lambda: 4, tree_runnable=lambda: 2,
+                        tree_pids=lambda: {1}, other_runnable=lambda ours: 0,
                         gpu_other_pids=lambda: gpu)  # fmt: skip
     mon = ContentionMonitor(readings, sample_s=60, server_inside=inside).start()
     clock.t += 5.0

@@ -1,8 +1,9 @@
-"""This process tree's CPU time and runnable threads, and the machine's, from the OS.
+"""This process tree's CPU time and pids, the machine's CPU time, and other processes' runnable
+threads, from the OS.
 
 Used by the CPU estimate (which covers this process tree only) and by the contention record of
 every trial (what other processes did meanwhile). Linux reads /proc for runnable threads;
-elsewhere those readings are None and CPU times come from psutil.
+elsewhere that reading is None and CPU times come from psutil.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ CHILDREN_REFRESH_S = 1.0  # scanning for descendants reads every pid in /proc: n
 
 
 class ProcessTree:
-    """This process and its descendants: CPU seconds (live and reaped children) and threads.
+    """This process and its descendants: CPU seconds (live and reaped children) and pids.
 
     A child that exits is counted through its parent's `children_user/system` once reaped, so
     the total never goes backwards; a child started between two scans is picked up within
@@ -52,18 +53,8 @@ class ProcessTree:
             total += _cpu(child) or 0.0
         return total
 
-    def runnable_threads(self) -> int | None:
-        """Threads of the tree in state R right now (Linux); None where /proc has no tasks."""
-        count, seen = 0, False
-        for pid in [self.pid, *(c.pid for c in self.children())]:
-            for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
-                try:
-                    text = stat.read_text()
-                except OSError:
-                    continue
-                seen = True
-                count += _state(text) == "R"
-        return count if seen else None
+    def pids(self) -> set[int]:
+        return {self.pid, *(c.pid for c in self.children())}
 
 
 def _cpu(p: psutil.Process) -> float | None:
@@ -72,11 +63,6 @@ def _cpu(p: psutil.Process) -> float | None:
     except psutil.Error:
         return None
     return t.user + t.system + getattr(t, "children_user", 0.0) + getattr(t, "children_system", 0.0)
-
-
-def _state(stat: str) -> str:
-    """The state letter of a /proc/<pid>/task/<tid>/stat line (after the parenthesised name)."""
-    return stat.rsplit(")", 1)[-1].split()[0] if ")" in stat else ""
 
 
 @dataclass(frozen=True)
@@ -98,12 +84,72 @@ def machine_cpu() -> MachineCpu:
     return MachineCpu(busy_s=total - idle - steal, steal_s=steal, total_s=total)
 
 
-def system_runnable() -> int | None:
-    """Runnable threads on the machine right now (/proc/loadavg's running count), Linux only."""
+class RunnableElsewhere:
+    """Threads in state R (running or waiting for a CPU) of every process but some, counted
+    directly in /proc (Linux; None elsewhere).
+
+    Counted directly rather than as the machine's running count minus ours: a served model's
+    dozens of spinning threads change state while /proc is walked, so that difference swung
+    from 0 to 2 with two busy processes beside a vLLM server. psutil is not used because it
+    reads several files per process where one (`/proc/PID/stat`: state, CPU ticks, thread count)
+    does; a many-threaded process's own threads are read only when its main thread is runnable
+    or it used CPU since the last call, which keeps a call to one read per idle process. A
+    thread starved of all CPU behind a sleeping main thread is missed; other processes' CPU
+    time (`other_cpu_cores`) does not depend on this count.
+    """
+
+    def __init__(self, proc: Path = Path("/proc")) -> None:
+        self.proc = str(proc)
+        self._ticks: dict[str, int] = {}
+
+    def __call__(self, exclude: set[int]) -> int | None:
+        try:
+            names = os.listdir(self.proc)
+        except OSError:
+            return None
+        skip = {str(p) for p in exclude}
+        count, ticks = 0, {}
+        for name in names:
+            if not name.isdigit() or name in skip:
+                continue
+            fields = _stat_fields(f"{self.proc}/{name}/stat")
+            if fields is None:
+                continue  # ended meanwhile
+            state, used, threads = fields[0], int(fields[11]) + int(fields[12]), int(fields[17])
+            ticks[name] = used
+            if threads == 1:
+                count += state == b"R"
+            elif state == b"R" or used != self._ticks.get(name):
+                count += self._threads_runnable(f"{self.proc}/{name}/task")
+        self._ticks = ticks
+        return count
+
+    @staticmethod
+    def _threads_runnable(tasks: str) -> int:
+        try:
+            tids = os.listdir(tasks)
+        except OSError:
+            return 0
+        states = (_stat_fields(f"{tasks}/{tid}/stat") for tid in tids)
+        return sum(1 for f in states if f is not None and f[0] == b"R")
+
+
+def _stat_fields(path: str) -> list[bytes] | None:
+    """The fields of a /proc stat line after the parenthesised command name (which may hold
+    spaces): [0] is the state (field 3 in proc(5)), [11] utime, [12] stime, [17] num_threads.
+    os.read: half the time of open() for these one-page files, read once per process a sample."""
     try:
-        return int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
-    except (OSError, IndexError, ValueError):
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
         return None
+    try:
+        text = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    fields = text.rsplit(b")", 1)[-1].split()
+    return fields if len(fields) >= 18 else None
 
 
 def load_average_1m() -> float | None:
@@ -132,7 +178,7 @@ def listening_pids(port: int) -> tuple[set[int], bool]:
 
 class ProcessForest:
     """Some processes and all their descendants (a server's: its API process, workers, engine
-    core): CPU seconds, runnable threads and pids, like ProcessTree for several roots. A root
+    core): CPU seconds and pids, like ProcessTree for several roots. A root
     that ended keeps the CPU time last read, so the total never goes backwards."""
 
     def __init__(self, roots: set[int]) -> None:
@@ -158,10 +204,6 @@ class ProcessForest:
             except psutil.Error:
                 pass
         return sum(self._last.values())
-
-    def runnable_threads(self) -> int | None:
-        counts = [n for t in self.trees if (n := t.runnable_threads()) is not None]
-        return sum(counts) if counts else None
 
     def descends_from(self, pid: int) -> bool:
         """Whether every root is `pid` or one of its descendants (e.g. a server it launched)."""

@@ -736,8 +736,8 @@ _DECLARED = [
             "threads",
             "results",
             "unmeasured",
-            "mean runnable threads of other processes during the trial (the system's running "
-            "count minus this tree's)",
+            "mean runnable threads (running or waiting for a CPU) of processes outside this "
+            "tree and the served model's during the trial, counted in /proc",
         ),
         (
             "cpu_steal_pct",

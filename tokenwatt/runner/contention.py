@@ -6,9 +6,10 @@ ours. Every trial records, over its own window:
 
 - `other_cpu_cores`: CPU seconds the machine spent outside this process tree (system busy time
   minus this tree's, steal excluded) per wall second: how many cores other work kept busy;
-- `other_runnable`: mean runnable threads outside this tree, sampled (/proc/loadavg's running
-  count minus this tree's threads in state R): the instantaneous form of "load average minus
-  our own threads";
+- `other_runnable`: mean runnable threads (state R: running or waiting for a CPU) of processes
+  outside this tree and the server's, sampled from /proc: the instantaneous form of "load
+  average minus our own threads", which sees a process that waits even when it gets little
+  CPU (beside a served model whose threads spin on every core);
 - `cpu_steal_pct`: share of CPU time the hypervisor gave to other guests;
 - `gpu_other_processes`: other processes on the measured NVIDIA boards;
 
@@ -28,24 +29,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tokenwatt._util.proctree import (
-    MachineCpu,
-    ProcessTree,
-    machine_cpu,
-    system_runnable,
-)
+from tokenwatt._util.proctree import MachineCpu, ProcessTree, RunnableElsewhere, machine_cpu
 
 # Thresholds of "material". Half a core of other work is a quarter of this project's 2-core
 # machines and enough to shift a CPU run's speed by several percent; one runnable thread
 # beyond ours means something waits for a CPU all the time; a few % of steal is the noisy-
 # neighbour level cloud providers document as degrading; any other process on a measured GPU
-# is counted in the board's energy.
+# is counted in the board's energy. The runnable threshold needs no CPU time beside it: two busy
+# processes beside a vLLM CPU server got 0.1 core between them, waiting all the time.
 CONTENDED_CORES = 0.5
 CONTENDED_RUNNABLE = 1.0
-# ...but only with some CPU time outside this tree: under a fair scheduler another process's
-# runnable thread gets CPU. Runnable counts with none are our own threads miscounted while
-# /proc was walked (a vLLM worker's dozens of spinning threads change state meanwhile).
-RUNNABLE_NEEDS_CORES = 0.1
 CONTENDED_STEAL_PCT = 5.0
 SAMPLE_S = 0.5
 COLUMNS = ("other_cpu_cores", "other_runnable", "cpu_steal_pct", "gpu_other_processes",
@@ -59,19 +52,19 @@ class Readings:
 
     machine: Callable[[], MachineCpu] | None = None
     tree_cpu_s: Callable[[], float] | None = None
-    system_runnable: Callable[[], int | None] | None = None
-    tree_runnable: Callable[[], int | None] | None = None
+    tree_pids: Callable[[], set[int]] | None = None
+    other_runnable: Callable[[set[int]], int | None] | None = None  # runnable threads but these
     gpu_other_pids: Callable[[], list[int]] = list
     clock: Callable[[], float] = time.monotonic
     server: ServerLoad | None = None  # the served model's processes, when they are known
 
     def __post_init__(self) -> None:
         self.machine = self.machine or machine_cpu
-        self.system_runnable = self.system_runnable or system_runnable
-        if self.tree_cpu_s is None or self.tree_runnable is None:
+        self.other_runnable = self.other_runnable or RunnableElsewhere()
+        if self.tree_cpu_s is None or self.tree_pids is None:
             tree = ProcessTree()
             self.tree_cpu_s = self.tree_cpu_s or tree.cpu_seconds
-            self.tree_runnable = self.tree_runnable or tree.runnable_threads
+            self.tree_pids = self.tree_pids or tree.pids
 
 
 class ServerLoad(Protocol):
@@ -79,7 +72,6 @@ class ServerLoad(Protocol):
 
     def pids(self) -> set[int]: ...
     def cpu_seconds(self) -> float: ...
-    def runnable_threads(self) -> int | None: ...
 
 
 def gpu_pids_of(meters: list[Any]) -> Callable[[], list[int]]:
@@ -124,14 +116,9 @@ class ContentionMonitor:
 
     def _sample(self) -> None:
         r = self.readings
-        # Our threads are counted before and after the machine's: a tree of many threads (a
-        # vLLM worker's) changes state while /proc is walked, and either order alone is biased.
-        # Differences are kept signed and the mean is clamped (assess): clamping each sample
-        # would turn that noise into phantom other threads.
-        before, total, after = r.tree_runnable(), r.system_runnable(), r.tree_runnable()
-        server = self._server_runnable()
-        if total is not None and before is not None and after is not None:
-            self._runnable.append(total - (before + after) / 2 - server)
+        ours = r.tree_pids() | (r.server.pids() if r.server else set())
+        if (others := r.other_runnable(ours)) is not None:
+            self._runnable.append(others)
         try:
             on_boards = set(r.gpu_other_pids())
         except Exception:  # a board NVML cannot ask is no reason to lose the trial
@@ -139,13 +126,6 @@ class ContentionMonitor:
         mine = r.server.pids() & on_boards if r.server else set()
         self._server_gpu_pids |= mine
         self._gpu_pids |= on_boards - mine
-
-    def _server_runnable(self) -> float:
-        """The server's runnable threads, when they are not already counted as this tree's."""
-        r = self.readings
-        if r.server is None or self.server_inside:
-            return 0.0
-        return float(r.server.runnable_threads() or 0)
 
     def stop(self) -> dict[str, Any]:
         self._stop.set()
@@ -169,11 +149,11 @@ def assess(m0: MachineCpu, m1: MachineCpu, tree_cpu_s: float, wall_s: float,
     cores = max((m1.busy_s - m0.busy_s) - tree_cpu_s, 0.0) / wall_s if wall_s > 0 else math.nan
     total = m1.total_s - m0.total_s
     steal = 100.0 * (m1.steal_s - m0.steal_s) / total if total > 0 else math.nan
-    others = max(sum(runnable) / len(runnable), 0.0) if runnable else math.nan
+    others = sum(runnable) / len(runnable) if runnable else math.nan
     reasons = []
     if cores >= CONTENDED_CORES:
         reasons.append(f"other processes kept {cores:.2f} CPU cores busy")
-    if others >= CONTENDED_RUNNABLE and cores >= RUNNABLE_NEEDS_CORES:
+    if others >= CONTENDED_RUNNABLE:
         reasons.append(f"{others:.1f} runnable threads of other processes on average")
     if steal >= CONTENDED_STEAL_PCT:
         reasons.append(f"{steal:.1f}% CPU steal")
