@@ -9,6 +9,7 @@ of legacy results made before records existed).
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import json
 import os
@@ -70,6 +71,16 @@ class Record:
             "machine": platform.platform(),
             "files": sorted(files),
         }
+
+    def write_csv(self, out: Path, name: str, rows: list[dict[str, object]]) -> Path:
+        """Write OUT/NAME.csv (one line per row, the first row's keys as header) and its
+        record, OUT/NAME.run.json."""
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / f"{name}.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+            w.writeheader()
+            w.writerows(rows)
+        return self.write(out, name, [f"{name}.csv"])
 
     def write(self, out: Path | str, name: str, files: Iterable[str]) -> Path:
         """Write OUT/NAME.run.json covering FILES (names inside OUT)."""

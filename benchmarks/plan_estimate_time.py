@@ -10,7 +10,6 @@ benchmarks/results/plan_estimate_time.csv.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import shutil
 import subprocess
@@ -41,12 +40,7 @@ def main() -> None:
         ok = r.returncode == 0 and "ESTIMATE" in r.stdout
         rows.append({"run": i, "wall_s": round(wall, 3), "ok": ok, "goal_s": 5.0})
         print(f"run {i}: {wall:.2f} s, {'ok' if ok else 'FAILED: ' + r.stderr.strip()}")
-    OUT.mkdir(exist_ok=True)
-    with open(OUT / "plan_estimate_time.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-    rec.write(OUT, "plan_estimate_time", ["plan_estimate_time.csv"])
+    rec.write_csv(OUT, "plan_estimate_time", rows)
     print(f"worst {max(r['wall_s'] for r in rows):.2f} s (goal: under 5 s)")
 
 

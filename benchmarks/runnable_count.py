@@ -13,7 +13,6 @@ script also times one direct count. Writes benchmarks/results/runnable_count.csv
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import signal
 import statistics
@@ -24,8 +23,13 @@ from pathlib import Path
 from _record import ROOT, Record
 
 sys.path.insert(0, str(ROOT))
-from tests.test_contention import _orphan_busy, _spinning_server  # noqa: E402
-from tokenwatt._util.proctree import ProcessForest, ProcessTree, RunnableElsewhere  # noqa: E402
+from tests.loads import orphan_busy, spinning_server  # noqa: E402
+from tokenwatt._util.proctree import (  # noqa: E402
+    ProcessForest,
+    ProcessTree,
+    RunnableElsewhere,
+    runnable_threads_of,
+)
 
 OUT = Path(__file__).parent / "results"
 TRUTH = 2
@@ -33,14 +37,7 @@ TRUTH = 2
 
 def _running(pids: set[int]) -> int:
     """Threads in state R of `pids` (the old reading of this tree's and the server's)."""
-    n = 0
-    for pid in pids:
-        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
-            try:
-                n += stat.read_text().rsplit(")", 1)[-1].split()[0] == "R"
-            except OSError:
-                pass
-    return n
+    return sum(runnable_threads_of(pid) for pid in pids)
 
 
 def _subtracted(tree: ProcessTree, server: ProcessForest) -> float:
@@ -51,8 +48,8 @@ def _subtracted(tree: ProcessTree, server: ProcessForest) -> float:
 
 
 def trial(samples: int) -> dict[str, float]:
-    server = _spinning_server()
-    hogs = [_orphan_busy() for _ in range(TRUTH)]
+    server = spinning_server()
+    hogs = [orphan_busy() for _ in range(TRUTH)]
     tree, forest, direct = ProcessTree(), ProcessForest({server.pid}), RunnableElsewhere()
     old, new, cost = [], [], []
     try:
@@ -90,12 +87,7 @@ def main() -> None:
               f"{row['subtracted_min']:.1f}, max {row['subtracted_max']:.1f}); truth {TRUTH}; "
               f"a direct count {row['direct_call_ms_median']:.2f} ms over {row['processes']} "
               "processes")  # fmt: skip
-    OUT.mkdir(exist_ok=True)
-    with open(OUT / "runnable_count.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-    rec.write(OUT, "runnable_count", ["runnable_count.csv"])
+    rec.write_csv(OUT, "runnable_count", rows)
 
 
 if __name__ == "__main__":

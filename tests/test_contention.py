@@ -13,6 +13,7 @@ import time
 import pandas as pd
 import pytest
 
+from tests.loads import busy_sibling, orphan_busy, spinning_server
 from tokenwatt._util.proctree import MachineCpu, ProcessTree
 from tokenwatt.runner import contention
 from tokenwatt.runner.contention import ContentionMonitor, Readings, assess
@@ -105,16 +106,10 @@ def test_process_tree_counts_a_busy_child() -> None:
     assert tree.cpu_seconds() - before > 0.5  # the reaped child's CPU time is kept
 
 
-def _busy_sibling(seconds: float = 120.0) -> subprocess.Popen:
-    """One core of other work: a process that is not part of the measured run's tree."""
-    code = f"import time\nt = time.time()\nwhile time.time() - t < {seconds}: pass"
-    return subprocess.Popen([sys.executable, "-c", code])
-
-
 def test_a_run_beside_a_busy_process_is_flagged_everywhere(tmp_path, fast_args) -> None:
     """results.csv, summary.csv, the console and the report all say CONTENDED."""
     out = tmp_path / "busy"
-    load = _busy_sibling()
+    load = busy_sibling()
     try:
         time.sleep(0.5)
         cmd = [sys.executable, "-m", "tokenwatt.cli", "run", *fast_args, "--device", "cpu",
@@ -211,41 +206,20 @@ def test_runnable_elsewhere_reads_threads_only_of_processes_that_ran(tmp_path):
     assert RunnableElsewhere(tmp_path / "none")(set()) is None  # no /proc: unmeasured
 
 
-def _spinning_server() -> subprocess.Popen:
-    """A process whose 8 threads spin on this machine's cores, as a vLLM CPU worker's do."""
-    code = ("import torch\ntorch.set_num_threads(8)\na = torch.rand(256, 256)\nprint('up', "
-            "flush=True)\nwhile True: a @ a")  # fmt: skip
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert p.stdout is not None and p.stdout.readline().strip() == "up"
-    return p
-
-
-def _orphan_busy(seconds: float = 120.0) -> int:
-    """The pid of a busy process handed to init: not in this (the measuring) process tree."""
-    busy = f"import time\nt = time.time()\nwhile time.time() - t < {seconds}: pass"
-    code = (
-        "import subprocess as s, sys\nprint(s.Popen([sys.executable, '-c', sys.argv[1]], "
-        "stdout=s.DEVNULL, stderr=s.DEVNULL).pid)"
-    )  # its pipes would hold run() open
-    out = subprocess.run([sys.executable, "-c", code, busy], capture_output=True, text=True,
-                         check=True, timeout=60)  # fmt: skip
-    return int(out.stdout)
-
-
 def test_busy_processes_beside_a_spinning_server_are_counted_the_server_not():
     """Real /proc: beside a server with 8 spinning threads (its own load, excluded by pid), no
     other thread waits; two busy processes more are two runnable threads, whatever CPU the
     server leaves them."""
     from tokenwatt._util.proctree import ProcessForest
 
-    server = _spinning_server()
+    server = spinning_server()
     hogs: list[int] = []
     try:
         readings = Readings(server=ProcessForest({server.pid}))
         alone = ContentionMonitor(readings, sample_s=0.1).start()
         time.sleep(2.0)
         alone = alone.stop()
-        hogs = [_orphan_busy() for _ in range(2)]
+        hogs = [orphan_busy() for _ in range(2)]
         time.sleep(0.3)
         beside = ContentionMonitor(readings, sample_s=0.1).start()
         time.sleep(2.0)

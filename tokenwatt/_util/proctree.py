@@ -120,18 +120,20 @@ class RunnableElsewhere:
             if threads == 1:
                 count += state == b"R"
             elif state == b"R" or used != self._ticks.get(name):
-                count += self._threads_runnable(f"{self.proc}/{name}/task")
+                count += runnable_threads_of(name, self.proc)
         self._ticks = ticks
         return count
 
-    @staticmethod
-    def _threads_runnable(tasks: str) -> int:
-        try:
-            tids = os.listdir(tasks)
-        except OSError:
-            return 0
-        states = (_stat_fields(f"{tasks}/{tid}/stat") for tid in tids)
-        return sum(1 for f in states if f is not None and f[0] == b"R")
+
+def runnable_threads_of(pid: int | str, proc: str = "/proc") -> int:
+    """Threads of process `pid` in state R right now (0 when it has ended)."""
+    tasks = f"{proc}/{pid}/task"
+    try:
+        tids = os.listdir(tasks)
+    except OSError:
+        return 0
+    states = (_stat_fields(f"{tasks}/{tid}/stat") for tid in tids)
+    return sum(1 for f in states if f is not None and f[0] == b"R")
 
 
 def _stat_fields(path: str) -> list[bytes] | None:
@@ -140,14 +142,12 @@ def _stat_fields(path: str) -> list[bytes] | None:
     os.read: half the time of open() for these one-page files, read once per process a sample."""
     try:
         fd = os.open(path, os.O_RDONLY)
+        try:
+            text = os.read(fd, 4096)
+        finally:
+            os.close(fd)
     except OSError:
         return None
-    try:
-        text = os.read(fd, 4096)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
     fields = text.rsplit(b")", 1)[-1].split()
     return fields if len(fields) >= 18 else None
 
